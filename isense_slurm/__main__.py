@@ -1,0 +1,3 @@
+from isense_slurm.cli import main
+
+raise SystemExit(main())
