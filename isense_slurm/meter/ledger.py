@@ -1,0 +1,329 @@
+"""The ledger's control-plane API: API keys, the price book, workers, request totals.
+
+Request rows are written by meter.writer.RequestWriter (its own thread and connection);
+everything else goes through a Ledger. A Ledger serialises its calls with a lock, so
+one instance may be shared by the threads of a process.
+"""
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from isense_slurm.errors import UsageError
+from isense_slurm.meter import money
+from isense_slurm.meter.connection import open_database, transaction
+from isense_slurm.meter.rows import (
+    END_REASONS,
+    WORKER_STATES,
+    KeyInfo,
+    PriceEntry,
+    RequestTotals,
+    WorkerInfo,
+)
+
+KEY_PREFIX = "isk-"
+KEY_RANDOM_CHARS = 40
+KEY_DISPLAY_CHARS = 12  # "isk-" and 8 random characters: enough to tell keys apart
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+GROUP_COLUMNS = ("model", "key_id", "job_id", "node", "status")
+# Timestamp column set the first time a worker run reaches each state.
+STATE_TIME_COLUMN = {"lent": "started_at", "serving": "serving_at", "draining": "draining_at", "ended": "ended_at"}
+
+
+def key_hash(plaintext: str) -> str:
+    """sha256 hex of a client key. Keys carry 240 random bits, so no salt or slow hash is needed."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_key_plaintext() -> str:
+    # token_urlsafe(30) is exactly 40 url-safe characters (30 bytes in base64).
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_CHARS * 3 // 4)
+
+
+class Ledger:
+    def __init__(self, db: Database, path: Path):
+        self.db = db
+        self.path = path
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path, *, create: bool = True) -> "Ledger":
+        """Open the ledger, creating it (and its folder) and migrating it as needed.
+
+        ConfigError, naming the path, for a file that is not an isense ledger or one
+        written by a newer isense. create=False: a missing file is a ConfigError too.
+        """
+        path = Path(path)
+        return cls(open_database(path, create=create), path)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        return int(self._meta("schema_version"))
+
+    def _meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    # -- API keys ---------------------------------------------------------------------
+
+    def create_key(self, name: str) -> tuple[KeyInfo, str]:
+        """A new client key: (its info, the plaintext). The plaintext is not stored."""
+        if not KEY_NAME.fullmatch(name) or name.isdigit():
+            raise UsageError(
+                f"key name {name!r}: use 1-64 letters, digits and . _ @ + -, "
+                "starting with a letter or digit, not only digits"
+            )
+        plaintext = new_key_plaintext()
+        now = time.time()
+        with self._lock, transaction(self.db.conn):
+            clash = self.db.execute(
+                "SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL", [name]
+            ).fetchone()
+            if clash:
+                raise UsageError(f"an active key named {name!r} exists (id {clash[0]}); revoke it or pick another name")
+            cursor = self.db.execute(
+                "INSERT INTO api_keys(name, prefix, hash, created_at) VALUES (?, ?, ?, ?)",
+                [name, plaintext[:KEY_DISPLAY_CHARS], key_hash(plaintext), now],
+            )
+            self._bump_keys_generation()
+        return KeyInfo(cursor.lastrowid, name, plaintext[:KEY_DISPLAY_CHARS], now, None), plaintext
+
+    def list_keys(self) -> list[KeyInfo]:
+        with self._lock:
+            rows = list(self.db.query(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"))
+        return [KeyInfo(**row) for row in rows]
+
+    def revoke_key(self, id_or_name: int | str) -> KeyInfo:
+        """Revoke by id or by name; UsageError when unknown or already revoked."""
+        text = str(id_or_name)
+        with self._lock, transaction(self.db.conn):
+            if text.isdigit():
+                rows = self.db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", [int(text)])
+            else:
+                # The active key of that name first; else any (to say it is revoked).
+                rows = self.db.execute(
+                    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE name = ? ORDER BY revoked_at IS NOT NULL, id DESC",
+                    [text],
+                )
+            row = rows.fetchone()
+            if row is None:
+                raise UsageError(f"no API key with id or name {text!r} (see `isense keys list`)")
+            key = KeyInfo(*row)
+            if not key.active:
+                raise UsageError(f"API key {key.id} ({key.name}) is already revoked")
+            now = time.time()
+            self.db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [now, key.id])
+            self._bump_keys_generation()
+        return KeyInfo(key.id, key.name, key.prefix, key.created_at, now)
+
+    def active_key_hashes(self) -> dict[str, KeyInfo]:
+        """sha256 hex -> KeyInfo of every active key, for the gateway's in-memory check."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT hash, {_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
+            ).fetchall()
+        return {row[0]: KeyInfo(*row[1:]) for row in rows}
+
+    def keys_generation(self) -> int:
+        """A counter bumped by every key change: poll it to know when to reload the keys."""
+        return int(self._meta("keys_generation") or 0)
+
+    def _bump_keys_generation(self) -> None:
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'keys_generation'")
+
+    # -- price book -------------------------------------------------------------------
+
+    def sync_prices(self, models, currency: str, at: float | None = None) -> list[str]:
+        """Record the configured prices; a row is added only for a model whose price changed.
+
+        `models`: config ModelConfig objects (.name, .price) or a mapping name -> price.
+        Returns the names of the models that got a new row.
+        """
+        items = models.items() if isinstance(models, Mapping) else ((m.name, m.price) for m in models)
+        at = time.time() if at is None else at
+        changed = []
+        with self._lock, transaction(self.db.conn):
+            for name, price in items:
+                wanted = (currency, *money.price_nanos_per_mtok(price))
+                latest = self.db.execute(
+                    "SELECT currency, input_nanos_per_mtok, output_nanos_per_mtok, cached_nanos_per_mtok "
+                    "FROM prices WHERE model = ? ORDER BY effective_from DESC, id DESC LIMIT 1",
+                    [name],
+                ).fetchone()
+                if latest != wanted:
+                    self.db.execute(
+                        "INSERT INTO prices(model, currency, input_nanos_per_mtok, output_nanos_per_mtok, "
+                        "cached_nanos_per_mtok, effective_from) VALUES (?, ?, ?, ?, ?, ?)",
+                        [name, *wanted, at],
+                    )
+                    changed.append(name)
+        return changed
+
+    def price_for(self, model: str, at: float | None = None) -> PriceEntry | None:
+        """The price in force at `at` (default: the latest), or None for an unpriced model."""
+        sql = (
+            "SELECT model, currency, input_nanos_per_mtok, output_nanos_per_mtok, cached_nanos_per_mtok, "
+            "effective_from FROM prices WHERE model = ?"
+        )
+        params: list = [model]
+        if at is not None:
+            sql += " AND effective_from <= ?"
+            params.append(at)
+        with self._lock:
+            row = self.db.execute(sql + " ORDER BY effective_from DESC, id DESC LIMIT 1", params).fetchone()
+        if row is None:
+            return None
+        name, currency, inp, out, cached, since = row
+        nano = money.NANOS_PER_UNIT
+        return PriceEntry(name, currency, inp / nano, out / nano, cached / nano, since)
+
+    # -- workers ----------------------------------------------------------------------
+
+    def worker_event(
+        self,
+        job_id,
+        *,
+        state: str,
+        node: str | None = None,
+        gpus: int | str | Sequence | None = None,
+        model: str | None = None,
+        address: str | None = None,
+        reason: str | None = None,
+        at: float | None = None,
+    ) -> WorkerInfo:
+        """Record what happened to a worker job; returns its row as it now stands.
+
+        Reports come from several processes (controller, gateway, worker, epilog) and
+        may arrive late or twice, so within one run the state only moves forward
+        (lent -> serving -> draining -> ended), each state's time is kept from its first
+        report, and an 'ended' report's reason wins over earlier ones. A 'lent' or
+        'serving' report for an ended job starts a new run: Slurm requeued it.
+        `gpus`: a count (int) or the GPU indices ("0,1" or a sequence).
+        """
+        if state not in WORKER_STATES:
+            raise ValueError(f"worker state must be one of {WORKER_STATES}, got {state!r}")
+        if reason is not None and reason not in END_REASONS:
+            raise ValueError(f"worker end reason must be one of {END_REASONS}, got {reason!r}")
+        job_id = str(job_id)
+        at = time.time() if at is None else at
+        gpu_count, gpu_ids = _normalise_gpus(gpus)
+        given = {"node": node, "gpus": gpu_count, "gpu_ids": gpu_ids, "model": model, "address": address}
+        with self._lock, transaction(self.db.conn):
+            current = self._latest_worker(job_id)
+            if current is None or (current.state == "ended" and state in ("lent", "serving")):
+                run = 0 if current is None else current.run + 1
+                if current is not None:  # a requeued job runs the same script: same model and size
+                    given["model"] = model or current.model
+                    given["gpus"] = gpu_count if gpu_count is not None else current.gpus
+                row = {"job_id": job_id, "run": run, "state": state, "reason": reason, **given}
+                row.update(started_at=at, serving_at=None, draining_at=None, ended_at=None, updated_at=at)
+                row[STATE_TIME_COLUMN[state]] = at
+                columns = ", ".join(row)
+                self.db.execute(
+                    f"INSERT INTO workers({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+                )
+            else:
+                rank = WORKER_STATES.index
+                new_state = state if rank(state) >= rank(current.state) else current.state
+                if state == "ended" and current.state != "ended":
+                    new_reason = reason or current.reason
+                else:
+                    new_reason = current.reason or reason
+                changes = {k: v for k, v in given.items() if v is not None}
+                changes.update(state=new_state, reason=new_reason, updated_at=at)
+                time_column = STATE_TIME_COLUMN[state]
+                if getattr(current, time_column) is None:
+                    changes[time_column] = at
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                self.db.execute(
+                    f"UPDATE workers SET {assignments} WHERE job_id = ? AND run = ?",
+                    [*changes.values(), job_id, current.run],
+                )
+            return self._latest_worker(job_id)
+
+    def workers(self, active_only: bool = False) -> list[WorkerInfo]:
+        """Every worker run (oldest first), or only those not ended."""
+        where = "WHERE state != 'ended'" if active_only else ""
+        with self._lock:
+            rows = list(self.db.query(f"SELECT {_WORKER_COLUMNS} FROM workers {where} ORDER BY started_at, id"))
+        return [WorkerInfo(**row) for row in rows]
+
+    def _latest_worker(self, job_id: str) -> WorkerInfo | None:
+        row = self.db.execute(
+            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE job_id = ? ORDER BY run DESC LIMIT 1", [job_id]
+        ).fetchone()
+        return WorkerInfo(*row) if row else None
+
+    # -- requests (reads) ---------------------------------------------------------------
+
+    def request_totals(
+        self, since: float | None = None, until: float | None = None, group_by: str | None = None
+    ) -> RequestTotals | dict:
+        """Sums over requests with since <= ts < until.
+
+        Without group_by: one RequestTotals. With group_by (one of GROUP_COLUMNS): a dict
+        of group value -> RequestTotals.
+        """
+        if group_by is not None and group_by not in GROUP_COLUMNS:
+            raise UsageError(f"cannot group requests by {group_by!r}; use one of {', '.join(GROUP_COLUMNS)}")
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("ts < ?")
+            params.append(until)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sums = (
+            "COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            "COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(gross_nanos), 0), COALESCE(SUM(operator_nanos), 0)"
+        )
+        with self._lock:
+            if group_by is None:
+                row = self.db.execute(f"SELECT {sums} FROM requests {where}", params).fetchone()
+                return _totals(row)
+            rows = self.db.execute(
+                f"SELECT {group_by}, {sums} FROM requests {where} GROUP BY {group_by} ORDER BY {group_by}", params
+            ).fetchall()
+        return {row[0]: _totals(row[1:]) for row in rows}
+
+
+_KEY_COLUMNS = "id, name, prefix, created_at, revoked_at"
+_WORKER_COLUMNS = (
+    "job_id, run, state, reason, model, node, gpus, gpu_ids, address, "
+    "started_at, serving_at, draining_at, ended_at, updated_at"
+)
+
+
+def _totals(row) -> RequestTotals:
+    # SUM() over integers stays an exact integer in SQLite (it raises on 64-bit overflow
+    # rather than rounding), which is why money is kept in integer nanos.
+    return RequestTotals(*row)
+
+
+def _normalise_gpus(gpus) -> tuple[int | None, str | None]:
+    if gpus is None:
+        return None, None
+    if isinstance(gpus, bool):
+        raise ValueError("gpus must be a count or GPU indices")
+    if isinstance(gpus, int):
+        return gpus, None
+    ids = [part.strip() for part in gpus.split(",")] if isinstance(gpus, str) else [str(g) for g in gpus]
+    ids = [part for part in ids if part]
+    return len(ids), ",".join(ids)

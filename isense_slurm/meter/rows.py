@@ -1,0 +1,93 @@
+"""The ledger's records as frozen dataclasses: what goes in and what comes out."""
+
+from dataclasses import dataclass
+
+REQUEST_STATUSES = ("ok", "aborted", "partial", "error")
+WORKER_STATES = ("lent", "serving", "draining", "ended")
+END_REASONS = ("preempted", "time_limit", "completed", "failed", "lost")
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One request that reached a worker, with the tokens the client actually received."""
+
+    id: str  # the response id sent to the client; the ledger's primary key
+    ts: float  # unix seconds
+    key_id: int | None
+    model: str
+    job_id: str | None
+    node: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    status: str  # 'ok' | 'aborted' | 'partial' | 'error'
+    latency_ms: float
+    streamed: bool
+    error: str | None = None
+    attempts: int = 1
+
+    def __post_init__(self):
+        # Checked here so that a bad row fails in the caller, not in the writer thread.
+        if not self.id:
+            raise ValueError("RequestRow.id must not be empty")
+        if self.status not in REQUEST_STATUSES:
+            raise ValueError(f"RequestRow.status must be one of {REQUEST_STATUSES}, got {self.status!r}")
+        if min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) < 0:
+            raise ValueError("RequestRow token counts must not be negative")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A client API key as the ledger knows it: never the plaintext, never the hash."""
+
+    id: int
+    name: str
+    prefix: str  # first characters of the key, for people to tell keys apart
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class PriceEntry:
+    """A row of the price book; fits money.revenue like config.Price does."""
+
+    model: str
+    currency: str
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float
+    effective_from: float
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One run of a worker job (a requeued Slurm job gets a new run under the same id)."""
+
+    job_id: str
+    run: int
+    state: str
+    reason: str | None
+    model: str | None
+    node: str | None
+    gpus: int | None
+    gpu_ids: str | None  # "0,1" when the GPU indices are known
+    address: str | None
+    started_at: float
+    serving_at: float | None
+    draining_at: float | None
+    ended_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class RequestTotals:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    gross_nanos: int = 0
+    operator_nanos: int = 0
