@@ -1,0 +1,38 @@
+"""The pure planner: a snapshot of the pool in, a plan out.
+
+No I/O, no clock reads, no subprocess, no Slurm/HTTP/SQLite imports: the controller
+observes, calls make_plan(snapshot, policy), acts on plan.actions and logs (or, with
+--dry-run, prints) plan.explanations. Same snapshot and policy, same plan.
+
+Rules, in the order a node is judged (each refusal is one "not lending NODE: why" line):
+  node lendable, in the lend partition, has free GPUs (pending workers pinned to it
+  hold theirs), idle >= dwell, not in an active reservation; inside an availability
+  window; no eligible pending training job without a forecast that could land there
+  (it would start at the next pass and only preempt a starting worker); the fitted
+  limit min(max_job_minutes, forecast starts, reservation starts, window end, each
+  less a margin) >= min_window_minutes; room under max_lend_share of all pool GPUs,
+  counting pending, running and draining workers. Holes are filled longest first.
+Cancels: every non-draining worker outside the windows; pending workers whose node
+training has filled (REQUEUE'd workers); pending workers stuck on a reason Slurm will
+not clear; youngest workers (pending first) while over the share, with no new
+submits in that tick.
+"""
+
+from isense_slurm.planner.decide import make_plan
+from isense_slurm.planner.inputs import (
+    Demand,
+    ModelSpec,
+    PendingTraining,
+    Policy,
+    PoolNode,
+    Reservation,
+    Snapshot,
+    Worker,
+    WorkerState,
+)
+from isense_slurm.planner.plan import Action, Cancel, Plan, Submit
+
+__all__ = [
+    "Action", "Cancel", "Demand", "ModelSpec", "PendingTraining", "Plan", "Policy", "PoolNode",
+    "Reservation", "Snapshot", "Submit", "Worker", "WorkerState", "make_plan",
+]

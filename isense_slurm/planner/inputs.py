@@ -1,0 +1,144 @@
+"""What the planner sees: a frozen snapshot of the pool, built by the controller.
+
+The controller fills these from Slurm views (sinfo/squeue/scontrol), the gateway's
+demand counters and its own memory (idle_since, workers it submitted that Slurm does
+not show yet). All datetimes share one convention: naive local wall time, as Slurm
+prints it and as availability windows are written. The planner never reads the clock;
+`Snapshot.now` is the only "now".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from isense_slurm.config_windows import Window
+
+
+class WorkerState(StrEnum):
+    PENDING = "pending"  # queued in Slurm (or submitted and not yet seen there)
+    RUNNING = "running"
+    DRAINING = "draining"  # got SIGTERM/scancel: leaving, its GPUs not yet free
+
+
+# Slurm pending reasons that mean "will start when GPUs are free": not stuck.
+STARTABLE_REASONS = frozenset({"", "None", "Priority", "Resources"})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    gpus: int  # GPUs per worker, all on one node
+    weight: float = 1.0  # share of lent GPUs when demand is equal
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The config's lending rules, plus planner knobs the config does not expose."""
+
+    max_lend_share: float
+    min_idle_seconds: float
+    max_job_minutes: int
+    models: tuple[ModelSpec, ...]
+    availability: tuple[Window, ...] = ()  # empty: always
+    lend_partition: str | None = None  # when set, a node must be in it to be lent
+    min_window_minutes: int = 5  # a fitted time limit shorter than this is not worth a vLLM start
+    time_min_minutes: int = 5  # sbatch --time-min: backfill may cut the limit down to this
+    # A worker must be scheduled and drained before a hard deadline (forecast start,
+    # reservation, window end): the fitted limit ends this long before it.
+    end_margin_seconds: float = 30.0
+    # Pending workers with a reason outside STARTABLE_REASONS are cancelled after this.
+    stuck_pending_seconds: float = 120.0
+
+    @classmethod
+    def from_config(cls, cfg, **knobs) -> Policy:
+        """Policy from a loaded isense Config; `knobs` override the planner-only fields."""
+        s = cfg.slurm
+        knobs.setdefault("end_margin_seconds", max(30.0, 2 * s.drain_seconds))
+        knobs.setdefault("stuck_pending_seconds", max(120.0, 12 * s.tick_seconds))
+        return cls(
+            max_lend_share=s.max_lend_share,
+            min_idle_seconds=s.min_idle_seconds,
+            max_job_minutes=s.max_job_minutes,
+            models=tuple(ModelSpec(m.name, m.gpus, m.weight) for m in cfg.models),
+            availability=tuple(s.availability),
+            lend_partition=s.lend_partition,
+            **knobs,
+        )
+
+
+@dataclass(frozen=True)
+class PoolNode:
+    """A node in one of the configured pools (the controller resolved pools to nodes)."""
+
+    name: str
+    partitions: tuple[str, ...]
+    gpus_total: int
+    gpus_used_by_training: int = 0  # every job that is not an isense worker
+    gpus_used_by_workers: int = 0  # as Slurm allocates them (running workers)
+    lendable: bool = True  # False: down, drained, draining, maintenance, not responding
+    state: str = ""  # Slurm's state word, named in explanations when not lendable
+    idle_since: datetime | None = None  # since when the node has had free GPUs without a break
+
+
+@dataclass(frozen=True)
+class Worker:
+    """An isense worker job (the service account's jobs in the lend partition)."""
+
+    job_id: str
+    model: str
+    gpus: int
+    state: WorkerState
+    node: str | None = None  # where it runs, or the node it was submitted to (-w); None: unknown
+    submit_time: datetime | None = None
+    end_time: datetime | None = None
+    pending_reason: str = ""  # Slurm's reason while pending
+
+
+@dataclass(frozen=True)
+class PendingTraining:
+    """A pending job that is not a worker, with Slurm's forecast (squeue --start)."""
+
+    job_id: str
+    partition: str  # may be a comma list, as squeue prints it
+    gpus: int
+    expected_start: datetime | None = None
+    expected_nodes: tuple[str, ...] = ()
+    eligible: bool = True  # False for held, dependency, begin-time or limit reasons
+
+    @property
+    def partitions(self) -> tuple[str, ...]:
+        return tuple(p for p in self.partition.split(",") if p)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    name: str
+    nodes: tuple[str, ...]
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What the gateway saw for one model since the last tick."""
+
+    model: str
+    queued: int = 0  # requests waiting for a worker now
+    rejected: int = 0  # 429s since the last tick
+    requests_per_second: float = 0.0
+
+    @property
+    def waiting(self) -> int:
+        return self.queued + self.rejected
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: datetime
+    nodes: tuple[PoolNode, ...]
+    workers: tuple[Worker, ...] = ()
+    pending_training: tuple[PendingTraining, ...] = ()
+    reservations: tuple[Reservation, ...] = ()
+    demand: tuple[Demand, ...] = ()
