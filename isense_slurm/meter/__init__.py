@@ -6,4 +6,6 @@
 - connection.py: opening the file (WAL, synchronous=NORMAL, busy_timeout, identity check).
 - ledger.py: Ledger (keys, prices, workers, reads).
 - writer.py: RequestWriter, the group-committing writer of request rows.
+- earnings.py: read-only queries behind `isense earnings` (mode=ro connection).
+- exports.py: run_export() and the exports table (closed periods, checksums, late rows).
 """

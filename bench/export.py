@@ -1,0 +1,110 @@
+"""Time `isense export` on 100,000 request rows (a figure, not a test).
+
+Generates the rows for one UTC day in a temp ledger through the real RequestWriter,
+then times: a CSV export, a JSON Lines export, a re-run that finds the entry (checksum
+verified, late-row check), and `isense earnings` for that day grouped by node.
+
+    .venv/bin/python bench/export.py [--rows N]
+
+Last line of output: JSON with the figures (seconds).
+"""
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from isense_slurm.meter.earnings import open_readonly
+from isense_slurm.meter.exports import run_export
+from isense_slurm.meter.ledger import Ledger
+from isense_slurm.meter.rows import RequestRow
+from isense_slurm.meter.writer import RequestWriter
+from isense_slurm.report.earnings import build_report
+from isense_slurm.report.periods import buckets, utc_midnight
+
+DAY = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float
+
+
+def fill(path: Path, rows: int) -> float:
+    with Ledger.open(path) as ledger:
+        for name in ("alice", "bob", "carol", "dave"):
+            ledger.create_key(name)
+        for job in range(8):
+            ledger.worker_event(str(job), state="serving", node=f"n{job % 4 + 1}", gpus=1, model="tiny",
+                                at=DAY + job * 600)
+            ledger.worker_event(str(job), state="ended", reason="preempted", at=DAY + 80_000)
+    started = time.perf_counter()
+    prices = {"tiny": Price(0.10, 0.40, 0.05)}
+    with RequestWriter(path, prices=prices, operator_share=0.7, currency="USD", batch_max=1024) as writer:
+        step = 86_000 / rows
+        for i in range(rows):
+            writer.submit(RequestRow(
+                id=f"chatcmpl-{i:08d}", ts=DAY + i * step, key_id=1 + i % 4, model="tiny",
+                job_id=str(i % 8), node=f"n{i % 4 + 1}", prompt_tokens=200 + i % 500,
+                completion_tokens=50 + i % 300, cached_tokens=i % 3 * 64, status="ok",
+                latency_ms=12.0, streamed=bool(i % 2)))
+    return time.perf_counter() - started
+
+
+def timed(action):
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="isense-bench-export-") as tmp:
+        folder = Path(tmp)
+        ledger = folder / "ledger.db"
+        fill_s = fill(ledger, args.rows)
+        with sqlite3.connect(ledger) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == args.rows
+        conn.close()
+        csv_s, csv_result = timed(lambda: run_export(ledger, "2025-01-01", "csv", folder))
+        jsonl_s, jsonl_result = timed(lambda: run_export(ledger, "2025-01-01", "jsonl", folder))
+        rerun_s, rerun = timed(lambda: run_export(ledger, "2025-01-01", "csv", folder))
+        assert csv_result.rows == jsonl_result.rows == args.rows and rerun.action == "already exported"
+
+        def earnings():
+            conn = open_readonly(ledger)
+            since = utc_midnight(date(2025, 1, 1))
+            report = build_report(conn, buckets("day", since, utc_midnight(date(2025, 1, 2))), by="day",
+                                  group="node", now=time.time(), partition="inference", model_gpus={},
+                                  currency="USD", raw_gpu_hour_nanos=2_000_000_000)
+            conn.close()
+            return report
+
+        earnings_s, report = timed(earnings)
+        assert sum(r.totals.gross_nanos for r in report.rows) == csv_result.totals.gross_nanos
+        figures = {
+            "rows": args.rows,
+            "fill_ledger_s": round(fill_s, 3),
+            "export_csv_s": round(csv_s, 3),
+            "export_jsonl_s": round(jsonl_s, 3),
+            "rerun_already_exported_s": round(rerun_s, 3),
+            "earnings_day_by_node_s": round(earnings_s, 3),
+            "csv_bytes": csv_result.path.stat().st_size,
+            "jsonl_bytes": jsonl_result.path.stat().st_size,
+            "csv_rows_per_s": round(args.rows / csv_s),
+        }
+    print(f"{args.rows:,} request rows: CSV export {csv_s:.2f} s, JSON Lines {jsonl_s:.2f} s, "
+          f"re-run (verify + late check) {rerun_s:.3f} s, earnings for the day by node {earnings_s:.3f} s")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

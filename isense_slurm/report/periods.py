@@ -1,0 +1,103 @@
+"""Calendar periods in UTC: days, ISO weeks (Monday start) and months.
+
+Reports and exports use the same half-open ranges [start, end) in unix seconds, so a
+day's totals in `isense earnings` and in its export come from the same predicate
+(`ts >= start AND ts < end`) and reconcile exactly.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from isense_slurm.errors import UsageError
+
+BY_CHOICES = ("day", "week", "month")
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_WEEK = re.compile(r"(\d{4})-W(\d{2})")
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+@dataclass(frozen=True)
+class Period:
+    """A labelled UTC range [start, end)."""
+
+    label: str  # "2025-01-05", "2025-W01" or "2025-01"
+    start: datetime
+    end: datetime
+
+    @property
+    def start_ts(self) -> float:
+        return self.start.timestamp()
+
+    @property
+    def end_ts(self) -> float:
+        return self.end.timestamp()
+
+
+def utc_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def iso_z(moment: datetime) -> str:
+    """'2025-01-05T00:00:00Z'."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_date(text: str, flag: str) -> date:
+    """YYYY-MM-DD, strictly; UsageError naming the flag otherwise."""
+    match = _DATE.fullmatch(text.strip())
+    try:
+        if match:
+            return date(*map(int, match.groups()))
+    except ValueError as err:
+        raise UsageError(f"{flag} {text!r}: {err}") from None
+    raise UsageError(f"{flag} {text!r}: expected a date as YYYY-MM-DD (UTC)")
+
+
+def period_of(by: str, day: date) -> Period:
+    """The day, ISO week or month that holds `day`."""
+    if by == "day":
+        return Period(day.isoformat(), utc_midnight(day), utc_midnight(day + timedelta(days=1)))
+    if by == "week":
+        monday = day - timedelta(days=day.weekday())
+        year, week, _ = monday.isocalendar()
+        return Period(f"{year}-W{week:02d}", utc_midnight(monday), utc_midnight(monday + timedelta(days=7)))
+    if by == "month":
+        first = day.replace(day=1)
+        following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return Period(f"{first:%Y-%m}", utc_midnight(first), utc_midnight(following))
+    raise UsageError(f"--by {by!r}: use one of {', '.join(BY_CHOICES)}")
+
+
+def buckets(by: str, since: datetime, until: datetime) -> list[Period]:
+    """The periods of kind `by` that overlap [since, until), each clipped to that range."""
+    if by not in BY_CHOICES:
+        raise UsageError(f"--by {by!r}: use one of {', '.join(BY_CHOICES)}")
+    result = []
+    day = since.astimezone(timezone.utc).date()
+    while True:
+        period = period_of(by, day)
+        if period.start >= until:
+            break
+        result.append(Period(period.label, max(period.start, since), min(period.end, until)))
+        day = period.end.date()
+    return result
+
+
+def parse_export_period(text: str, now: datetime) -> Period:
+    """'yesterday' (UTC), YYYY-MM-DD, YYYY-Www (ISO week) or YYYY-MM."""
+    value = text.strip()
+    if value == "yesterday":
+        return period_of("day", now.astimezone(timezone.utc).date() - timedelta(days=1))
+    try:
+        if match := _DATE.fullmatch(value):
+            return period_of("day", date(*map(int, match.groups())))
+        if match := _WEEK.fullmatch(value):
+            year, week = map(int, match.groups())
+            return period_of("week", date.fromisocalendar(year, week, 1))
+        if match := _MONTH.fullmatch(value):
+            year, month = map(int, match.groups())
+            return period_of("month", date(year, month, 1))
+    except ValueError as err:
+        raise UsageError(f"--period {text!r}: {err}") from None
+    raise UsageError(f"--period {text!r}: use yesterday, YYYY-MM-DD, YYYY-Www (ISO week) or YYYY-MM (UTC)")
