@@ -67,3 +67,12 @@ def vllm_api_key(secret: bytes, job_id: str) -> str:
 
 def check_worker_token(secret: bytes, job_id: str, token: str) -> bool:
     return hmac.compare_digest(worker_token(secret, job_id), token or "")
+
+
+def hook_token(secret: bytes, node: str) -> str:
+    """Bearer token a node's prolog/epilog presents with events about that node."""
+    return _derive(secret, "hook", str(node))
+
+
+def check_hook_token(secret: bytes, node: str, token: str) -> bool:
+    return hmac.compare_digest(hook_token(secret, node), token or "")

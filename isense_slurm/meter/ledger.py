@@ -23,6 +23,7 @@ from isense_slurm.meter.rows import (
     WORKER_STATES,
     KeyInfo,
     PriceEntry,
+    ReclaimInfo,
     RequestTotals,
     WorkerInfo,
 )
@@ -270,6 +271,69 @@ class Ledger:
         ).fetchone()
         return WorkerInfo(*row) if row else None
 
+    # -- reclaims ---------------------------------------------------------------------
+
+    def record_reclaim(
+        self,
+        training_job_id,
+        *,
+        node: str | None = None,
+        worker_job_id: str | None = None,
+        submit_time: float | None = None,
+        sigterm_time: float | None = None,
+        gpus_free_time: float | None = None,
+        start_time: float | None = None,
+        at: float | None = None,
+    ) -> list[ReclaimInfo]:
+        """Upsert the reclaim of a training job (one row per node it started on).
+
+        Given fields overwrite, None leaves a field as it is, so the hooks' times and the
+        controller's submit time can arrive in any order. Without `node` (the submit time
+        from squeue) every row of the job is updated, or one is created without a node
+        for the hooks' record to fill later. Returns the job's rows.
+        """
+        job = str(training_job_id)
+        given = {
+            "worker_job_id": worker_job_id, "submit_time": submit_time, "sigterm_time": sigterm_time,
+            "gpus_free_time": gpus_free_time, "start_time": start_time,
+        }
+        changes = {k: v for k, v in given.items() if v is not None}
+        with self._lock, transaction(self.db.conn):
+            rows = self.db.execute("SELECT id, node FROM reclaims WHERE training_job_id = ? ORDER BY id", [job]).fetchall()
+            if node is None:
+                targets = [row[0] for row in rows]
+            else:
+                same = [row[0] for row in rows if row[1] == node]
+                blank = [row[0] for row in rows if row[1] is None]
+                targets = same[:1] or blank[:1]
+                if targets:
+                    changes["node"] = node
+            if targets and changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                marks = ", ".join("?" * len(targets))
+                self.db.execute(f"UPDATE reclaims SET {assignments} WHERE id IN ({marks})",
+                                [*changes.values(), *targets])
+            elif not targets:
+                row = {"training_job_id": job, "node": node, **given,
+                       "created_at": time.time() if at is None else at}
+                self.db.execute(f"INSERT INTO reclaims({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                                list(row.values()))
+        return self.reclaims(job)
+
+    def reclaims(self, training_job_id=None, since: float | None = None) -> list[ReclaimInfo]:
+        """Reclaim rows, oldest first: of one training job, or created at/after `since`."""
+        clauses, params = [], []
+        if training_job_id is not None:
+            clauses.append("training_job_id = ?")
+            params.append(str(training_job_id))
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self.db.execute(f"SELECT {_RECLAIM_COLUMNS} FROM reclaims {where} ORDER BY id", params).fetchall()
+        return [ReclaimInfo(*row) for row in rows]
+
     # -- requests (reads) ---------------------------------------------------------------
 
     def request_totals(
@@ -305,6 +369,9 @@ class Ledger:
 
 
 _KEY_COLUMNS = "id, name, prefix, created_at, revoked_at"
+_RECLAIM_COLUMNS = (
+    "id, training_job_id, node, worker_job_id, submit_time, sigterm_time, gpus_free_time, start_time, created_at"
+)
 _WORKER_COLUMNS = (
     "job_id, run, state, reason, model, node, gpus, gpu_ids, address, "
     "started_at, serving_at, draining_at, ended_at, updated_at"

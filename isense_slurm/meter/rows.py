@@ -91,3 +91,24 @@ class RequestTotals:
     cached_tokens: int = 0
     gross_nanos: int = 0
     operator_nanos: int = 0
+
+
+@dataclass(frozen=True)
+class ReclaimInfo:
+    """One training job taking lent GPUs back on one node; unix times, None when unknown."""
+
+    id: int
+    training_job_id: str
+    node: str | None
+    worker_job_id: str | None  # "12" or "12,13" when several workers held the GPUs
+    submit_time: float | None
+    sigterm_time: float | None
+    gpus_free_time: float | None
+    start_time: float | None
+    created_at: float
+
+    @property
+    def submit_to_start(self) -> float | None:
+        if self.submit_time is None or self.start_time is None:
+            return None
+        return self.start_time - self.submit_time
