@@ -141,9 +141,20 @@ def _v2_reclaims_exports(db: Database) -> None:
     )
 
 
+def _v3_node_sums_index(db: Database) -> None:
+    """Request sums per node over a time range from the index alone (`isense status`
+    reads today's tokens and money per node: about 10x faster than requests_ts plus a
+    GROUP BY on a busy day). Building it on a large ledger takes a while, once."""
+    db.execute(
+        "CREATE INDEX requests_node_ts ON requests(node, ts, prompt_tokens, completion_tokens, "
+        "cached_tokens, gross_nanos, operator_nanos)"
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (1, _v1_serving),
     (2, _v2_reclaims_exports),
+    (3, _v3_node_sums_index),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -9,7 +9,7 @@ their output. Typed views in (Node, Partition, Job), actions out (submit, cancel
 from isense_slurm.slurm.backend import JobId, SlurmBackend
 from isense_slurm.slurm.cli_backend import CliBackend
 from isense_slurm.slurm.hostlist import compact, expand
-from isense_slurm.slurm.models import Job, Node, Partition
+from isense_slurm.slurm.models import Job, Node, Partition, Reservation
 from isense_slurm.slurm.submit import SubmitOptions, sbatch_args
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "JobId",
     "Node",
     "Partition",
+    "Reservation",
     "SlurmBackend",
     "SubmitOptions",
     "compact",

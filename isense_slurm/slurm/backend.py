@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
-from isense_slurm.slurm.models import Job, Node, Partition
+from isense_slurm.slurm.models import Job, Node, Partition, Reservation
 from isense_slurm.slurm.submit import Options
 
 JobId = int | str  # "123" or "123_4" for array tasks
@@ -53,3 +53,12 @@ class SlurmBackend(Protocol):
 
     def update_job(self, job_id: JobId, fields: Mapping[str, str]) -> None:
         """Change job fields, e.g. {"StartTime": "now"} to start a requeued job at once."""
+
+    def reservations(self) -> list[Reservation]:
+        """Reservations Slurm holds (active or future)."""
+
+    def config(self) -> dict[str, str]:
+        """slurmctld's running configuration (`scontrol show config`), key -> value as printed."""
+
+    def sbatch_supports(self, option: str) -> bool:
+        """Whether `sbatch --help` lists the long option (e.g. a SPANK plugin's "isense-worker")."""

@@ -17,9 +17,14 @@ from typing import Any
 
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm.backend import JobId
-from isense_slurm.slurm.models import Job, Node, Partition
+from isense_slurm.slurm.models import Job, Node, Partition, Reservation
 from isense_slurm.slurm.parse_json import json_errors, jobs_from_json, nodes_from_json
-from isense_slurm.slurm.parse_scontrol import jobs_from_scontrol, partitions_from_scontrol
+from isense_slurm.slurm.parse_scontrol import (
+    config_from_scontrol,
+    jobs_from_scontrol,
+    partitions_from_scontrol,
+    reservations_from_scontrol,
+)
 from isense_slurm.slurm.submit import Options, sbatch_args
 
 # Environment that would change what the commands print or submit.
@@ -61,6 +66,7 @@ class CliBackend:
         self.bin_dir = bin_dir
         self.extra_env = dict(env or {})
         self._version: str | None = None
+        self._sbatch_help: str | None = None
 
     # --- running commands ------------------------------------------------------------
 
@@ -220,6 +226,21 @@ class CliBackend:
             raise self._error("scontrol", proc)
         jobs = jobs_from_scontrol(proc.stdout)
         return jobs[0] if jobs else None
+
+    def reservations(self) -> list[Reservation]:
+        out = self._run(["scontrol", "show", "-o", "reservation"]).stdout
+        return reservations_from_scontrol(out)
+
+    def config(self) -> dict[str, str]:
+        return config_from_scontrol(self._run(["scontrol", "show", "config"]).stdout)
+
+    def sbatch_supports(self, option: str) -> bool:
+        # Plugin options show in --help; the plugstack is read afresh by each sbatch,
+        # so one look per process is enough.
+        if self._sbatch_help is None:
+            self._sbatch_help = self._run(["sbatch", "--help"]).stdout
+        name = "--" + option.lstrip("-")
+        return re.search(rf"(^|\s){re.escape(name)}(\s|=|\[|$)", self._sbatch_help, re.M) is not None
 
     # --- actions -----------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class Node:
     cpus: int = 0
     cpus_alloc: int = 0
     address: str | None = None
+    last_busy: datetime | None = None  # when the node last had a job (Slurm 22.05+)
 
     @property
     def gpus_idle(self) -> int:
@@ -91,6 +92,7 @@ class Job:
     gpus_per_node: int = 0  # requested GPUs per node (tres_per_node), 0 if none
     gpu_indices: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (node, GPU indices) allocated
     nodes: tuple[str, ...] = ()  # allocated nodes (empty while pending)
+    required_nodes: tuple[str, ...] = ()  # asked for with -w (kept while pending)
     node_count: int = 0
     cpus: int = 0
     submit_time: datetime | None = None
@@ -123,3 +125,13 @@ class Job:
     @property
     def states(self) -> frozenset[str]:
         return self.flags | {self.state}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    name: str
+    nodes: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    state: str = ""  # ACTIVE, INACTIVE
+    flags: frozenset[str] = frozenset()  # MAINT, IGNORE_JOBS, ...

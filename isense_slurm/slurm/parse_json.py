@@ -83,6 +83,7 @@ def node_from_json(d: dict) -> Node:
         cpus=number(d.get("cpus")) or 0,
         cpus_alloc=number(d.get("alloc_cpus")) or 0,
         address=text_or_none(d.get("address")),
+        last_busy=epoch(d.get("last_busy")),
     )
 
 
@@ -218,6 +219,7 @@ def job_from_json(d: dict) -> Job:
         gpus_per_node=gpu_count(d.get("tres_per_node")),
         gpu_indices=indices,
         nodes=() if pending else nodes,
+        required_nodes=tuple(expand(d.get("required_nodes") or "")),
         node_count=node_count,
         cpus=number(d.get("cpus")) or 0,
         submit_time=_time(d.get("submit_time")),

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 
 from isense_slurm.slurm.hostlist import expand
-from isense_slurm.slurm.models import Job, Node, Partition
+from isense_slurm.slurm.models import Job, Node, Partition, Reservation
 from isense_slurm.slurm.values import (
     JOB_BASE_STATES,
     NODE_BASE_STATES,
@@ -117,6 +117,7 @@ def node_from_record(r: Record) -> Node:
         cpus=r.int("CPUTot"),
         cpus_alloc=r.int("CPUAlloc"),
         address=r.text("NodeAddr"),
+        last_busy=local_time(r.get("LastBusyTime")),
     )
 
 
@@ -181,6 +182,7 @@ def job_from_record(r: Record) -> Job:
         gpus_per_node=per_node,
         gpu_indices=tuple(indices) if not pending else (),
         nodes=nodes,
+        required_nodes=tuple(expand(r.text("ReqNodeList") or "")),
         node_count=node_count,
         cpus=r.int("NumCPUs"),
         submit_time=local_time(r.get("SubmitTime")),
@@ -209,3 +211,33 @@ def partitions_from_scontrol(text: str) -> list[Partition]:
 
 def jobs_from_scontrol(text: str) -> list[Job]:
     return [job_from_record(r) for r in parse_records(text) if "JobId" in r]
+
+
+def reservation_from_record(r: Record) -> Reservation:
+    return Reservation(
+        name=r["ReservationName"],
+        nodes=tuple(expand(r.text("Nodes") or "")),
+        start=local_time(r.get("StartTime")),
+        end=local_time(r.get("EndTime")),
+        state=(r.get("State") or "").upper(),
+        flags=frozenset(word_list(r.get("Flags"))),
+    )
+
+
+def reservations_from_scontrol(text: str) -> list[Reservation]:
+    """`scontrol show -o reservation` ("No reservations in the system" gives [])."""
+    return [reservation_from_record(r) for r in parse_records(text) if "ReservationName" in r]
+
+
+_CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*=\s?(.*)$")
+
+
+def config_from_scontrol(text: str) -> dict[str, str]:
+    """`scontrol show config`: "Key = Value" lines as a dict (the first of each key wins;
+    the plugin sections at the end repeat a few names). "(null)" stays as printed."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _CONFIG_LINE.match(line.strip())
+        if m:
+            out.setdefault(m.group(1), m.group(2).strip())
+    return out

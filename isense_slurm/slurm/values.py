@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from isense_slurm.slurm.hostlist import split_top_level
@@ -171,6 +172,12 @@ def gpu_count(spec: Any) -> int:
     """
     if not spec or not isinstance(spec, str):
         return 0
+    return _gpu_count(spec)
+
+
+# A cluster's squeue repeats the same few GRES strings thousands of times: cache them.
+@lru_cache(maxsize=4096)
+def _gpu_count(spec: str) -> int:
     gres_total, tres_untyped, tres_typed = 0, None, 0
     for item in _gres_items(spec):
         item = item.split("(", 1)[0]
@@ -198,6 +205,11 @@ def gpu_indices(spec: Any) -> tuple[int, ...]:
     """Indices in "gpu:2(IDX:0-1)" or "gpu:a100:1(IDX:3),gpu:v100:1(IDX:0)"; N/A -> ()."""
     if not spec or not isinstance(spec, str):
         return ()
+    return _gpu_indices(spec)
+
+
+@lru_cache(maxsize=4096)
+def _gpu_indices(spec: str) -> tuple[int, ...]:
     out: list[int] = []
     for item in _gres_items(spec):
         if not (item.startswith("gpu") or item.startswith("gres/gpu")):

@@ -1,0 +1,101 @@
+"""`isense status`: sinfo-style GPUs, workers, traffic and earnings per partition or node."""
+
+NAME = "status"
+HELP = "sinfo-style view: GPUs training / lent / idle, workers, traffic and today's earnings"
+DESCRIPTION = """\
+One row per partition and node state (as sinfo prints), or per node with -N:
+Slurm's state; GPUs in all, in training jobs, lent to isense workers and idle; the
+workers' models and states (lent, serving, draining); requests/s and tokens/s over the
+last minute; tokens (in + out) and the operator's earnings today (UTC day).
+
+Slurm is read through its commands (sinfo/squeue/scontrol) or, with --from-json, from
+saved output; the ledger is only read, never written. A table on a terminal, plain
+columns when piped (easy to awk), JSON with --json.
+"""
+EPILOG = """\
+examples:
+  isense status
+  isense status -N -p inference
+  isense status --json | jq .total
+  isense status --from-json /tmp/snapshot   # sinfo.json + squeue.json saved earlier
+exit status: 0 ok, 1 Slurm error, 2 bad flags, unknown partition, config or ledger."""
+
+
+def add_arguments(parser) -> None:
+    add_view_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON (money as exact decimal strings)")
+
+
+def add_view_arguments(parser) -> None:
+    """Flags shared with `isense top`."""
+    parser.add_argument("-p", "--partition", metavar="PARTITION", help="only nodes of this partition")
+    parser.add_argument("-N", "--Node", dest="per_node", action="store_true", help="one row per node")
+    parser.add_argument("--ledger", metavar="PATH", help="ledger file (default: [ledger] path of the config)")
+    parser.add_argument(
+        "--from-json", metavar="DIR",
+        help="read Slurm from saved output in DIR (sinfo.json or scontrol-node.json, squeue.json, "
+             "optional scontrol-partition.txt) instead of running Slurm's commands",
+    )
+
+
+def backend_for(args):
+    if args.from_json:
+        from isense_slurm.slurm.file_backend import FileBackend
+
+        return FileBackend(args.from_json)
+    from isense_slurm.slurm import default_backend
+
+    return default_backend()
+
+
+def collect(args, cfg, backend, conn, now: float):
+    """One StatusReport from the backend and the (possibly absent) ledger connection."""
+    from datetime import datetime, timezone
+
+    from isense_slurm.report import status_inputs
+    from isense_slurm.report.status_model import build_status
+
+    slurm = status_inputs.read_slurm(backend)
+    status_inputs.check_partition(slurm, args.partition)
+    figures = status_inputs.read_figures(conn, now)
+    return build_status(
+        slurm.nodes, slurm.jobs, slurm.partitions, figures,
+        lend_partition=cfg.slurm.lend_partition,
+        service_account=cfg.slurm.service_account,
+        currency=cfg.revenue.currency,
+        at=datetime.fromtimestamp(now, timezone.utc),
+        day_start=status_inputs.day_start(now),
+        view="node" if args.per_node else "partition",
+        partition=args.partition,
+    )
+
+
+def run(args) -> int:
+    import sys
+    import time
+
+    from isense_slurm.config import load_config
+    from isense_slurm.report import status_view
+    from isense_slurm.report.status_inputs import open_ledger
+
+    cfg = load_config(args.config)
+    backend = backend_for(args)
+    conn, warning = open_ledger(args.ledger, cfg.ledger.path)
+    try:
+        report = collect(args, cfg, backend, conn, time.time())
+    finally:
+        if conn is not None:
+            conn.close()
+    if warning:
+        print(f"isense: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(status_view.to_json(report))
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal:
+        status_view.print_table(report, console)
+    else:
+        sys.stdout.write(status_view.to_plain(report))
+    return 0

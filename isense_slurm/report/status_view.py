@@ -1,0 +1,199 @@
+"""Rendering `isense status`: coloured columns on a terminal, plain sinfo-style columns
+when piped, JSON for machines.
+
+The table is laid out here (widths computed once) and handed to rich as one styled
+Text, not as a rich Table: a Table measures every cell again and takes about 0.5 s for
+1,000 rows, this takes about 10 ms.
+"""
+
+from __future__ import annotations
+
+import json
+
+from isense_slurm.meter.money import format_money
+from isense_slurm.report.earnings_view import decimal_text
+from isense_slurm.report.periods import iso_z
+from isense_slurm.report.status_model import Row, StatusReport
+
+STATE_STYLES = {"idle": "green", "mixed": "yellow", "allocated": "yellow", "down": "red", "drain": "red",
+                "fail": "red", "not_responding": "red"}
+WORKER_STYLES = {"serving": "green", "lent": "cyan", "draining": "magenta"}
+
+
+def columns(report: StatusReport) -> list[tuple[str, bool]]:
+    """(header, right-aligned)."""
+    money = f"EARNED_TODAY({report.currency})"
+    gpus = [("GPUS", True), ("TRAIN", True), ("LENT", True), ("IDLE", True)]
+    traffic = [("REQ/S", True), ("TOK/S", True), ("TOKENS_TODAY", True), (money, True)]
+    if report.view == "node":
+        return [("NODE", False), ("PARTITIONS", False), ("STATE", False), *gpus, ("MODEL", False),
+                ("WORKER", False), *traffic]
+    return [("PARTITION", False), ("AVAIL", False), ("STATE", False), ("NODES", True), *gpus,
+            ("MODELS", False), ("WORKERS", False), *traffic, ("NODELIST", False)]
+
+
+def cells(report: StatusReport, row: Row, thousands: bool = False) -> list[str]:
+    number = (lambda n: f"{n:,}") if thousands else str
+    gpus = [str(row.gpus_total), str(row.gpus_train), str(row.gpus_lent), str(row.gpus_idle)]
+    t = row.last_minute
+    traffic = [
+        rate_text(report.rate(t.requests)),
+        rate_text(report.rate(t.prompt_tokens + t.completion_tokens)),
+        number(row.today.prompt_tokens + row.today.completion_tokens),
+        format_money(row.today.operator_nanos, "", places=4),
+    ]
+    models = ",".join(row.models) or "-"
+    workers = worker_text(row.worker_states())
+    if report.view == "node":
+        return [row.label, ",".join(row.partitions) or "-", row.state, *gpus, models, workers, *traffic]
+    name = row.label + ("*" if row.is_default else "")
+    avail = row.avail.lower() if row.avail else "-"
+    return [name, avail, row.state, str(len(row.nodes)), *gpus, models, workers, *traffic, row.nodelist]
+
+
+def rate_text(value: float) -> str:
+    """'0', '0.4', '12.5', '1234'."""
+    if value == 0:
+        return "0"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def worker_text(states: dict[str, int]) -> str:
+    """'-', 'serving', 'serving:2,lent:1'."""
+    if not states:
+        return "-"
+    if len(states) == 1 and next(iter(states.values())) == 1:
+        return next(iter(states))
+    return ",".join(f"{state}:{count}" for state, count in states.items())
+
+
+def _layout(header: list[tuple[str, bool]], lines: list[list[str]]) -> list[list[str]]:
+    """Cells padded to their column's width; the last column is not padded."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    last = len(header) - 1
+    out = []
+    for line in lines:
+        out.append([
+            cell if i == last and not right else (cell.rjust(w) if right else cell.ljust(w))
+            for i, (cell, w, (_, right)) in enumerate(zip(line, widths, header))
+        ])
+    return out
+
+
+def to_plain(report: StatusReport) -> str:
+    """sinfo-style: header and rows, two spaces between columns, no colour, no totals."""
+    header = columns(report)
+    lines = [[h for h, _ in header]] + [cells(report, row) for row in report.rows]
+    return "".join("  ".join(line).rstrip() + "\n" for line in _layout(header, lines))
+
+
+def to_text(report: StatusReport):
+    """The table as one rich Text: bold header, coloured states and workers."""
+    from rich.text import Text
+
+    header = columns(report)
+    names = [h for h, _ in header]
+    state_at = names.index("STATE")
+    worker_at = names.index("WORKER" if report.view == "node" else "WORKERS")
+    lines = [[h for h, _ in header]] + [cells(report, row, thousands=True) for row in report.rows]
+    text = Text(no_wrap=True, overflow="crop")
+    for n, line in enumerate(_layout(header, lines)):
+        if n == 0:
+            text.append("  ".join(line).rstrip() + "\n", style="bold")
+            continue
+        for i, cell in enumerate(line):
+            if i:
+                text.append("  ")
+            style = None
+            if i == state_at:
+                style = _state_style(cell)
+            elif i == worker_at:
+                style = WORKER_STYLES.get(cell.strip().split(":", 1)[0])
+            text.append(cell, style=style)
+        text.append("\n")
+    return text
+
+
+def _state_style(cell: str) -> str | None:
+    words = cell.strip().split("+")
+    for word in reversed(words):  # a flag (drain) says more than the base state
+        if word in STATE_STYLES:
+            return STATE_STYLES[word]
+    return None
+
+
+def summary(report: StatusReport) -> str:
+    """The totals, as a line under the table."""
+    t = report.total
+    states = worker_text(t.worker_states())
+    rate = report.rate
+    lm = t.last_minute
+    return (
+        f"{len(t.nodes)} nodes, {t.gpus_total} GPUs: {t.gpus_train} training, {t.gpus_lent} lent, "
+        f"{t.gpus_idle} idle; workers {states}; {rate_text(rate(lm.requests))} req/s, "
+        f"{rate_text(rate(lm.prompt_tokens + lm.completion_tokens))} tok/s over {report.window_seconds:g} s; "
+        f"today (UTC) {t.today.prompt_tokens + t.today.completion_tokens:,} tokens, "
+        f"{format_money(t.today.operator_nanos, report.currency, places=4)} earned "
+        f"(gross {format_money(t.today.gross_nanos, report.currency, places=4)})"
+    )
+
+
+def print_table(report: StatusReport, console) -> None:
+    if report.rows:
+        console.print(to_text(report), end="", soft_wrap=True, highlight=False)
+    else:
+        console.print("no nodes")
+    console.print(summary(report), style="dim", highlight=False, soft_wrap=True)
+
+
+def row_dict(report: StatusReport, row: Row) -> dict:
+    lm, today = row.last_minute, row.today
+    out = {
+        "partitions": list(row.partitions),
+        "state": row.state,
+        "nodes": row.nodelist,
+        "node_count": len(row.nodes),
+        "gpus": {"total": row.gpus_total, "train": row.gpus_train, "lent": row.gpus_lent, "idle": row.gpus_idle},
+        "workers": [
+            {"job_id": w.job_id, "model": w.model, "state": w.state, "gpus": w.gpus} for w in row.workers
+        ],
+        "last_minute": {
+            "requests": lm.requests,
+            "prompt_tokens": lm.prompt_tokens,
+            "completion_tokens": lm.completion_tokens,
+            "requests_per_s": round(report.rate(lm.requests), 3),
+            "tokens_per_s": round(report.rate(lm.prompt_tokens + lm.completion_tokens), 3),
+        },
+        "today": {
+            "requests": today.requests,
+            "prompt_tokens": today.prompt_tokens,
+            "completion_tokens": today.completion_tokens,
+            "cached_tokens": today.cached_tokens,
+            "gross": decimal_text(today.gross_nanos),
+            "operator_share": decimal_text(today.operator_nanos),
+        },
+    }
+    if report.view == "node":
+        return {"node": row.label, **out}
+    return {"partition": row.label, "default": row.is_default,
+            "avail": row.avail.lower() if row.avail else None, **out}
+
+
+def to_json(report: StatusReport) -> str:
+    total = row_dict(report, report.total)
+    for key in ("partition", "node", "default", "avail", "partitions", "state"):
+        total.pop(key, None)
+    return json.dumps(
+        {
+            "time": iso_z(report.at),
+            "view": report.view,
+            "partition_filter": report.partition,
+            "lend_partition": report.lend_partition,
+            "currency": report.currency,
+            "window_seconds": report.window_seconds,
+            "today_since": iso_z(report.day_start),
+            "rows": [row_dict(report, row) for row in report.rows],
+            "total": total,
+        },
+        indent=2,
+    )
