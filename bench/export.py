@@ -24,7 +24,7 @@ from isense_slurm.meter.ledger import Ledger
 from isense_slurm.meter.rows import RequestRow
 from isense_slurm.meter.writer import RequestWriter
 from isense_slurm.report.earnings import build_report
-from isense_slurm.report.periods import buckets, utc_midnight
+from isense_slurm.periods import buckets, utc_midnight
 
 DAY = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
 

@@ -41,7 +41,7 @@ def run(args) -> int:
     from isense_slurm.meter.money import to_nanos
     from isense_slurm.report import earnings_view
     from isense_slurm.report.earnings import GROUP_CHOICES, build_report
-    from isense_slurm.report.periods import BY_CHOICES, buckets, parse_date, period_of, utc_midnight
+    from isense_slurm.periods import BY_CHOICES, buckets, parse_date, period_of, utc_midnight
 
     # Every flag is checked before the config or the ledger is opened.
     if args.by not in BY_CHOICES:

@@ -61,7 +61,7 @@ def run(args) -> int:
 
 
 def _money(nanos: int) -> str:
-    from isense_slurm.report.export_files import money_text
+    from isense_slurm.meter.export_files import money_text
 
     return money_text(nanos)
 

@@ -33,8 +33,8 @@ from isense_slurm.errors import IsenseError, UsageError
 from isense_slurm.meter.connection import transaction
 from isense_slurm.meter.ledger import Ledger
 from isense_slurm.meter.rows import RequestTotals
-from isense_slurm.report import export_files
-from isense_slurm.report.periods import Period, iso_z, parse_export_period
+from isense_slurm.meter import export_files
+from isense_slurm.periods import Period, iso_z, parse_export_period
 
 PROGRESS_EVERY = 5_000
 _SUMS = (

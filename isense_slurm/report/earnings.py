@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from isense_slurm.meter import earnings as queries
 from isense_slurm.meter.rows import RequestTotals
-from isense_slurm.report.periods import Period
+from isense_slurm.periods import Period
 
 GROUP_CHOICES = ("node", "partition", "model", "client")
 SECONDS_PER_HOUR = 3600

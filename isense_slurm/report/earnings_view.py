@@ -8,7 +8,7 @@ import json
 
 from isense_slurm.meter.money import format_money
 from isense_slurm.report.earnings import EarningsReport, EarningsRow
-from isense_slurm.report.periods import iso_z
+from isense_slurm.periods import iso_z
 
 
 def decimal_text(nanos: int | None) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from isense_slurm.errors import UsageError
 from isense_slurm.meter import earnings as queries
 from isense_slurm.meter import status_queries
-from isense_slurm.report.periods import utc_midnight
+from isense_slurm.periods import utc_midnight
 from isense_slurm.report.status_model import LedgerFigures
 from isense_slurm.slurm.models import Job, Node, Partition
 

@@ -12,7 +12,7 @@ import json
 
 from isense_slurm.meter.money import format_money
 from isense_slurm.report.earnings_view import decimal_text
-from isense_slurm.report.periods import iso_z
+from isense_slurm.periods import iso_z
 from isense_slurm.report.status_model import Row, StatusReport
 
 STATE_STYLES = {"idle": "green", "mixed": "yellow", "allocated": "yellow", "down": "red", "drain": "red",

@@ -21,7 +21,7 @@ from isense_slurm.meter.earnings import open_readonly
 from isense_slurm.meter.ledger import Ledger
 from isense_slurm.report.earnings import build_report
 from isense_slurm.report.earnings_view import print_table
-from isense_slurm.report.periods import buckets, utc_midnight
+from isense_slurm.periods import buckets, utc_midnight
 
 
 def two_days(tmp_path):

@@ -1,0 +1,85 @@
+"""`isense gateway`: the OpenAI-compatible front door for paid traffic."""
+
+NAME = "gateway"
+HELP = "serve the OpenAI-compatible API, route to live workers, meter every token"
+DESCRIPTION = """\
+Serve /v1/models, /v1/chat/completions and /v1/completions (streamed and not) to
+clients holding an API key (`isense keys create`), send each request to the live
+worker of its model with the fewest requests in flight, retry or continue elsewhere
+when a worker goes, answer 429 with Retry-After when a model has no worker, and commit
+a ledger row for every request before its answer completes.
+
+Workers register at /internal/workers/* with a credential derived from the secret in
+[secrets] dir (created here if missing). GET /internal/workers shows the registry
+(localhost only). SIGTERM or SIGINT: stop accepting, finish requests in flight, flush
+the ledger, exit 0.
+"""
+EPILOG = """\
+One log line per worker event (serving, draining, ended) on stderr.
+exit status: 0 stopped by a signal, 1 runtime error (port busy), 2 usage or config error.
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to listen on (default: [gateway] listen)"
+    )
+
+
+def _service_gid(account: str) -> int | None:
+    """The service account's group, when we may hand the secret to it (as root)."""
+    import grp
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(account).pw_gid
+    except KeyError:
+        try:
+            return grp.getgrnam(account).gr_gid
+        except KeyError:
+            return None
+
+
+def run(args) -> int:
+    import asyncio
+    import logging
+    import sys
+
+    from isense_slurm.config import load_config, parse_host_port
+    from isense_slurm.errors import UsageError
+    from isense_slurm.gateway.app import serve
+    from isense_slurm.meter.ledger import Ledger
+    from isense_slurm.secrets import create_secret, load_secret
+
+    cfg = load_config(args.config)
+    host, port = cfg.gateway.listen_host, cfg.gateway.listen_port
+    if args.listen:
+        try:
+            host, port = parse_host_port(args.listen)
+        except ValueError as err:
+            raise UsageError(f"--listen: {err}") from None
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s isense-gateway: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log = logging.getLogger("isense")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    with Ledger.open(cfg.ledger.path) as ledger:
+        changed = ledger.sync_prices(cfg.models, cfg.revenue.currency)
+    if changed:
+        log.info("price book updated for %s", ", ".join(changed))
+    create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
+    secret = load_secret(cfg.secrets.dir)
+    try:
+        import uvloop  # optional: a faster event loop when installed
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(cfg, host=host, port=port, secret=secret))
+    return 0

@@ -1,0 +1,47 @@
+"""`isense slurm-conf`: the Slurm settings isense needs, for the site's config."""
+
+NAME = "slurm-conf"
+HELP = "print the slurm.conf / gres / plugstack / prolog.d / epilog.d snippets isense needs"
+DESCRIPTION = """\
+Print, for this config's pools and lend partition, what Slurm needs: partition-priority
+preemption (PreemptType, PreemptMode, PriorityTier, GraceTime=0), KillWait fitted to
+[slurm] drain_seconds, the node Prolog/Epilog, PrologFlags, the SPANK plugin's
+plugstack line and the prolog.d/epilog.d links. The pools' node list comes from the
+live cluster when Slurm answers. Nothing is written: review and merge by hand, then
+check with `isense doctor`.
+"""
+EPILOG = "exit status: 0 printed, 2 usage or config error."
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    from isense_slurm.config import load_config
+    from isense_slurm.controller.doctor import service_group
+    from isense_slurm.controller.observe import pool_nodes
+    from isense_slurm.controller.slurm_conf import Site, checkout_root, render
+    from isense_slurm.errors import SlurmError
+    from isense_slurm.slurm import compact, default_backend
+
+    cfg = load_config(args.config)
+    s = cfg.slurm
+    nodes_text, pool_partitions = None, ()
+    try:
+        nodes = default_backend(timeout=10).nodes()
+        known_partitions = {p for n in nodes for p in n.partitions}
+        pool_partitions = tuple(p for p in s.pools if p in known_partitions)
+        names = [n.name for n in pool_nodes(s.pools, nodes)]
+        nodes_text = compact(names) if names else None
+    except SlurmError:
+        pass  # Slurm not reachable here: placeholders say what to fill in
+    site = Site(
+        lend_partition=s.lend_partition, service_account=s.service_account,
+        service_group=service_group(s.service_account), pools=tuple(s.pools),
+        pool_partitions=pool_partitions or tuple(p for p in s.pools if "[" not in p and "," not in p),
+        pool_nodes=nodes_text, max_job_minutes=s.max_job_minutes, drain_seconds=s.drain_seconds,
+        root=checkout_root(),
+    )
+    print(render(site, str(cfg.path)), end="")
+    return 0

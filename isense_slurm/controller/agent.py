@@ -1,0 +1,214 @@
+"""The controller's loop: observe Slurm, make a plan, act; on a schedule and on demand.
+
+APScheduler 3.x (BackgroundScheduler: ticks run Slurm commands, so they stay off the
+gateway's event loop) fires a tick every [slurm] tick_seconds (max_instances=1,
+coalesce). wake() runs one at once (the epilog's gpus_free). A lock keeps ticks one at
+a time; a wake that arrives during a tick makes that tick run again, so no event is
+lost and no two ticks ever act on the same picture (no duplicate submits). When a
+node's dwell ends between ticks, the next tick is moved to that moment.
+
+After a restart the picture is rebuilt: workers come from squeue (the service
+account's isense-* jobs in the lend partition), and the ledger is reconciled with
+them (workers it lacks are recorded as lent; workers it holds open that Slurm has let
+go are closed with the reason Slurm gives).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+
+from isense_slurm.controller.act import Actor, Outcome
+from isense_slurm.controller.memory import Memory
+from isense_slurm.controller.observe import Observation, Observer, Scope
+from isense_slurm.controller.recorder import end_reason_of_finished
+from isense_slurm.errors import SlurmError
+from isense_slurm.planner import Demand, Plan, Policy, Submit, make_plan
+
+log = logging.getLogger("isense.controller")
+
+TICK_JOB = "isense-tick"
+RECONCILE_SECONDS = 60.0
+ENDED_GRACE_SECONDS = 30.0  # let the epilog's worker_end (better reason) arrive first
+
+
+class Agent:
+    def __init__(self, cfg, slurm, *, ledger=None, demand: Callable[[], Iterable[Demand]] | None = None,
+                 dry_run: bool = False, report: Callable[[Plan], None] | None = None,
+                 plugin: bool | None = None):
+        self.cfg = cfg
+        self.slurm = slurm
+        self.ledger = ledger
+        self.dry_run = dry_run
+        self.report = report
+        self.policy = Policy.from_config(cfg)
+        self.memory = Memory()
+        self.observer = Observer(Scope.from_config(cfg), slurm, self.memory, demand)
+        self.actor = Actor(cfg, slurm, self.memory, plugin=plugin, on_lent=self._record_lent)
+        self.tick_seconds = float(cfg.slurm.tick_seconds)
+        self.scheduler = None
+        self.ticks = 0
+        self.last_plan: Plan | None = None
+        self.last_tick_at: float | None = None
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._again = threading.Event()
+        self._reconciled_at: float | None = None
+        self._summary = ""
+
+    # --- schedule ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self.scheduler.add_job(self.tick, "interval", seconds=self.tick_seconds, id=TICK_JOB, name="tick",
+                               max_instances=1, coalesce=True, misfire_grace_time=None,
+                               next_run_time=datetime.now(timezone.utc))
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def wake(self) -> None:
+        """Tick now (thread-safe); if a tick is running, it runs once more."""
+        self._again.set()
+        self._run_at(datetime.now(timezone.utc))
+
+    def add_cron(self, expr: str, func: Callable[[], object], name: str) -> None:
+        """Run `func` on a crontab expression (local time), e.g. exports; the hook point for
+        periodic jobs of other rooms. Call after start()."""
+        from apscheduler.triggers.cron import CronTrigger
+        from tzlocal import get_localzone
+
+        self.scheduler.add_job(func, CronTrigger.from_crontab(expr, timezone=get_localzone()), id=name, name=name,
+                               max_instances=1, coalesce=True, replace_existing=True)
+
+    def _run_at(self, when: datetime) -> None:
+        if self.scheduler is None or not self.scheduler.running:
+            return
+        try:
+            job = self.scheduler.get_job(TICK_JOB)
+            if job is not None and (job.next_run_time is None or when < job.next_run_time):
+                job.modify(next_run_time=when)
+        except Exception as err:  # noqa: BLE001 - a lost early tick costs one interval
+            log.debug("early tick not scheduled: %s", err)
+
+    # --- one tick ---------------------------------------------------------------------
+
+    def tick(self) -> Plan | None:
+        """Observe, plan, act. Never two at once; returns the last plan made (None if busy)."""
+        if not self._lock.acquire(blocking=False):
+            self._again.set()
+            return None
+        try:
+            plan = None
+            while True:
+                self._again.clear()
+                plan = self._tick_once() or plan
+                if not self._again.is_set():
+                    return plan
+        finally:
+            self._lock.release()
+
+    def _tick_once(self) -> Plan | None:
+        now = datetime.now()
+        self.ticks += 1
+        self.last_tick_at = time.time()
+        try:
+            observation = self.observer.observe(now)
+        except SlurmError as err:
+            if str(err) != self.last_error:
+                log.error("tick skipped: %s", err)
+            self.last_error = str(err)
+            return None
+        if self.last_error:
+            log.info("Slurm answers again")
+        self.last_error = None
+        plan = make_plan(observation.snapshot, self.policy)
+        self.last_plan = plan
+        if self.report is not None:
+            self.report(plan)
+        if self.dry_run:
+            return plan
+        self._reconcile(observation)
+        outcomes = self.actor.apply(plan, now) if plan.actions else []
+        self._log(plan, outcomes)
+        self._schedule_dwell_end(observation, now)
+        return plan
+
+    def _log(self, plan: Plan, outcomes: list[Outcome]) -> None:
+        if plan.explanations and plan.explanations[0] != self._summary:
+            self._summary = plan.explanations[0]
+            log.info("%s", self._summary)
+        if not outcomes:
+            return
+        for line in plan.explanations[1:]:
+            if line.startswith(("lend ", "cancel ")):
+                log.info("%s", line)
+        for outcome in outcomes:
+            (log.info if outcome.error is None else log.error)("%s", outcome.line())
+
+    def _schedule_dwell_end(self, observation: Observation, now: datetime) -> None:
+        dwell = timedelta(seconds=self.policy.min_idle_seconds)
+        due = [n.idle_since + dwell for n in observation.snapshot.nodes
+               if n.idle_since is not None and n.lendable and n.idle_since + dwell > now]
+        if due:
+            # Naive local -> aware: astimezone() reads a naive time as local.
+            self._run_at(min(due).astimezone(timezone.utc) + timedelta(milliseconds=50))
+
+    # --- ledger -----------------------------------------------------------------------
+
+    def _record_lent(self, job_id: str, submit: Submit) -> None:
+        if self.ledger is not None:
+            self.ledger.worker_event(job_id, state="lent", node=submit.node, gpus=submit.gpus, model=submit.model)
+
+    def _reconcile(self, observation: Observation) -> None:
+        """Ledger <-> Slurm: at start, then every RECONCILE_SECONDS."""
+        if self.ledger is None:
+            return
+        now = time.monotonic()
+        if self._reconciled_at is not None and now - self._reconciled_at < RECONCILE_SECONDS:
+            return
+        self._reconciled_at = now
+        try:
+            open_runs = {w.job_id: w for w in self.ledger.workers(active_only=True)}
+            for job_id, job in observation.workers.items():
+                if job_id in open_runs or not (job.is_pending or job.is_active):
+                    continue
+                self.ledger.worker_event(job_id, state="lent", node=job.nodes[0] if job.nodes else None,
+                                         gpus=job.gpus, model=job.name.removeprefix("isense-"),
+                                         at=job.submit_time.timestamp() if job.submit_time else None)
+                log.info("adopted worker %s (%s) from squeue", job_id, job.name)
+            wall = time.time()
+            for job_id, run in open_runs.items():
+                if not job_id.isdigit():
+                    continue  # a worker run outside Slurm (development)
+                job = observation.jobs.get(job_id)
+                if job is not None and (job.is_pending or job.is_active or "COMPLETING" in job.states):
+                    continue
+                ended = job.end_time.timestamp() if job is not None and job.end_time else None
+                if ended is not None and wall - ended < ENDED_GRACE_SECONDS:
+                    continue
+                if job is None and wall - run.updated_at < ENDED_GRACE_SECONDS:
+                    continue
+                reason = end_reason_of_finished(job)
+                self.ledger.worker_event(job_id, state="ended", reason=reason, at=ended)
+                log.info("closed worker %s in the ledger: %s", job_id, reason)
+        except Exception as err:  # noqa: BLE001 - bookkeeping must not stop lending
+            log.error("ledger reconcile failed: %s", err)
+
+    # --- view ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "ticks": self.ticks,
+            "last_tick_at": self.last_tick_at,
+            "last_error": self.last_error,
+            "dry_run": self.dry_run,
+            "plan": list(self.last_plan.explanations) if self.last_plan else [],
+        }

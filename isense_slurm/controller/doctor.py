@@ -1,0 +1,309 @@
+"""`isense doctor`: the live cluster and this host against what isense needs.
+
+gather() reads (Slurm through the access layer, the local files); check() is pure and
+turns the facts into findings, one line each:
+    OK   what is right
+    WARN what is off -> what to change
+    FAIL what breaks isense -> what to change
+"""
+
+from __future__ import annotations
+
+import glob
+import grp
+import os
+import pwd
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from isense_slurm.controller.observe import pool_nodes
+from isense_slurm.controller.slurm_conf import kill_wait_needed
+from isense_slurm.errors import SlurmError
+from isense_slurm.slurm import Node, Partition
+
+LEVELS = ("OK", "WARN", "FAIL")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.level:<4} {self.what}" + (f" -> {self.fix}" if self.fix else "")
+
+
+@dataclass
+class Facts:
+    slurm_error: str | None = None  # Slurm did not answer: nothing else about it is known
+    version: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    partitions: list[Partition] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    plugin: bool | None = None
+    prolog_files: list[str] = field(default_factory=list)  # what Prolog= names, resolved here
+    epilog_files: list[str] = field(default_factory=list)
+    account: tuple[int, int] | None = None  # uid, gid of the service account
+    secret_problem: str | None = None
+    secret_mode: tuple[int, int] | None = None  # (st_mode bits, gid)
+    ledger_problem: str | None = None
+    job_dir_problem: str | None = None
+    config_problem: str | None = None  # the service account cannot read the config file
+
+
+def _seconds(text: str | None) -> float | None:
+    m = re.match(r"\s*(\d+(?:\.\d+)?)", text or "")
+    return float(m.group(1)) if m else None
+
+
+def _is_null(text: str | None) -> bool:
+    return text is None or text.strip() in ("", "(null)", "none", "None")
+
+
+def check(cfg, facts: Facts) -> list[Finding]:
+    s = cfg.slurm
+    out: list[Finding] = []
+    ok = lambda what: out.append(Finding("OK", what))  # noqa: E731
+    warn = lambda what, fix: out.append(Finding("WARN", what, fix))  # noqa: E731
+    fail = lambda what, fix: out.append(Finding("FAIL", what, fix))  # noqa: E731
+
+    if facts.slurm_error:
+        fail(f"Slurm does not answer: {facts.slurm_error}", "start slurmctld / set SLURM_CONF, then run doctor again")
+    else:
+        ok(f"Slurm {facts.version} answers")
+        out.extend(_check_slurm(cfg, facts))
+
+    if facts.account is None:
+        fail(f"service account {s.service_account!r} does not exist on this host",
+             f"create it (useradd --system {s.service_account}) on this host and every node")
+    else:
+        ok(f"service account {s.service_account} exists (uid {facts.account[0]})")
+    if facts.secret_problem:
+        fail(f"worker secret: {facts.secret_problem}", "run `isense secrets init` as root")
+    else:
+        mode, gid = facts.secret_mode or (0, -1)
+        if mode & 0o007:
+            fail(f"worker secret {cfg.secrets.dir}/worker.key is readable by others (mode {mode:o})",
+                 "chmod 0640 it")
+        elif facts.account and gid != facts.account[1] and not mode & 0o040:
+            warn("worker secret is not readable by the service account's group",
+                 f"chgrp {s.service_account} {cfg.secrets.dir}/worker.key; chmod 0640 it")
+        else:
+            ok(f"worker secret present in {cfg.secrets.dir}")
+    if facts.ledger_problem:
+        fail(f"ledger {cfg.ledger.path}: {facts.ledger_problem}", "fix [ledger] path or the folder's permissions")
+    else:
+        ok(f"ledger {cfg.ledger.path} is writable")
+    if facts.job_dir_problem:
+        fail(f"job dir {s.job_dir}: {facts.job_dir_problem}",
+             f"mkdir -p {s.job_dir}; chown {s.service_account} {s.job_dir}")
+    else:
+        ok(f"job dir {s.job_dir} is writable by {s.service_account}")
+    if facts.config_problem:
+        fail(f"config {cfg.path}: {facts.config_problem}",
+             f"chmod o+r {cfg.path} (worker jobs read it as {s.service_account}; keep secrets out of it)")
+    elif facts.account is not None:
+        ok(f"config {cfg.path} is readable by {s.service_account}")
+    return out
+
+
+def _check_slurm(cfg, facts: Facts) -> list[Finding]:
+    s = cfg.slurm
+    conf = facts.config
+    out: list[Finding] = []
+    ok = lambda what: out.append(Finding("OK", what))  # noqa: E731
+    warn = lambda what, fix: out.append(Finding("WARN", what, fix))  # noqa: E731
+    fail = lambda what, fix: out.append(Finding("FAIL", what, fix))  # noqa: E731
+
+    preempt = conf.get("PreemptType", "")
+    if preempt == "preempt/partition_prio":
+        ok("PreemptType=preempt/partition_prio")
+    else:
+        fail(f"PreemptType={preempt or '(unset)'}: training cannot take lent GPUs back by partition",
+             "set PreemptType=preempt/partition_prio and PreemptMode=REQUEUE (isense slurm-conf)")
+
+    parts = {p.name: p for p in facts.partitions}
+    lend = parts.get(s.lend_partition)
+    if lend is None:
+        fail(f"lend partition {s.lend_partition!r} does not exist",
+             "add it (isense slurm-conf prints the line) and `scontrol reconfigure`")
+    else:
+        if lend.state != "UP":
+            warn(f"lend partition {lend.name} is {lend.state}", f"scontrol update PartitionName={lend.name} State=UP")
+        modes = set(lend.preempt_mode.replace(",", " ").split())
+        if modes & {"REQUEUE", "CANCEL"}:
+            ok(f"lend partition {lend.name}: PreemptMode={lend.preempt_mode}, PriorityTier={lend.priority_tier}")
+        else:
+            fail(f"lend partition {lend.name} has PreemptMode={lend.preempt_mode}: workers would not be preempted",
+                 f"set PreemptMode=REQUEUE on PartitionName={lend.name}")
+        if lend.grace_time:
+            warn(f"lend partition {lend.name} has GraceTime={lend.grace_time}: workers get SIGTERM late and "
+                 f"are killed GraceTime to GraceTime+30 s after the training job asks",
+                 f"set GraceTime=0 on PartitionName={lend.name}")
+        if lend.max_time is not None and lend.max_time < s.max_job_minutes:
+            warn(f"lend partition {lend.name} MaxTime={lend.max_time} min < max_job_minutes {s.max_job_minutes}",
+                 f"raise MaxTime or lower [slurm] max_job_minutes")
+
+    pool = pool_nodes(s.pools, facts.nodes)
+    if not pool:
+        fail(f"pools {', '.join(s.pools)} name no node Slurm knows", "fix [slurm] pools (partitions or node lists)")
+    else:
+        gpus = sum(n.gpus_total for n in pool)
+        what = f"pools {', '.join(s.pools)}: {len(pool)} nodes, {gpus} GPUs"
+        if gpus:
+            ok(what)
+        else:
+            fail(what, "declare the GPUs as GRES (Gres=gpu:N in slurm.conf, gres.conf)")
+        outside = [n.name for n in pool if s.lend_partition not in n.partitions]
+        if outside:
+            warn(f"{len(outside)} pool nodes are not in {s.lend_partition} ({', '.join(outside[:8])})",
+                 f"add them to PartitionName={s.lend_partition} Nodes=")
+        if lend is not None:
+            for part in sorted({p for n in pool for p in n.partitions} - {s.lend_partition}):
+                tier = parts[part].priority_tier if part in parts else None
+                if tier is not None and tier <= lend.priority_tier:
+                    fail(f"partition {part} (PriorityTier {tier}) cannot preempt {lend.name} "
+                         f"(PriorityTier {lend.priority_tier})",
+                         f"give PartitionName={part} a PriorityTier above {lend.priority_tier}")
+                elif tier is not None:
+                    ok(f"partition {part} (PriorityTier {tier}) preempts {lend.name}")
+
+    kill_wait = _seconds(conf.get("KillWait"))
+    needed = kill_wait_needed(s.drain_seconds)
+    if kill_wait is None:
+        warn("KillWait not readable from scontrol show config", f"set KillWait={needed}")
+    elif kill_wait <= s.drain_seconds:
+        fail(f"KillWait={kill_wait:g} s <= drain_seconds {s.drain_seconds:g}: Slurm kills workers mid-drain",
+             f"set KillWait={needed} (or lower [slurm] drain_seconds)")
+    elif kill_wait < needed:
+        warn(f"KillWait={kill_wait:g} s leaves a worker no time to stop vLLM after its drain",
+             f"set KillWait={needed}")
+    elif kill_wait > needed + 25:
+        warn(f"KillWait={kill_wait:g} s: a stuck worker delays training that long",
+             f"KillWait={needed} is enough for drain_seconds {s.drain_seconds:g}")
+    else:
+        ok(f"KillWait={kill_wait:g} s covers drain_seconds {s.drain_seconds:g} (+ vLLM stop)")
+
+    out.extend(_check_hook("Prolog", conf.get("Prolog"), facts.prolog_files, "isense-prolog"))
+    out.extend(_check_hook("Epilog", conf.get("Epilog"), facts.epilog_files, "isense-epilog"))
+    flags = {f.strip().lower() for f in (conf.get("PrologFlags") or "").split(",")}
+    if "alloc" in flags:
+        ok("PrologFlags=Alloc: the prolog cleans every node of a job before it starts")
+    else:
+        warn("PrologFlags has no Alloc: a multi-node job's other nodes are cleaned only at their first step",
+             "set PrologFlags=Alloc")
+    if "backfill" not in (conf.get("SchedulerType") or ""):
+        warn(f"SchedulerType={conf.get('SchedulerType')}: --time-min needs backfill; worker limits are not "
+             "fitted to holes", "set SchedulerType=sched/backfill")
+    if facts.plugin:
+        ok("SPANK plugin loaded (sbatch --isense-worker)")
+    else:
+        warn("SPANK plugin not loaded: workers run without containment",
+             "install spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
+    return out
+
+
+def _check_hook(name: str, value: str | None, files: list[str], script: str) -> list[Finding]:
+    if _is_null(value):
+        return [Finding("FAIL", f"{name} is not set: no GPU cleanup and no reclaim records",
+                        f"set {name}=/etc/slurm/{name.lower()}.d/* and link {script} there (isense slurm-conf)")]
+    if any(os.path.basename(f) == script for f in files):
+        return [Finding("OK", f"{name} runs {script} ({value})")]
+    if not files:
+        return [Finding("WARN", f"{name}={value}: its files are not visible on this host",
+                        f"make sure every node's {name} runs {script}")]
+    return [Finding("WARN", f"{name}={value} does not run {script}",
+                    f"link {script} into it (isense slurm-conf)")]
+
+
+# --- gathering (I/O) ---------------------------------------------------------------------
+
+def _hook_files(value: str | None) -> list[str]:
+    """The scripts a Prolog=/Epilog= value names (comma lists, globs), resolved."""
+    if _is_null(value):
+        return []
+    out = []
+    for part in value.split(","):
+        for path in sorted(glob.glob(part.strip())) or []:
+            out.append(os.path.realpath(path))
+    return out
+
+
+def _allowed(path: Path, uid: int, gid: int, bits: tuple[int, int, int]) -> bool:
+    """Whether uid (primary group gid) has the permission bits (user, group, other) on path."""
+    st = path.stat()
+    if uid == 0 or st.st_uid == uid:
+        return uid == 0 or bool(st.st_mode & bits[0])
+    if st.st_gid in os.getgrouplist(pwd.getpwuid(uid).pw_name, gid):
+        return bool(st.st_mode & bits[1])
+    return bool(st.st_mode & bits[2])
+
+
+def _readable_path(path: Path, uid: int, gid: int) -> bool:
+    """Every folder above searchable, the file readable."""
+    folders = [p for p in reversed(path.parents)]
+    return (all(_allowed(p, uid, gid, (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)) for p in folders)
+            and _allowed(path, uid, gid, (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)))
+
+
+def gather(cfg, slurm) -> Facts:
+    from isense_slurm.secrets import load_secret, secret_path
+    from isense_slurm.errors import ConfigError
+
+    facts = Facts()
+    try:
+        facts.version = slurm.version()
+        facts.config = slurm.config()
+        facts.partitions = slurm.partitions()
+        facts.nodes = slurm.nodes()
+    except SlurmError as err:
+        facts.slurm_error = str(err)
+    if not facts.slurm_error:
+        try:
+            facts.plugin = slurm.sbatch_supports("isense-worker")
+        except SlurmError:
+            facts.plugin = None
+        facts.prolog_files = _hook_files(facts.config.get("Prolog"))
+        facts.epilog_files = _hook_files(facts.config.get("Epilog"))
+
+    try:
+        pw = pwd.getpwnam(cfg.slurm.service_account)
+        facts.account = (pw.pw_uid, pw.pw_gid)
+    except KeyError:
+        facts.account = None
+
+    try:
+        load_secret(cfg.secrets.dir)
+        st = secret_path(cfg.secrets.dir).stat()
+        facts.secret_mode = (stat.S_IMODE(st.st_mode), st.st_gid)
+    except ConfigError as err:
+        facts.secret_problem = str(err).split(": ", 1)[-1].split(" (run ")[0]
+
+    ledger = Path(cfg.ledger.path)
+    if ledger.exists():
+        if not os.access(ledger, os.W_OK):
+            facts.ledger_problem = "not writable by this user"
+    else:
+        parent = next((p for p in ledger.parents if p.exists()), None)
+        if parent is None or not os.access(parent, os.W_OK):
+            facts.ledger_problem = "missing, and its folder cannot be created here"
+
+    job_dir = Path(cfg.slurm.job_dir)
+    if not job_dir.is_dir():
+        facts.job_dir_problem = "missing"
+    elif facts.account is not None and not _allowed(job_dir, *facts.account, (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH)):
+        facts.job_dir_problem = f"not writable by {cfg.slurm.service_account}"
+    config = Path(cfg.path).resolve()
+    if facts.account is not None and config.exists() and not _readable_path(config, *facts.account):
+        facts.config_problem = f"not readable by {cfg.slurm.service_account}"
+    return facts
+
+
+def service_group(account: str) -> str:
+    try:
+        return grp.getgrgid(pwd.getpwnam(account).pw_gid).gr_name
+    except KeyError:
+        return account

@@ -1,0 +1,125 @@
+"""Hook events -> ledger: workers' ends with the right reason, reclaim records with the
+training job's submit time, and an early tick when GPUs come free.
+
+on_event() is called on the event loop for each valid event (controller/events.py);
+it only wakes the agent and queues the event. One thread handles the queue in order:
+it asks Slurm about the jobs (scontrol show job) and writes the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+
+from isense_slurm.controller.observe import WORKER_PREFIX
+from isense_slurm.controller.reclaims import ReclaimAssembler
+from isense_slurm.errors import SlurmError
+from isense_slurm.slurm import Job
+
+log = logging.getLogger("isense.controller")
+
+# Slurm's final job state says why a worker ended better than its epilog can.
+_STATE_REASONS = {
+    "PREEMPTED": "preempted",
+    "TIMEOUT": "time_limit",
+    "DEADLINE": "time_limit",
+    "COMPLETED": "completed",
+    "CANCELLED": "completed",  # scancel (ours: share, window, stuck): stopped on request
+    "FAILED": "failed",
+    "NODE_FAIL": "failed",
+    "BOOT_FAIL": "failed",
+    "OUT_OF_MEMORY": "failed",
+}
+LIMIT_SLACK_SECONDS = 2.0
+
+
+def end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | None) -> str:
+    """The ledger's end reason of a worker from its epilog's guess and Slurm's job record.
+
+    The epilog reads any SIGTERM as "preempted"; a SIGTERM at the job's time limit is
+    "time_limit". Slurm's final state decides when it has one.
+    """
+    reason = hook_reason or "failed"
+    if job is None:
+        return reason
+    if job.state in _STATE_REASONS and not (job.state == "CANCELLED" and reason == "failed"):
+        return _STATE_REASONS[job.state]
+    if reason == "preempted" and job.start_time and job.time_limit:
+        deadline = job.start_time.timestamp() + job.time_limit * 60
+        if (sigterm_time or 0) >= deadline - LIMIT_SLACK_SECONDS:
+            return "time_limit"
+    return reason
+
+
+def end_reason_of_finished(job: Job | None) -> str:
+    """Reason for a worker the ledger still holds open but Slurm has let go (restart)."""
+    if job is None:
+        return "lost"
+    return _STATE_REASONS.get(job.state, "lost")
+
+
+class EventRecorder:
+    def __init__(self, slurm, ledger, *, lend_partition: str, service_account: str,
+                 wake: Callable[[], None] | None = None):
+        self.slurm = slurm
+        self.ledger = ledger
+        self.wake = wake
+        self.assembler = ReclaimAssembler(lend_partition=lend_partition, service_account=service_account)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="isense-events")
+        self._submit_times: dict[str, float | None] = {}
+
+    def on_event(self, event: dict) -> None:
+        if event["kind"] == "gpus_free" and self.wake is not None:
+            self.wake()
+        self._executor.submit(self._safe_handle, event)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _safe_handle(self, event: dict) -> None:
+        try:
+            self.handle(event)
+        except Exception:  # noqa: BLE001 - one bad event must not stop the queue
+            log.exception("hook event %s from %s not recorded", event.get("kind"), event.get("node"))
+
+    def handle(self, event: dict) -> None:
+        job = self._job(event["job_id"]) if event["kind"] == "worker_end" else None
+        # The hooks call every job of the service account in the lend partition a worker;
+        # only isense-* jobs are the controller's (others are the admin's own tests).
+        if event["kind"] == "worker_end" and (job is None or job.name.startswith(WORKER_PREFIX)):
+            reason = end_reason(event.get("reason"), job, event.get("sigterm_time"))
+            self.ledger.worker_event(event["job_id"], state="ended", node=event["node"],
+                                     gpus=event.get("gpus") or None, reason=reason, at=event["time"])
+        for reclaim in self.assembler.add(event):
+            fields = reclaim.ledger_fields()
+            fields["submit_time"] = self._submit_time(reclaim.training_job_id)
+            self.ledger.record_reclaim(**fields)
+            log.info("reclaim: job %s on %s took worker %s's GPUs: %s", reclaim.training_job_id, reclaim.node,
+                     fields["worker_job_id"], _timeline(fields))
+
+    def _job(self, job_id: str) -> Job | None:
+        try:
+            return self.slurm.job(job_id)
+        except SlurmError as err:
+            log.warning("job %s not read from Slurm: %s", job_id, err)
+            return None
+
+    def _submit_time(self, job_id: str) -> float | None:
+        if job_id not in self._submit_times:
+            job = self._job(job_id)
+            self._submit_times[job_id] = job.submit_time.timestamp() if job and job.submit_time else None
+            if len(self._submit_times) > 10_000:
+                self._submit_times.pop(next(iter(self._submit_times)))
+        return self._submit_times[job_id]
+
+
+def _timeline(f: dict) -> str:
+    base = f.get("submit_time")
+    if base is None:
+        return "submit time unknown"
+    parts = []
+    for key, label in (("sigterm_time", "SIGTERM"), ("gpus_free_time", "free"), ("start_time", "start")):
+        if f.get(key) is not None:
+            parts.append(f"{label} +{f[key] - base:.2f} s")
+    return ", ".join(parts)

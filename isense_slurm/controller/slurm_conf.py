@@ -1,0 +1,107 @@
+"""The Slurm configuration isense needs, as snippets for the admin (`isense slurm-conf`),
+and the numbers `isense doctor` checks a live cluster against.
+
+Pure: the caller passes the pool's node list (from the live cluster when it answers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+PLUGIN_PATH = "/usr/local/lib/isense/isense.so"  # `make -C spank install`
+PLUGSTACK_DIR = "/etc/slurm/plugstack.conf.d"
+PROLOG_DIR = "/etc/slurm/prolog.d"
+EPILOG_DIR = "/etc/slurm/epilog.d"
+# After its drain (drain_seconds) a worker gives vLLM 2 s before SIGKILL (worker/main.py
+# KILL_GRACE_SECONDS), plus a second for the exit and the epilog to start.
+STOP_MARGIN_SECONDS = 3.0
+LEND_TIER = 1
+TRAIN_TIER = 10
+
+
+def kill_wait_needed(drain_seconds: float) -> int:
+    """Smallest KillWait (s) that lets a worker drain and stop before Slurm's SIGKILL."""
+    return int(math.ceil(drain_seconds + STOP_MARGIN_SECONDS))
+
+
+def checkout_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Site:
+    lend_partition: str
+    service_account: str
+    service_group: str
+    pools: tuple[str, ...]
+    pool_partitions: tuple[str, ...]  # pools that are partitions
+    pool_nodes: str | None  # compact node list of the pools, when known
+    max_job_minutes: int
+    drain_seconds: float
+    root: Path  # where prolog/ and epilog/ live
+
+
+def render(site: Site, source: str) -> str:
+    kill_wait = kill_wait_needed(site.drain_seconds)
+    nodes = site.pool_nodes or f"<the nodes of {', '.join(site.pools)}>"
+    lines = [
+        f"# isense: Slurm settings to lend {', '.join(site.pools)} through partition {site.lend_partition}",
+        f"# (from {source}; review, merge with your files, then `scontrol reconfigure` and restart slurmd)",
+        "",
+        "# ---- slurm.conf ------------------------------------------------------------",
+        "# Training takes lent GPUs back by partition priority. isense submits workers with",
+        "# --no-requeue, so REQUEUE and CANCEL both end a preempted worker at once.",
+        "PreemptType=preempt/partition_prio",
+        "PreemptMode=REQUEUE",
+        "# Worker time limits are fitted to the holes backfill forecasts (--time-min).",
+        "SchedulerType=sched/backfill",
+        "# Start batch jobs at submit time rather than up to 3 s later (keep your other",
+        "# SchedulerParameters on the same line).",
+        "SchedulerParameters=batch_sched_delay=0",
+        f"# SIGKILL {kill_wait} s after SIGTERM: a worker drains for drain_seconds ({site.drain_seconds:g})",
+        f"# and stops vLLM within {STOP_MARGIN_SECONDS:g} s more. Also the worst case a training job",
+        "# waits for a worker that does not leave.",
+        f"KillWait={kill_wait}",
+        "# Node hooks: clean GPUs before every job; report worker ends and freed GPUs after.",
+        f"Prolog={PROLOG_DIR}/*",
+        f"Epilog={EPILOG_DIR}/*",
+        "# Prolog at allocation on every node of a job: multi-node training jobs get clean",
+        "# GPUs on all their nodes before their first step.",
+        "PrologFlags=Alloc",
+        "PlugStackConfig=/etc/slurm/plugstack.conf",
+        "GresTypes=gpu",
+        "",
+    ]
+    if site.pool_partitions:
+        lines += [
+            f"# The pools' partitions: add a PriorityTier above {LEND_TIER} to your existing lines.",
+            *[f"PartitionName={p} ... PriorityTier={TRAIN_TIER} PreemptMode=OFF" for p in site.pool_partitions],
+        ]
+    else:
+        lines.append(f"# The training partitions over {nodes}: PriorityTier above {LEND_TIER}, PreemptMode=OFF.")
+    lines += [
+        "# The lend partition: lowest tier, SIGTERM at once (GraceTime=0), only the service",
+        "# account's group may submit (other low-priority jobs would count as training).",
+        f"PartitionName={site.lend_partition} Nodes={nodes} PriorityTier={LEND_TIER} PreemptMode=REQUEUE"
+        f" GraceTime=0 MaxTime={site.max_job_minutes} AllowGroups={site.service_group} State=UP",
+        "",
+        "# ---- gres.conf ---------------------------------------------------------------",
+        "# GPUs as Slurm GRES (NVML autodetection, or File= lines per node):",
+        "AutoDetect=nvml",
+        "# NodeName=gpu[01-16] Name=gpu File=/dev/nvidia[0-7]",
+        "",
+        "# ---- plugstack.conf ----------------------------------------------------------",
+        f"include {PLUGSTACK_DIR}/*.conf",
+        "",
+        f"# ---- {PLUGSTACK_DIR}/isense.conf (every node and login host) ----",
+        "# `make -C spank install` puts the plugin there; add your users' data paths to mask=.",
+        f"required {PLUGIN_PATH} service_account={site.service_account} mask=/home",
+        "",
+        "# ---- prolog.d / epilog.d (every compute node) -------------------------------",
+        f"mkdir -p {PROLOG_DIR} {EPILOG_DIR}",
+        f"ln -s {site.root / 'prolog' / 'isense-prolog'} {PROLOG_DIR}/50-isense",
+        f"ln -s {site.root / 'epilog' / 'isense-epilog'} {EPILOG_DIR}/50-isense",
+    ]
+    return "\n".join(lines) + "\n"

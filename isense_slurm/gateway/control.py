@@ -1,0 +1,88 @@
+"""The workers' control protocol, and the registry view for the controller and reports.
+
+POST /internal/workers/register   {"job_id","node","gpus","model","url"} -> 200 {"ok": true}
+POST /internal/workers/heartbeat  {"job_id"} -> 200; 404 unknown (the worker registers again)
+POST /internal/workers/deregister {"job_id","reason"} -> 200; no new request goes to it
+Each with `Authorization: Bearer worker_token(secret, job_id)`: only a process that can
+read the gateway's secret (the service account) can speak for a job.
+GET /internal/workers: registry state and per-model counters, from localhost only.
+"""
+
+import json
+
+from aiohttp import web
+
+from isense_slurm.gateway.auth import bearer
+from isense_slurm.gateway.errors import error_response
+from isense_slurm.secrets import check_worker_token, vllm_api_key
+
+LOCAL_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+async def _worker_request(gw, request: web.Request, required: tuple[str, ...]):
+    """(payload, None) for an authentic request, else (None, error response)."""
+    try:
+        payload = json.loads(await request.read())
+    except (ValueError, web.HTTPRequestEntityTooLarge):
+        return None, error_response(400, "body must be a JSON object")
+    if not isinstance(payload, dict):
+        return None, error_response(400, "body must be a JSON object")
+    for name in required:
+        if not isinstance(payload.get(name), str) or not payload[name]:
+            return None, error_response(400, f"'{name}' must be a non-empty string", param=name)
+    if not check_worker_token(gw.secret, payload["job_id"], bearer(request.headers.get("Authorization"))):
+        return None, error_response(401, f"bad worker token for job {payload['job_id']}", code="invalid_worker_token")
+    return payload, None
+
+
+def _ok(**extra) -> web.Response:
+    return web.json_response({"ok": True, **extra})
+
+
+async def register(gw, request: web.Request) -> web.Response:
+    payload, refusal = await _worker_request(gw, request, ("job_id", "model", "url"))
+    if refusal:
+        return refusal
+    model = payload["model"]
+    if model not in gw.models:
+        return error_response(404, f"model '{model}' is not configured on this gateway", param="model",
+                              code="model_not_found")
+    url = payload["url"]
+    if not url.startswith(("http://", "https://")):
+        return error_response(400, "'url' must be an http(s) URL", param="url")
+    job_id = payload["job_id"]
+    gw.registry.register(
+        job_id,
+        node=str(payload.get("node") or ""),
+        gpus=payload.get("gpus"),
+        model=model,
+        url=url,
+        auth_header="Bearer " + vllm_api_key(gw.secret, job_id),
+    )
+    return _ok()
+
+
+async def heartbeat(gw, request: web.Request) -> web.Response:
+    payload, refusal = await _worker_request(gw, request, ("job_id",))
+    if refusal:
+        return refusal
+    if not gw.registry.heartbeat(payload["job_id"]):
+        return error_response(404, f"unknown worker {payload['job_id']}; register again", code="unknown_worker")
+    return _ok()
+
+
+async def deregister(gw, request: web.Request) -> web.Response:
+    payload, refusal = await _worker_request(gw, request, ("job_id",))
+    if refusal:
+        return refusal
+    reason = payload.get("reason")
+    known = gw.registry.deregister(payload["job_id"], reason if isinstance(reason, str) else None)
+    return _ok(known=known)
+
+
+async def workers(gw, request: web.Request) -> web.Response:
+    if request.method != "GET":
+        return error_response(405, "use GET", headers={"Allow": "GET"})
+    if request.remote not in LOCAL_ADDRESSES:
+        return error_response(403, "the registry view is served to localhost only")
+    return web.json_response(gw.registry.snapshot())

@@ -1,0 +1,197 @@
+"""Streamed (SSE) requests: relay vLLM's events, continue on another worker when one
+goes, and commit the ledger row before the final `data: [DONE]`.
+
+Upstream always gets `stream_options.include_usage = true` so every stream can be
+metered; the usage chunk reaches the client only if the client asked for it. Until the
+first upstream 200 nothing is sent, so a worker failing before that is retried like a
+non-streamed request. Once bytes went out, a failed attempt is continued elsewhere
+(see sse.continuation_body); when that is impossible the stream ends with an
+OpenAI-style error event and `data: [DONE]`, never a hang.
+"""
+
+import json
+import logging
+
+from aiohttp import web
+
+from isense_slurm.gateway.calls import (
+    MAX_ATTEMPTS,
+    UPSTREAM_ERRORS,
+    Call,
+    attempt_row_id,
+    make_row,
+    upstream_headers,
+)
+from isense_slurm.gateway.errors import error_response, sse_error_event
+from isense_slurm.gateway.sse import DONE_EVENT, SSEBuffer, StreamState, continuation_body
+
+log = logging.getLogger("isense.gateway")
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# Client-side write failures (the client went away); upstream ones are UPSTREAM_ERRORS.
+CLIENT_GONE = (ConnectionError, RuntimeError)
+
+DONE, UPSTREAM_FAILED, CLIENT_LEFT = "done", "upstream", "client"
+
+
+def upstream_body(body: dict) -> tuple[dict, bool]:
+    """The client's body with usage forced on; and whether the client asked for usage."""
+    options = body.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    client_usage = options.get("include_usage") is True
+    options["include_usage"] = True
+    return {**body, "stream_options": options}, client_usage
+
+
+async def pump(upstream, response: web.StreamResponse, state: StreamState) -> str:
+    """Copy one attempt's events to the client until [DONE], a failure, or a gone client."""
+    frames = SSEBuffer()
+    content = upstream.content
+    while True:
+        try:
+            chunk = await content.readany()
+        except UPSTREAM_ERRORS as err:
+            state.error = state.error or f"{type(err).__name__}: {err}"
+            return UPSTREAM_FAILED
+        if not chunk:
+            state.error = state.error or "stream ended without [DONE]"
+            return UPSTREAM_FAILED
+        out = [e for e in map(state.on_event, frames.feed(chunk)) if e is not None]
+        if out:
+            try:
+                await response.write(b"".join(out) if len(out) > 1 else out[0])
+            except CLIENT_GONE:
+                return CLIENT_LEFT
+        if state.done:
+            return DONE if state.ok else UPSTREAM_FAILED
+        if state.error:
+            return UPSTREAM_FAILED
+
+
+async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
+    registry = gw.registry
+    body, client_usage = upstream_body(call.body)
+    payload = json.dumps(body).encode()
+    state = StreamState(chat=call.is_chat, client_usage=client_usage)
+    response: web.StreamResponse | None = None
+    tried: list[str] = []
+    failure = "no live worker"
+    worker = None
+    attempt = 0
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        worker = registry.pick(call.model, tried)
+        if worker is None:
+            break
+        if response is not None:  # bytes went out: continue where the client is
+            resumed = continuation_body(body, state, chat=call.is_chat)
+            if resumed is None:
+                failure += "; the stream cannot be continued"
+                break
+            payload = json.dumps(resumed).encode()
+        tried.append(worker.job_id)
+        state.start_attempt(continuing=response is not None)
+        registry.acquire(worker)
+        failed = True
+        outcome = UPSTREAM_FAILED
+        try:
+            async with gw.session.post(
+                worker.url + call.path, data=payload, headers=upstream_headers(worker, call)
+            ) as upstream:
+                if upstream.status != 200:
+                    detail = await upstream.read()
+                    failure = f"HTTP {upstream.status}"
+                    if upstream.status < 500:
+                        failed = False
+                        if response is None:  # the request itself is wrong: vLLM's own answer
+                            return await _refused(gw, call, worker, upstream.status, detail, attempt)
+                        break  # a continuation refused: end the stream cleanly
+                else:
+                    if response is None:
+                        response = web.StreamResponse(headers=SSE_HEADERS)
+                        try:
+                            await response.prepare(request)
+                        except CLIENT_GONE:
+                            outcome = CLIENT_LEFT
+                    if outcome != CLIENT_LEFT:
+                        outcome = await pump(upstream, response, state)
+                    failed = outcome == UPSTREAM_FAILED
+                    if failed:
+                        failure = state.error or ("aborted by the worker" if state.aborted else "stream cut")
+        except UPSTREAM_ERRORS as err:
+            failure = f"{type(err).__name__}: {err}".rstrip(": ")
+        finally:
+            registry.release(worker, failed=failed)
+
+        if outcome == DONE:
+            return await _finish(gw, call, worker, response, state, attempt)
+        if outcome == CLIENT_LEFT:
+            prompt, completion, cached = state.partial_totals(current_attempt=True)
+            gw.record(make_row(
+                call, row_id=state.response_id or call.response_id, worker=worker, status="partial",
+                streamed=True, prompt=prompt, completion=completion, cached=cached,
+                error="client disconnected", attempts=attempt,
+            ))
+            return response
+        if response is not None:
+            state.attempt_failed()
+        gw.record(make_row(
+            call, row_id=attempt_row_id(call, attempt), worker=worker, status="aborted",
+            streamed=True, error=failure, attempts=attempt,
+        ))
+        gw.stats(call.model).retries += 1
+        log.info("stream %s: worker %s failed (%s), trying another", call.request_id, worker.job_id, failure)
+    else:
+        failure = f"no worker could finish the stream after {attempt} attempts ({failure})"
+        if response is None:
+            return error_response(502, failure)
+
+    if response is None:
+        return gw.no_capacity(call.model)
+    return await _cut(gw, call, worker, response, state, attempt, failure)
+
+
+async def _refused(gw, call: Call, worker, status: int, detail: bytes, attempt: int) -> web.Response:
+    row = make_row(call, row_id=call.response_id, worker=worker, status="error", streamed=True,
+                   error=f"HTTP {status}", attempts=attempt)
+    if not await gw.commit(row):
+        return error_response(500, "the answer could not be recorded; please retry")
+    return web.Response(status=status, body=detail, content_type="application/json")
+
+
+async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: StreamState, attempt: int):
+    prompt, completion, cached = state.totals()
+    row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status="ok",
+                   streamed=True, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
+    try:
+        usage = state.usage_event()
+        if usage is not None:
+            await response.write(usage)
+        if await gw.commit(row):
+            await response.write(DONE_EVENT)
+        else:
+            await response.write(sse_error_event("the answer could not be recorded; not billed"))
+            await response.write(DONE_EVENT)
+        await response.write_eof()
+    except CLIENT_GONE:
+        pass  # the row is there; the client left before [DONE]
+    return response
+
+
+async def _cut(gw, call: Call, worker, response, state: StreamState, attempt: int, failure: str):
+    prompt, completion, cached = state.partial_totals(current_attempt=False)
+    row = make_row(call, row_id=state.response_id or call.response_id, worker=worker,
+                   status="partial" if completion else "error", streamed=True, prompt=prompt,
+                   completion=completion, cached=cached, error=failure, attempts=attempt)
+    log.warning("stream %s ended early: %s", call.request_id, failure)
+    try:
+        await response.write(sse_error_event(f"the stream was interrupted: {failure}"))
+    except CLIENT_GONE:
+        pass
+    await gw.commit(row)
+    try:
+        await response.write(DONE_EVENT)
+        await response.write_eof()
+    except CLIENT_GONE:
+        pass
+    return response

@@ -1,0 +1,130 @@
+"""`isense doctor`'s judgement of the facts, and `isense slurm-conf`'s snippets."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from isense_slurm.config import load_config
+from isense_slurm.controller.doctor import Facts, check
+from isense_slurm.controller.slurm_conf import Site, kill_wait_needed, render
+from isense_slurm.slurm import Node, Partition
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(REPO / "dev" / "isense.dev.toml")  # drain_seconds 2, pools ["train"]
+
+
+def healthy() -> Facts:
+    nodes = [Node(f"n{i}", "IDLE", gpus_total=4, partitions=("train", "inference")) for i in (1, 2)]
+    return Facts(
+        version="22.05.8",
+        config={"PreemptType": "preempt/partition_prio", "KillWait": "5 sec", "Prolog": "/etc/slurm/prolog.d/*",
+                "Epilog": "/etc/slurm/epilog.d/*", "PrologFlags": "Alloc", "SchedulerType": "sched/backfill"},
+        partitions=[Partition("train", ("n1", "n2"), priority_tier=10),
+                    Partition("inference", ("n1", "n2"), priority_tier=1, preempt_mode="REQUEUE")],
+        nodes=nodes, plugin=True,
+        prolog_files=["/opt/isense/prolog/isense-prolog"], epilog_files=["/opt/isense/epilog/isense-epilog"],
+        account=(1002, 1002), secret_mode=(0o640, 1002),
+    )
+
+
+def levels(findings) -> dict[str, str]:
+    return {f.what: f.level for f in findings}
+
+
+def failing(findings) -> list[str]:
+    return [f.line() for f in findings if f.level == "FAIL"]
+
+
+def test_a_healthy_cluster_is_all_ok(cfg):
+    findings = check(cfg, healthy())
+    assert [f.line() for f in findings if f.level != "OK"] == []
+    assert any(f.what.startswith("partition train (PriorityTier 10) preempts inference") for f in findings)
+
+
+def test_lend_partition_must_be_below_the_pools(cfg):
+    facts = healthy()
+    facts.partitions = [Partition("train", priority_tier=1), Partition("inference", priority_tier=1,
+                                                                      preempt_mode="REQUEUE")]
+    (line,) = failing(check(cfg, facts))
+    assert line == ("FAIL partition train (PriorityTier 1) cannot preempt inference (PriorityTier 1)"
+                    " -> give PartitionName=train a PriorityTier above 1")
+
+
+def test_preemption_off_and_missing_partition_fail(cfg):
+    facts = healthy()
+    facts.config = {**facts.config, "PreemptType": "preempt/none"}
+    facts.partitions = [Partition("train", priority_tier=10), Partition("inference", preempt_mode="OFF")]
+    lines = failing(check(cfg, facts))
+    assert any(line.startswith("FAIL PreemptType=preempt/none") for line in lines)
+    assert any("PreemptMode=OFF: workers would not be preempted" in line for line in lines)
+    facts.partitions = [Partition("train", priority_tier=10)]
+    assert any("lend partition 'inference' does not exist" in line for line in failing(check(cfg, facts)))
+
+
+def test_kill_wait_against_the_drain_budget(cfg):
+    assert kill_wait_needed(2) == 5 and kill_wait_needed(2.5) == 6
+    facts = healthy()
+    facts.config = {**facts.config, "KillWait": "2 sec"}
+    assert failing(check(cfg, facts)) == [
+        "FAIL KillWait=2 s <= drain_seconds 2: Slurm kills workers mid-drain -> set KillWait=5"
+        " (or lower [slurm] drain_seconds)"]
+    facts.config = {**facts.config, "KillWait": "4 sec"}
+    assert levels(check(cfg, facts))["KillWait=4 s leaves a worker no time to stop vLLM after its drain"] == "WARN"
+
+
+def test_grace_time_and_hooks_and_plugin(cfg):
+    facts = healthy()
+    facts.partitions[1] = replace(facts.partitions[1], grace_time=30)
+    facts.config = {**facts.config, "Prolog": "(null)", "PrologFlags": "(null)"}
+    facts.plugin = False
+    findings = check(cfg, facts)
+    by_level = {f.level: [] for f in findings}
+    for f in findings:
+        by_level[f.level].append(f.what)
+    assert any("GraceTime=30" in w for w in by_level["WARN"])
+    assert any(w.startswith("SPANK plugin not loaded") for w in by_level["WARN"])
+    assert any(w.startswith("PrologFlags has no Alloc") for w in by_level["WARN"])
+    assert by_level["FAIL"] == ["Prolog is not set: no GPU cleanup and no reclaim records"]
+
+
+def test_host_side_problems(cfg):
+    facts = healthy()
+    facts.account = None
+    facts.secret_problem = "worker secret missing"
+    facts.ledger_problem = "not writable by this user"
+    facts.config_problem = "not readable by isense"
+    lines = failing(check(cfg, facts))
+    assert len(lines) == 4
+    assert "FAIL worker secret: worker secret missing -> run `isense secrets init` as root" in lines
+
+
+def test_slurm_down_is_one_fail(cfg):
+    findings = check(cfg, Facts(slurm_error="sinfo: Slurm controller is not reachable", account=(1, 1),
+                                secret_mode=(0o640, 1)))
+    assert failing(findings) == ["FAIL Slurm does not answer: sinfo: Slurm controller is not reachable"
+                                 " -> start slurmctld / set SLURM_CONF, then run doctor again"]
+
+
+def test_slurm_conf_snippets(cfg):
+    site = Site("inference", "isense", "isense", ("train",), ("train",), "n[1-4]", 60, 2.0, Path("/opt/isense"))
+    text = render(site, "/etc/isense/isense.toml")
+    lines = text.splitlines()
+    for expected in ("PreemptType=preempt/partition_prio", "KillWait=5", "PrologFlags=Alloc",
+                     "Prolog=/etc/slurm/prolog.d/*", "Epilog=/etc/slurm/epilog.d/*",
+                     "PartitionName=train ... PriorityTier=10 PreemptMode=OFF",
+                     "PartitionName=inference Nodes=n[1-4] PriorityTier=1 PreemptMode=REQUEUE GraceTime=0"
+                     " MaxTime=60 AllowGroups=isense State=UP",
+                     "include /etc/slurm/plugstack.conf.d/*.conf",
+                     "required /usr/local/lib/isense/isense.so service_account=isense mask=/home",
+                     "ln -s /opt/isense/prolog/isense-prolog /etc/slurm/prolog.d/50-isense",
+                     "ln -s /opt/isense/epilog/isense-epilog /etc/slurm/epilog.d/50-isense"):
+        assert expected in lines, expected
+    unknown = render(replace(site, pool_nodes=None, drain_seconds=10), "x")
+    assert "Nodes=<the nodes of train>" in unknown and "KillWait=13" in unknown.splitlines()

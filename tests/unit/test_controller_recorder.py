@@ -1,0 +1,45 @@
+"""Why a worker ended, from its epilog's guess and Slurm's record (controller/recorder.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from isense_slurm.controller.recorder import end_reason, end_reason_of_finished
+from isense_slurm.slurm import Job
+
+START = datetime(2026, 5, 6, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def job(state, limit=10, flags=()):
+    return Job(job_id=5, name="isense-tiny", user="isense", state=state, flags=frozenset(flags),
+               start_time=START, time_limit=limit)
+
+
+def test_slurm_state_decides():
+    assert end_reason("preempted", job("PREEMPTED", flags={"COMPLETING"}), None) == "preempted"
+    assert end_reason("preempted", job("TIMEOUT"), None) == "time_limit"
+    assert end_reason("failed", job("FAILED"), None) == "failed"
+    assert end_reason("completed", job("COMPLETED"), None) == "completed"
+
+
+def test_sigterm_at_the_limit_is_a_time_limit_when_the_state_does_not_say():
+    at_limit = START.timestamp() + 10 * 60 - 0.5
+    early = START.timestamp() + 3 * 60
+    assert end_reason("preempted", job("RUNNING", flags={"COMPLETING"}), at_limit) == "time_limit"
+    assert end_reason("preempted", job("RUNNING", flags={"COMPLETING"}), early) == "preempted"
+
+
+def test_unknown_job_keeps_the_hook_reason():
+    assert end_reason("preempted", None, None) == "preempted"
+    assert end_reason(None, None, None) == "failed"
+
+
+def test_cancelled_worker_ended_on_request_unless_it_had_failed():
+    assert end_reason("preempted", job("CANCELLED"), None) == "completed"
+    assert end_reason("failed", job("CANCELLED"), None) == "failed"
+
+
+def test_reason_for_workers_closed_at_reconcile():
+    assert end_reason_of_finished(None) == "lost"
+    assert end_reason_of_finished(job("TIMEOUT")) == "time_limit"
+    assert end_reason_of_finished(job("NODE_FAIL")) == "failed"
