@@ -112,8 +112,9 @@ def _worker(job: Job, scope: Scope, memory: Memory) -> Worker | None:
     if not holds_gpus(job):
         return None
     node = job.nodes[0] if job.nodes else None
-    draining = (job_id in memory.cancels or job.state != "RUNNING" or "COMPLETING" in job.states
-                or job.preempt_time is not None)
+    # CONFIGURING: the node prolog runs (PrologFlags=Alloc); the worker is starting.
+    draining = (job_id in memory.cancels or job.state not in ("RUNNING", "CONFIGURING")
+                or "COMPLETING" in job.states or job.preempt_time is not None)
     return Worker(job_id, model, gpus_on(job, node) if node else job.gpus,
                   WorkerState.DRAINING if draining else WorkerState.RUNNING, node,
                   to_local(job.submit_time), to_local(job.end_time))

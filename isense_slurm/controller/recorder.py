@@ -106,7 +106,7 @@ class EventRecorder:
             return None
 
     def _submit_time(self, job_id: str) -> float | None:
-        if job_id not in self._submit_times:
+        if self._submit_times.get(job_id) is None:  # unknown yet: ask again next time
             job = self._job(job_id)
             self._submit_times[job_id] = job.submit_time.timestamp() if job and job.submit_time else None
             if len(self._submit_times) > 10_000:

@@ -111,6 +111,15 @@ class FileBackend:
             return None
         return next((j for j in self.jobs() if j.job_id == int(text)), None)
 
+    def reservations(self) -> list:
+        return []  # not captured: the saved state has no reservations
+
+    def config(self) -> dict[str, str]:
+        self._refuse("read slurmctld's configuration")
+
+    def sbatch_supports(self, option: str) -> bool:
+        return False
+
     # --- actions: refused --------------------------------------------------------------
 
     def _refuse(self, what: str):

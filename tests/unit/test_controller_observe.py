@@ -115,10 +115,11 @@ def test_cancelled_preempted_or_completing_workers_are_draining():
     memory = Memory()
     memory.cancelled("1", NOW)
     jobs = [worker_job(1, "n1"), worker_job(2, "n2", flags={"COMPLETING"}, state="PREEMPTED"),
-            worker_job(3, "n3")]
-    obs = snap([node(n, alloc=4) for n in ("n1", "n2", "n3")], jobs, memory=memory)
+            worker_job(3, "n3"), worker_job(4, "n4", state="CONFIGURING")]
+    obs = snap([node(n, alloc=4) for n in ("n1", "n2", "n3", "n4")], jobs, memory=memory)
     states = {w.job_id: w.state for w in obs.snapshot.workers}
-    assert states == {"1": WorkerState.DRAINING, "2": WorkerState.DRAINING, "3": WorkerState.RUNNING}
+    assert states == {"1": WorkerState.DRAINING, "2": WorkerState.DRAINING, "3": WorkerState.RUNNING,
+                      "4": WorkerState.RUNNING}
     # Slurm let job 1 go: the cancel is forgotten.
     snap([node("n1")], [], memory=memory)
     assert memory.cancels == {}

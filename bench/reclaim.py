@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Reclaim benchmark: how fast training gets lent GPUs back, on the real dev cluster.
+
+    .venv/bin/python bench/reclaim.py [--preemptions 20] [--baseline 5] [--pool n1,n2,n3]
+                                      [--baseline-node n4] [--clients 3] [--train-seconds 4]
+                                      [--controller-down 3]
+
+Runs `isense serve` on its own config (temp ledger, secret, port) lending the pool nodes
+(one CPU vLLM worker of 4 fake GPUs per node), with those nodes' hooks pointed at it.
+Then:
+  baseline     on a node outside the pool: a plain job of the service account in the
+               lend partition that ignores SIGTERM, preempted by a training job pinned
+               to that node (Slurm's KillWait path). Runs while the workers start.
+  preemptions  while `--clients` threads send non-streamed chat completions through the
+               gateway: a training job (`sleep --train-seconds`) pinned with -w to a node
+               whose worker is serving and has served requests. The controller lends the
+               node again once the job ends, while the next preemption hits another node;
+               vLLM's start on 2 shared cores (30-60 s) paces the run.
+  controller_down  the daemon killed (SIGKILL), then training onto the remaining workers.
+Submit -> start is wall time just before sbatch to the training job's first command.
+The ledger's reclaim rows split it: submit -> SIGTERM -> GPUs free (worker epilog) ->
+start (training prolog done). The last line of output is JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sqlite3
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from serve_harness import SERVICE, ServeSite, Traffic, wait_for  # noqa: E402
+
+from isense_slurm.slurm import SubmitOptions  # noqa: E402
+
+TARGET_P95 = 2.0
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+    return {"n": len(ordered), "p50": round(rank(0.5), 3), "p95": round(rank(0.95), 3),
+            "max": round(ordered[-1], 3), "mean": round(statistics.fmean(ordered), 3)}
+
+
+def baseline_run(site: ServeSite, node: str, train_seconds: float) -> float:
+    """A SIGTERM-ignoring plain job on `node`, then a training job onto it."""
+    script = "#!/bin/bash\ntrap '' TERM\nwhile :; do sleep 0.2; done\n"
+    plain = site.slurm.submit(script, SubmitOptions(
+        partition="inference", job_name="bench-ignores-sigterm", nodelist=node, gres="gpu:4", time=5,
+        requeue=False, output=str(site.job_dir / "plain-%j.out"), chdir=str(site.job_dir)), as_user=SERVICE)
+    wait_for(lambda: (j := site.slurm.job(plain)) and j.state == "RUNNING", 30, f"plain job {plain} to run")
+    time.sleep(0.5)
+    job_id, submitted = site.train(node, seconds=train_seconds)
+    started = site.started_at(job_id, timeout=60)
+    wait_for(lambda: (j := site.slurm.job(job_id)) and j.is_finished, 60, f"training job {job_id} to end")
+    return started - submitted
+
+
+def pick_victim(site: ServeSite, busy_nodes: set[str], last: str | None) -> dict | None:
+    candidates = [w for w in site.serving() if w["served"] > 0 and w["node"] not in busy_nodes]
+    if not candidates:
+        return None
+    # Rotate over nodes; prefer a worker with requests in flight right now.
+    candidates.sort(key=lambda w: (w["node"] == last, -w["outstanding"], w["node"]))
+    return candidates[0]
+
+
+def ledger_phases(site: ServeSite, submits: dict[str, float]) -> dict:
+    db = sqlite3.connect(site.root / "ledger.db")
+    rows = db.execute("SELECT training_job_id, sigterm_time, gpus_free_time, start_time FROM reclaims").fetchall()
+    db.close()
+    phases = {"submit_to_sigterm": [], "sigterm_to_gpus_free": [], "gpus_free_to_start": []}
+    for job_id, sigterm, free, start in rows:
+        if job_id not in submits or None in (sigterm, free, start):
+            continue
+        phases["submit_to_sigterm"].append(sigterm - submits[job_id])
+        phases["sigterm_to_gpus_free"].append(free - sigterm)
+        phases["gpus_free_to_start"].append(start - free)
+    return {k: percentiles(v) for k, v in phases.items()} | {"reclaim_rows": len(rows)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preemptions", type=int, default=20)
+    ap.add_argument("--baseline", type=int, default=5)
+    ap.add_argument("--controller-down", type=int, default=3)
+    ap.add_argument("--pool", default="n1,n2,n3")
+    ap.add_argument("--baseline-node", default="n4")
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--pause", type=float, default=0.05, help="seconds between one client's requests")
+    ap.add_argument("--train-seconds", type=float, default=4.0)
+    ap.add_argument("--timeout", type=float, default=1500, help="give up after this many seconds")
+    args = ap.parse_args()
+    pool = args.pool.split(",")
+    deadline = time.monotonic() + args.timeout
+
+    site = ServeSite(pool, name="bench-reclaim")
+    samples: list[dict] = []
+    baseline: list[float] = []
+    down: list[float] = []
+    results: list = []
+    phases: dict = {}
+    traffic = None
+    try:
+        site.start()
+        print(f"site {site.root}: isense serve on :{site.port}, lending {','.join(pool)}", flush=True)
+        for i in range(args.baseline):
+            seconds = baseline_run(site, args.baseline_node, args.train_seconds)
+            baseline.append(seconds)
+            print(f"baseline {i + 1}/{args.baseline}: SIGTERM-ignoring job on {args.baseline_node}:"
+                  f" training started {seconds:.2f} s after sbatch", flush=True)
+        site.wait_serving(len(pool), timeout=max(60, deadline - time.monotonic()))
+        traffic = Traffic(site.url, site.key, concurrency=args.clients, max_tokens=args.max_tokens,
+                          pause=args.pause)
+        wait_for(lambda: len(traffic.results) >= 3 * len(pool), 120, "traffic to flow")
+        training: dict[str, tuple[str, float]] = {}  # node -> (job id, end estimate)
+        last = None
+        while len(samples) < args.preemptions and time.monotonic() < deadline:
+            now = time.time()
+            training = {n: v for n, v in training.items() if v[1] > now}
+            victim = pick_victim(site, set(training), last)
+            if victim is None:
+                time.sleep(0.5)
+                continue
+            job_id, submitted = site.train(victim["node"], seconds=args.train_seconds)
+            started = site.started_at(job_id, timeout=60)
+            training[victim["node"]] = (str(job_id), started + args.train_seconds + 1)
+            last = victim["node"]
+            samples.append({"job": str(job_id), "node": victim["node"], "worker": victim["job_id"],
+                            "outstanding": victim["outstanding"], "served": victim["served"],
+                            "submitted": submitted, "seconds": started - submitted})
+            print(f"preemption {len(samples)}/{args.preemptions}: worker {victim['job_id']} on {victim['node']}"
+                  f" (served {victim['served']}, {victim['outstanding']} in flight): training job {job_id}"
+                  f" started {started - submitted:.2f} s after sbatch", flush=True)
+            time.sleep(2.0)
+        results = traffic.stop()
+        traffic = None
+        time.sleep(3)  # the last reclaims' events reach the ledger
+        phases = ledger_phases(site, {s["job"]: s["submitted"] for s in samples})
+
+        if args.controller_down:
+            site.kill(signal.SIGKILL)
+            for w in site.worker_jobs():
+                if len(down) >= args.controller_down or not w.nodes:
+                    break
+                job_id, submitted = site.train(w.nodes[0], seconds=args.train_seconds)
+                down.append(site.started_at(job_id, timeout=60) - submitted)
+                print(f"controller down: training onto worker {w.job_id} ({w.state}) on {w.nodes[0]}"
+                      f" started {down[-1]:.2f} s after sbatch", flush=True)
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        site.close()
+
+    rejected = [r for r in results if r[2].startswith("RateLimitError")]  # 429: no worker live then
+    failures = [r[2] for r in results if r[2] != "ok" and not r[2].startswith("RateLimitError")]
+    figures = {
+        "bench": "reclaim",
+        "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
+                f" dev cluster Slurm 22.05, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
+                f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway; training jobs `sleep {args.train_seconds:g}` pinned with -w;"
+                f" baseline on {args.baseline_node} outside the pool; 2 shared CPU cores"),
+        "submit_to_start_s": percentiles([s["seconds"] for s in samples]),
+        "with_requests_in_flight": sum(1 for s in samples if s["outstanding"] > 0),
+        "baseline_ignores_sigterm_s": percentiles(baseline),
+        "controller_down_s": percentiles(down),
+        "ledger_phases_s": phases,
+        "requests": {"total": len(results), "ok": sum(1 for r in results if r[2] == "ok"),
+                     "rejected_429_no_worker": len(rejected), "failed": len(failures), "failures": failures[:5]},
+        "target_p95_s": TARGET_P95,
+    }
+    p95 = figures["submit_to_start_s"].get("p95")
+    figures["target_met"] = p95 is not None and p95 <= TARGET_P95
+    print(f"submit->start: {figures['submit_to_start_s']}; baseline (KillWait path): "
+          f"{figures['baseline_ignores_sigterm_s']}; controller down: {figures['controller_down_s']}")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
