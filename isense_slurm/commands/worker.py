@@ -16,6 +16,8 @@ runs outside Slurm for development, with a made-up job id.
 EPILOG = """\
 environment: ISENSE_MODEL (default model), SLURM_JOB_ID, SLURMD_NODENAME,
 SLURM_JOB_GPUS / CUDA_VISIBLE_DEVICES (recorded; vLLM inherits CUDA_VISIBLE_DEVICES).
+signals: SIGTERM, SIGINT or SIGUSR1 start the drain (`sbatch --signal=B:USR1@N`
+reaches the worker alone, before Slurm's job-wide SIGTERM).
 exit status: 0 stopped by a signal, 2 usage or config error, 3 vLLM failed to start
 or died (its log's tail is printed), 4 the gateway refused the registration.
 """
@@ -33,7 +35,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from isense_slurm.config import load_config
     from isense_slurm.errors import UsageError
-    from isense_slurm.worker.main import plan_worker, run_worker
+    from isense_slurm.worker.main import plan_worker, run_worker, setup_logging
 
     model = args.model or os.environ.get("ISENSE_MODEL")
     if not model:
@@ -43,5 +45,6 @@ def run(args) -> int:
     if args.gateway is not None and not args.gateway.startswith(("http://", "https://")):
         raise UsageError(f"--gateway: '{args.gateway}' is not an http(s):// URL")
     cfg = load_config(args.config)
+    setup_logging()
     return run_worker(plan_worker(cfg, model, job_id=args.job_id, port=args.port,
                                   gateway_url=args.gateway))

@@ -25,6 +25,8 @@ POLL_SECONDS = 0.1
 IDLE_POLLS = 2
 # Engine-first abort: time for vLLM to answer the aborted requests (tens of ms seen).
 ABORT_WAIT_SECONDS = 1.0
+# After SIGKILL: how long to watch the group vanish before exiting anyway.
+KILLED_WAIT_SECONDS = 0.5
 
 InFlight = Callable[[float], Awaitable[int | None]]  # timeout -> count; raises NotServing
 
@@ -60,6 +62,7 @@ async def stop_vllm(
     are answered. Then SIGTERM the group; SIGKILL it `grace` s after the start."""
     t0 = clock()
     if busy and in_flight is not None:
+        log.info("SIGTERM to vLLM's engine: it aborts and answers what is in flight")
         signal_engines(signal.SIGTERM)
         while clock() - t0 < min(ABORT_WAIT_SECONDS, grace / 2):
             try:
@@ -68,14 +71,21 @@ async def stop_vllm(
             except NotServing:
                 break
             await sleep(0.02)
+    log.info("SIGTERM to vLLM's process group")
     signal_group(signal.SIGTERM)
     killed = False
     while group_alive():
         if clock() - t0 >= grace:
+            log.info("SIGKILL to vLLM's process group (alive %.1f s after the stop began)",
+                     clock() - t0)
             signal_group(signal.SIGKILL)
             killed = True
             break
         await sleep(0.05)
+    if killed:  # gone at once, unless a big process is slow to free its memory
+        t_kill = clock()
+        while group_alive() and clock() - t_kill < KILLED_WAIT_SECONDS:
+            await sleep(0.02)
     return StopResult(clock() - t0, busy, killed)
 
 
@@ -120,7 +130,7 @@ async def drain(
     wait_seconds = clock() - t1
 
     if vllm_exited() or not serving:
-        log.info("vLLM is already stopping (%.3f s)", wait_seconds)
+        log.info("vLLM is not serving (stopping already, or not up yet; %.3f s)", wait_seconds)
     elif count == 0:
         log.info("no request in flight (%.3f s)", wait_seconds)
     elif count is None:

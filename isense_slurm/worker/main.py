@@ -8,6 +8,7 @@ to stderr (the job output). No secret is logged or put on a command line.
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -78,9 +79,10 @@ def _url_host(host: str) -> str:
 
 
 def vllm_log_path(identity: WorkerIdentity, job_dir: Path) -> Path:
-    """In Slurm: next to the job output in job_dir; outside: a fresh temp dir."""
+    """In Slurm: beside the job output (<job_dir>/isense-<job_id>.out, the controller's
+    choice) as isense-<job_id>.vllm.log; outside Slurm: a fresh temp dir."""
     if identity.in_slurm:
-        path = Path(job_dir) / f"vllm-{identity.job_id}.log"
+        path = Path(job_dir) / f"isense-{identity.job_id}.vllm.log"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "ab"):
@@ -124,8 +126,11 @@ def plan_worker(cfg, model_name: str, *, job_id: str | None = None, port: int | 
 
 
 def run_worker(plan: WorkerPlan) -> int:
-    setup_logging()
-    return asyncio.run(_serve(plan))
+    code = asyncio.run(_serve(plan))
+    if code == 0 and not plan.identity.in_slurm:
+        # A development run's temp dir: kept only when something went wrong.
+        shutil.rmtree(plan.log_path.parent, ignore_errors=True)
+    return code
 
 
 def _print_tail(vllm: vp.VllmProcess) -> None:
@@ -181,7 +186,7 @@ async def _serve(plan: WorkerPlan) -> int:
             log.info("%s again; already stopping", sig.name)
             return
         stop_at.append(time.monotonic())
-        log.info("%s received: deregistering, then draining (budget %.1f s)",
+        log.info("%s received: deregistering, then draining (budget %g s)",
                  sig.name, plan.drain_seconds)
         if sig == signal.SIGTERM and plan.sigterm_marker is not None:
             try:  # the epilog reads it: "stopped by Slurm", and when
@@ -199,7 +204,8 @@ async def _serve(plan: WorkerPlan) -> int:
     log.info("job %s on node %s, GPUs '%s', model %s", ident.job_id, ident.node,
              ident.gpus or "-", plan.model.name)
     log.info("starting vLLM: %s", " ".join(plan.cmd))
-    log.info("vLLM log: %s", plan.log_path)
+    log.info("vLLM log: %s%s", plan.log_path,
+             "" if plan.identity.in_slurm else " (removed after a clean stop)")
     t_start = time.monotonic()
     vllm = await vp.VllmProcess.start(plan.cmd, plan.env, plan.log_path)
     log.info("vLLM started: pid %d (process group %d)", vllm.proc.pid, vllm.pgid)
@@ -223,6 +229,7 @@ async def _serve(plan: WorkerPlan) -> int:
                     busy=busy, in_flight=in_flight, signal_engines=vllm.signal_engines,
                     signal_group=vllm.signal_group, group_alive=vllm.group_alive,
                     grace=KILL_GRACE_SECONDS)
+                vllm.stopped = True
                 await vllm.reap()
                 return result
 
@@ -297,8 +304,9 @@ async def _serve(plan: WorkerPlan) -> int:
                 raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: {err}")
             raise IsenseError(f"heartbeat loop ended: {err}")
     finally:
-        # Whatever happened, leave no vLLM process behind.
-        if vllm.group_alive():
+        # Whatever happened, leave no vLLM process behind. (After a SIGKILL its processes
+        # may take a moment to vanish: nothing more to do for them.)
+        if not vllm.stopped and vllm.group_alive():
             await stop_vllm(busy=False, signal_engines=vllm.signal_engines,
                             signal_group=vllm.signal_group, group_alive=vllm.group_alive,
                             grace=KILL_GRACE_SECONDS)

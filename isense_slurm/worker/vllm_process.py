@@ -166,6 +166,7 @@ class VllmProcess:
         self.pgid = proc.pid  # session leader: its pid is the group id
         self.log_path = log_path
         self.log_offset = log_offset  # where this run's output starts (the log is appended)
+        self.stopped = False  # the stop sequence ran (SIGTERM, then SIGKILL if needed)
 
     @classmethod
     async def start(cls, cmd: list[str], env: dict[str, str], log_path: Path) -> "VllmProcess":
@@ -198,9 +199,11 @@ class VllmProcess:
         return bool(group_members(self.pgid))
 
     async def reap(self) -> None:
-        """Collect our direct child's exit status (the others were reparented)."""
+        """Collect our direct child's exit status (the others were reparented); briefly:
+        a SIGKILLed process may take a while to free its memory, and the worker's exit
+        must not wait for that."""
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout=1.0)
+            await asyncio.wait_for(self.proc.wait(), timeout=0.3)
         except asyncio.TimeoutError:
             pass
 
