@@ -61,6 +61,9 @@ class WorkerPlan:
     startup_timeout: float
     heartbeat_seconds: float
     drain_seconds: float
+    # Under Slurm, SIGTERM reaches vLLM too: stop at once instead of draining
+    # (drain with `sbatch --signal=B:USR1@N` instead, which reaches the worker alone).
+    fast_reclaim: bool = True
     # Where to note the SIGTERM's time for the node epilog (None outside Slurm).
     sigterm_marker: Path | None = None
 
@@ -180,12 +183,14 @@ async def _serve(plan: WorkerPlan) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     stop_at: list[float] = []
+    stop_signal: list[signal.Signals] = []
 
     def on_signal(sig: signal.Signals) -> None:
         if stopping.is_set():
             log.info("%s again; already stopping", sig.name)
             return
         stop_at.append(time.monotonic())
+        stop_signal.append(sig)
         log.info("%s received: deregistering, then draining (budget %g s)",
                  sig.name, plan.drain_seconds)
         if sig == signal.SIGTERM and plan.sigterm_marker is not None:
@@ -233,7 +238,26 @@ async def _serve(plan: WorkerPlan) -> int:
                 await vllm.reap()
                 return result
 
+            async def reclaim_fast() -> int:
+                # Slurm's SIGTERM went to every process of the job, vLLM included: it is
+                # already aborting, and a busy vLLM hangs in its shutdown until SIGKILL.
+                # Waiting only keeps training from its GPUs, so: deregister (bounded),
+                # kill the group, exit. The gateway retries the cut requests elsewhere.
+                try:
+                    await asyncio.wait_for(deregister(0.3), timeout=0.4)
+                    log.info("deregistered (reason: sigterm)")
+                except Exception as err:  # noqa: BLE001 - heartbeat expiry covers it
+                    log.warning("deregister failed: %s", str(err) or type(err).__name__)
+                vllm.signal_group(signal.SIGKILL)
+                vllm.stopped = True
+                await vllm.reap()
+                log.info("exiting 0, %.3f s after Slurm's SIGTERM (vLLM killed)",
+                         time.monotonic() - stop_at[0])
+                return 0
+
             async def do_drain() -> int:
+                if stop_signal[0] == signal.SIGTERM and ident.in_slurm and plan.fast_reclaim:
+                    return await reclaim_fast()
                 await drain(
                     started_at=stop_at[0],
                     drain_seconds=plan.drain_seconds,
