@@ -187,7 +187,6 @@ def main() -> int:
 
         node = sorted(w["node"] for w in workers)[0]
         say(f"reclaim: a training job of user {TRAINER} needs all 4 GPUs of {node}")
-        t0 = time.monotonic()
         job_id = submit_training(node)
         seconds = wait_running(job_id)
         print(f"  training job {job_id} submitted and RUNNING on {node} after {seconds:.2f} s "
@@ -198,7 +197,6 @@ def main() -> int:
               f"{traffic.prompt_tokens} prompt + {traffic.completion_tokens} completion tokens received")
         for sample in traffic.error_samples:
             print(f"  client error: {sample}")
-        del t0
 
         say("meter: the ledger's view of the same traffic")
         time.sleep(1)  # let the controller record the reclaim the hooks reported
@@ -209,7 +207,11 @@ def main() -> int:
 
         ledger = Ledger.open(DEMO_DIR / "ledger.db", create=False)
         for r in ledger.reclaims():
-            print(f"  reclaim: {r}")
+            print(f"  reclaim of {r.node} by training job {r.training_job_id} (worker {r.worker_job_id}): "
+                  f"submit -> SIGTERM {r.sigterm_time - r.submit_time:.2f} s, "
+                  f"-> GPUs free {r.gpus_free_time - r.submit_time:.2f} s, "
+                  f"-> training started {r.start_time - r.submit_time:.2f} s "
+                  f"(Slurm's submit time has 1 s resolution)")
         ledger.close()
 
         say("report: isense status -N")
