@@ -207,6 +207,9 @@ def main() -> int:
 
         ledger = Ledger.open(DEMO_DIR / "ledger.db", create=False)
         for r in ledger.reclaims():
+            if None in (r.submit_time, r.sigterm_time, r.gpus_free_time, r.start_time):
+                print(f"  reclaim (incomplete): {r}")
+                continue
             print(f"  reclaim of {r.node} by training job {r.training_job_id} (worker {r.worker_job_id}): "
                   f"submit -> SIGTERM {r.sigterm_time - r.submit_time:.2f} s, "
                   f"-> GPUs free {r.gpus_free_time - r.submit_time:.2f} s, "
