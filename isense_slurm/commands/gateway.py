@@ -49,7 +49,7 @@ def run(args) -> int:
     import sys
 
     from isense_slurm.config import load_config, parse_host_port
-    from isense_slurm.errors import UsageError
+    from isense_slurm.errors import ConfigError, UsageError
     from isense_slurm.gateway.app import serve
     from isense_slurm.meter.ledger import Ledger
     from isense_slurm.secrets import create_secret, load_secret
@@ -73,7 +73,11 @@ def run(args) -> int:
         changed = ledger.sync_prices(cfg.models, cfg.revenue.currency)
     if changed:
         log.info("price book updated for %s", ", ".join(changed))
-    create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
+    try:
+        create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
+    except OSError as err:
+        raise ConfigError(f"[secrets] dir {cfg.secrets.dir}: cannot create the worker secret "
+                          f"({err.strerror})") from None
     secret = load_secret(cfg.secrets.dir)
     try:
         import uvloop  # optional: a faster event loop when installed

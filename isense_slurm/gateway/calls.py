@@ -54,6 +54,21 @@ def upstream_headers(worker: Worker, call: Call) -> dict[str, str]:
     }
 
 
+# A pooled keep-alive connection the server closed meanwhile fails like this on reuse.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def post_upstream(session: aiohttp.ClientSession, worker: Worker, call: Call, payload: bytes):
+    """POST to a worker's vLLM; once more at once when the connection was a stale one
+    (uvicorn closes idle connections after 5 s: a race with our pool's reuse). A dead
+    vLLM refuses the second try too, and the caller moves on to another worker."""
+    url, headers = worker.url + call.path, upstream_headers(worker, call)
+    try:
+        return await session.post(url, data=payload, headers=headers)
+    except _STALE_CONNECTION:
+        return await session.post(url, data=payload, headers=headers)
+
+
 def usage_tokens(usage: dict | None) -> tuple[int, int, int]:
     """(prompt, completion, cached) tokens of an OpenAI `usage` object."""
     if not usage:

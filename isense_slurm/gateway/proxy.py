@@ -20,7 +20,7 @@ from isense_slurm.gateway.calls import (
     Call,
     attempt_row_id,
     make_row,
-    upstream_headers,
+    post_upstream,
     usage_tokens,
 )
 from isense_slurm.gateway.errors import error_response
@@ -46,9 +46,7 @@ async def forward(gw, call: Call) -> web.Response:
         registry.acquire(worker)
         failed = True
         try:
-            async with gw.session.post(
-                worker.url + call.path, data=call.raw, headers=upstream_headers(worker, call)
-            ) as upstream:
+            async with await post_upstream(gw.session, worker, call, call.raw) as upstream:
                 payload = await upstream.read()
                 status = upstream.status
             failed = status >= 500

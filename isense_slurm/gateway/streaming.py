@@ -20,7 +20,7 @@ from isense_slurm.gateway.calls import (
     Call,
     attempt_row_id,
     make_row,
-    upstream_headers,
+    post_upstream,
 )
 from isense_slurm.gateway.errors import error_response, sse_error_event
 from isense_slurm.gateway.sse import DONE_EVENT, SSEBuffer, StreamState, continuation_body
@@ -80,9 +80,10 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
     worker = None
     attempt = 0
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        worker = registry.pick(call.model, tried)
-        if worker is None:
+        picked = registry.pick(call.model, tried)
+        if picked is None:
             break
+        worker = picked  # the last worker tried stays named in a cut stream's row
         if response is not None:  # bytes went out: continue where the client is
             resumed = continuation_body(body, state, chat=call.is_chat)
             if resumed is None:
@@ -95,9 +96,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
         failed = True
         outcome = UPSTREAM_FAILED
         try:
-            async with gw.session.post(
-                worker.url + call.path, data=payload, headers=upstream_headers(worker, call)
-            ) as upstream:
+            async with await post_upstream(gw.session, worker, call, payload) as upstream:
                 if upstream.status != 200:
                     detail = await upstream.read()
                     failure = f"HTTP {upstream.status}"
@@ -148,7 +147,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
 
     if response is None:
         return gw.no_capacity(call.model)
-    return await _cut(gw, call, worker, response, state, attempt, failure)
+    return await _cut(gw, call, worker, response, state, len(tried), failure)
 
 
 async def _refused(gw, call: Call, worker, status: int, detail: bytes, attempt: int) -> web.Response:
@@ -163,18 +162,20 @@ async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: S
     prompt, completion, cached = state.totals()
     row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status="ok",
                    streamed=True, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
+    usage = state.usage_event()
     try:
-        usage = state.usage_event()
         if usage is not None:
             await response.write(usage)
-        if await gw.commit(row):
-            await response.write(DONE_EVENT)
-        else:
+    except CLIENT_GONE:
+        pass  # the client has every token: the row is written all the same
+    committed = await gw.commit(row)
+    try:
+        if not committed:
             await response.write(sse_error_event("the answer could not be recorded; not billed"))
-            await response.write(DONE_EVENT)
+        await response.write(DONE_EVENT)
         await response.write_eof()
     except CLIENT_GONE:
-        pass  # the row is there; the client left before [DONE]
+        pass
     return response
 
 

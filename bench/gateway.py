@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Gateway benchmark: the same load straight to vLLM, through `isense gateway`, and
+through LiteLLM's proxy, all on one dev CPU vLLM.
+
+    .venv/bin/python bench/gateway.py [--requests 2000] [--concurrency 16] [--max-tokens 4]
+
+Starts what it needs (dev/vllm, the gateway with a throw-away ledger and key, dev/litellm)
+and stops it afterwards. Load: OpenAI-style chat requests (small max_tokens, so that the
+proxies' own cost shows) from an aiohttp client, non-streamed and streamed:
+- added latency at concurrency 1, the three targets taken in turn request by request
+  (whatever else runs on the host slows them alike): p50/p99 and their difference to
+  direct;
+- throughput at --concurrency with a fixed number of client tasks: requests/s, p50/p99,
+  best of --rounds rounds for direct and the gateway (one round for LiteLLM, slow);
+- the proxy's CPU seconds per request (from /proc: on a 2-core host the load generator,
+  vLLM and the proxy share the CPU, so this is the fairer figure of a proxy's own cost)
+  and, for the gateway, the ledger rows committed per second.
+The last line of output is JSON with every figure.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from isense_slurm.secrets import vllm_api_key, worker_token  # noqa: E402
+
+MODEL = "tiny-llama"
+JOB_ID = "bench-1"
+STATE_DIR = Path("/var/lib/isense-dev")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                        pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+# --- load ------------------------------------------------------------------------------
+
+
+async def run_load(url: str, key: str, body: bytes, n: int, concurrency: int, stream: bool) -> dict:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors: list[str] = []
+    issued = 0
+
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency), timeout=aiohttp.ClientTimeout(total=120)
+    ) as session:
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < n:
+                issued += 1
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        data = await resp.read()
+                        if resp.status != 200:
+                            errors.append(f"HTTP {resp.status}: {data[:120]!r}")
+                        elif stream and not data.rstrip().endswith(b"data: [DONE]"):
+                            errors.append("stream without [DONE]")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                    errors.append(type(err).__name__)
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "requests": n,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "wall_s": round(wall, 3),
+        "rps": round(n / wall, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+    }
+
+
+async def run_paired(targets: dict, body: bytes, n: int, stream: bool) -> dict[str, dict]:
+    """Concurrency 1, the targets taken in turn request by request, so that whatever
+    else runs on the host slows them alike: the fairest view of added latency."""
+    lat: dict[str, list[float]] = {name: [] for name in targets}
+    errors: dict[str, int] = {name: 0 for name in targets}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        for _ in range(n):
+            for name, (url, key, _pids) in targets.items():
+                headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        data = await resp.read()
+                        if resp.status != 200 or (stream and not data.rstrip().endswith(b"data: [DONE]")):
+                            errors[name] += 1
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors[name] += 1
+                lat[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, values in lat.items():
+        values.sort()
+        out[name] = {
+            "requests": n,
+            "errors": errors[name],
+            "rps": round(1 / (sum(values) / len(values)), 1),
+            "p50_ms": round(percentile(values, 0.50) * 1000, 3),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+        }
+    return out
+
+
+def chat_body(max_tokens: int, stream: bool) -> bytes:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say something about the sea."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "seed": 1,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def heartbeat_forever(url: str, token: str, stop) -> None:
+    """The bench registers vLLM by hand, so it also keeps the registration alive."""
+    while not stop.wait(3.0):
+        try:
+            post_json(url, {"job_id": JOB_ID}, token)
+        except OSError as err:
+            print(f"bench: heartbeat failed: {err}", file=sys.stderr)
+
+
+# --- services ----------------------------------------------------------------------------
+
+
+def sh(args: list[str], env: dict | None = None, timeout: float = 900) -> str:
+    done = subprocess.run(args, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def wait_http(url: str, headers: dict, timeout: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: {url} not answering after {timeout:.0f} s")
+            time.sleep(0.2)
+
+
+def post_json(url: str, payload: dict, token: str) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        resp.read()
+
+
+def write_config(tmp: Path, gateway_port: int) -> Path:
+    text = (REPO / "dev" / "isense.dev.toml").read_text()
+    lines = []
+    section = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        if section == "[ledger]" and stripped.startswith("path"):
+            line = f'path = "{tmp / "ledger.db"}"'
+        elif section == "[secrets]" and stripped.startswith("dir"):
+            line = f'dir = "{tmp / "secrets"}"'
+        elif section == "[gateway]" and stripped.startswith(("listen", "advertise_url")):
+            key = stripped.split("=")[0].strip()
+            line = f'{key} = "{"" if key == "listen" else "http://"}127.0.0.1:{gateway_port}"'
+        lines.append(line)
+    path = tmp / "isense.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ledger_rows(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM requests").fetchone()[0]
+
+
+def report(res: dict) -> None:
+    print(f"bench: {res['target']:8s} stream={res['stream']!s:5s} c={res['concurrency']:<3d} "
+          f"{res['rps']:8.1f} req/s p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
+          f"errors {res['errors']}", file=sys.stderr)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=2000, help="requests per target at --concurrency")
+    ap.add_argument("--latency-requests", type=int, default=300, help="requests per target at concurrency 1")
+    ap.add_argument("--litellm-requests", type=int, help="requests for LiteLLM (default: --requests)")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2, help="throughput rounds of direct and gateway (best kept)")
+    ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
+    ap.add_argument("--no-stream", action="store_true", help="non-streamed requests only")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="isense-bench-"))
+    (tmp / "secrets").mkdir(mode=0o700)
+    secret_hex = os.urandom(32).hex()
+    (tmp / "secrets" / "worker.key").write_text(secret_hex + "\n")
+    secret = secret_hex.encode()
+    vllm_port, gateway_port, litellm_port = free_port(), free_port(), free_port()
+    vllm_key = vllm_api_key(secret, JOB_ID)
+    cfg = write_config(tmp, gateway_port)
+
+    from isense_slurm.meter.ledger import Ledger
+
+    with Ledger.open(tmp / "ledger.db") as ledger:
+        _, client_key = ledger.create_key("bench")
+
+    started: list[list[str]] = []
+    gateway = None
+    try:
+        print(f"bench: starting vLLM on :{vllm_port}", file=sys.stderr)
+        sh([str(REPO / "dev/vllm"), "up", "--port", str(vllm_port)], {"ISENSE_DEV_VLLM_KEY": vllm_key})
+        started.append([str(REPO / "dev/vllm"), "down", "--port", str(vllm_port)])
+
+        print(f"bench: starting the gateway on :{gateway_port}", file=sys.stderr)
+        gateway_log = open(tmp / "gateway.log", "wb")
+        gateway = subprocess.Popen(
+            [str(REPO / ".venv/bin/isense"), "--config", str(cfg), "gateway"],
+            stdout=gateway_log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        gw_url = f"http://127.0.0.1:{gateway_port}"
+        wait_http(f"{gw_url}/v1/models", {"Authorization": f"Bearer {client_key}"})
+        post_json(f"{gw_url}/internal/workers/register",
+                  {"job_id": JOB_ID, "node": "bench", "gpus": "0", "model": MODEL,
+                   "url": f"http://127.0.0.1:{vllm_port}"}, worker_token(secret, JOB_ID))
+
+        targets = {
+            "direct": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", vllm_key, []),
+            "gateway": (f"{gw_url}/v1/chat/completions", client_key, [gateway.pid]),
+        }
+        if not args.no_litellm:
+            print(f"bench: starting LiteLLM on :{litellm_port}", file=sys.stderr)
+            sh([str(REPO / "dev/litellm"), "up", "--upstream", f"http://127.0.0.1:{vllm_port}",
+                "--port", str(litellm_port)], {"ISENSE_DEV_VLLM_KEY": vllm_key})
+            started.append([str(REPO / "dev/litellm"), "down", "--port", str(litellm_port)])
+            litellm_key = (STATE_DIR / f"litellm-{litellm_port}.key").read_text().strip()
+            litellm_pgid = int((STATE_DIR / f"litellm-{litellm_port}.pid").read_text())
+            targets["litellm"] = (f"http://127.0.0.1:{litellm_port}/v1/chat/completions", litellm_key,
+                                  group_pids(litellm_pgid))
+
+        stop_heartbeat = threading.Event()
+        threading.Thread(target=heartbeat_forever, daemon=True, args=(
+            f"{gw_url}/internal/workers/heartbeat", worker_token(secret, JOB_ID), stop_heartbeat)).start()
+
+        results = []
+        modes = [False] if args.no_stream else [False, True]
+        for stream in modes:
+            body = chat_body(args.max_tokens, stream)
+            for name, (url, key, _) in targets.items():  # warm up connections and caches
+                asyncio.run(run_load(url, key, body, 50, args.concurrency, stream))
+            cpu0 = {name: cpu_seconds(pids) for name, (_, _, pids) in targets.items()}
+            paired = asyncio.run(run_paired(targets, body, args.latency_requests, stream))
+            for name, res in paired.items():
+                res.update(target=name, stream=stream, concurrency=1)
+                if targets[name][2]:  # CPU over the paired run: only this target's requests reach it
+                    cpu = cpu_seconds(targets[name][2]) - cpu0[name]
+                    res["proxy_cpu_ms_per_request"] = round(cpu / res["requests"] * 1000, 3)
+                results.append(res)
+                report(res)
+            best: dict[str, dict] = {}
+            for round_ in range(args.rounds):
+                for name, (url, key, pids) in targets.items():
+                    if name == "litellm" and round_ > 0:
+                        continue  # slow: one round is enough to see its ceiling
+                    count = args.litellm_requests if name == "litellm" and args.litellm_requests else args.requests
+                    rows0 = ledger_rows(tmp / "ledger.db") if name == "gateway" else 0
+                    cpu0 = cpu_seconds(pids)
+                    res = asyncio.run(run_load(url, key, body, count, args.concurrency, stream))
+                    cpu = cpu_seconds(pids) - cpu0
+                    res.update(target=name, stream=stream, concurrency=args.concurrency)
+                    if pids:
+                        res["proxy_cpu_ms_per_request"] = round(cpu / count * 1000, 3)
+                    if name == "gateway":
+                        res["ledger_rows_per_s"] = round((ledger_rows(tmp / "ledger.db") - rows0) / res["wall_s"], 1)
+                    report(res)
+                    if name not in best or res["rps"] > best[name]["rps"]:
+                        best[name] = res
+            results.extend(best.values())
+        stop_heartbeat.set()
+    finally:
+        if gateway is not None:
+            gateway.terminate()
+            try:
+                gateway.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+        for cmd in reversed(started):
+            subprocess.run(cmd, capture_output=True, timeout=120)
+
+    # Added latency = the target's percentile minus direct's, same stream mode and concurrency.
+    direct = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "direct"}
+    for r in results:
+        base = direct[(r["stream"], r["concurrency"])]
+        r["added_p50_ms"] = round(r["p50_ms"] - base["p50_ms"], 3)
+        r["added_p99_ms"] = round(r["p99_ms"] - base["p99_ms"], 3)
+
+    header = f"{'TARGET':8} {'STREAM':6} {'C':>3} {'REQ/S':>8} {'P50MS':>8} {'P99MS':>8} " \
+             f"{'+P50MS':>8} {'+P99MS':>8} {'CPUMS/REQ':>9} {'ROWS/S':>8} {'ERR':>4}"
+    print(header)
+    for r in results:
+        print(f"{r['target']:8} {'yes' if r['stream'] else 'no':6} {r['concurrency']:>3} {r['rps']:>8.1f} "
+              f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['added_p50_ms']:>8.2f} {r['added_p99_ms']:>8.2f} "
+              f"{r.get('proxy_cpu_ms_per_request', float('nan')):>9.3f} "
+              f"{r.get('ledger_rows_per_s', float('nan')):>8.1f} {r['errors']:>4}")
+    summary = {"max_tokens": args.max_tokens, "concurrency": args.concurrency, "results": results}
+    gw = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "gateway"}
+    ll = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "litellm"}
+    for key, r in gw.items():
+        tag = f"{'stream' if key[0] else 'plain'}_c{key[1]}"
+        summary[f"gateway_added_p50_ms_{tag}"] = r["added_p50_ms"]
+        if key in ll and ll[key]["rps"]:
+            summary[f"gateway_vs_litellm_rps_{tag}"] = round(r["rps"] / ll[key]["rps"], 2)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
