@@ -43,24 +43,32 @@ def _service_gid(account: str) -> int | None:
             return None
 
 
+def listen_address(cfg, flag: str | None) -> tuple[str, int]:
+    """--listen HOST:PORT when given, else [gateway] listen."""
+    from isense_slurm.config import parse_host_port
+    from isense_slurm.errors import UsageError
+
+    if not flag:
+        return cfg.gateway.listen_host, cfg.gateway.listen_port
+    try:
+        return parse_host_port(flag)
+    except ValueError as err:
+        raise UsageError(f"--listen: {err}") from None
+
+
 def run(args) -> int:
     import asyncio
     import logging
     import sys
 
-    from isense_slurm.config import load_config, parse_host_port
-    from isense_slurm.errors import ConfigError, UsageError
+    from isense_slurm.config import load_config
+    from isense_slurm.errors import ConfigError
     from isense_slurm.gateway.app import serve
     from isense_slurm.meter.ledger import Ledger
     from isense_slurm.secrets import create_secret, load_secret
 
     cfg = load_config(args.config)
-    host, port = cfg.gateway.listen_host, cfg.gateway.listen_port
-    if args.listen:
-        try:
-            host, port = parse_host_port(args.listen)
-        except ValueError as err:
-            raise UsageError(f"--listen: {err}") from None
+    host, port = listen_address(cfg, args.listen)
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s isense-gateway: %(message)s", "%Y-%m-%dT%H:%M:%S"))

@@ -96,18 +96,13 @@ def _one_tick(cfg, slurm) -> int:
 def run(args) -> int:
     import asyncio
 
-    from isense_slurm.commands.gateway import _service_gid
-    from isense_slurm.config import load_config, parse_host_port
+    from isense_slurm.commands.gateway import _service_gid, listen_address
+    from isense_slurm.config import load_config
     from isense_slurm.errors import UsageError
     from isense_slurm.slurm import default_backend
 
     cfg = load_config(args.config)
-    host, port = cfg.gateway.listen_host, cfg.gateway.listen_port
-    if args.listen:
-        try:
-            host, port = parse_host_port(args.listen)
-        except ValueError as err:
-            raise UsageError(f"--listen: {err}") from None
+    host, port = listen_address(cfg, args.listen)
     if args.once and (args.no_gateway or args.listen):
         raise UsageError("--once runs one tick without the gateway: --no-gateway and --listen do not apply")
     _logging("isense-serve")
