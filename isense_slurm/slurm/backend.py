@@ -62,3 +62,17 @@ class SlurmBackend(Protocol):
 
     def sbatch_supports(self, option: str) -> bool:
         """Whether `sbatch --help` lists the long option (e.g. a SPANK plugin's "isense-worker")."""
+
+
+def filter_jobs(jobs, *, user=None, partition=None, states=None, job_ids=None, name=None) -> list:
+    """The filters squeue would apply; 22.05 ignores them with --json, so apply them here."""
+    want_states = {s.upper() for s in states} if states is not None else None
+    want_ids = {int(i) for i in job_ids} if job_ids is not None else None
+    return [
+        j for j in jobs
+        if (user is None or j.user == user)
+        and (partition is None or j.partition == partition)
+        and (want_states is None or j.states & want_states)
+        and (want_ids is None or j.job_id in want_ids)
+        and (name is None or j.name == name)
+    ]

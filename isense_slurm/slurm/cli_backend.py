@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from isense_slurm.errors import SlurmError
-from isense_slurm.slurm.backend import JobId
+from isense_slurm.slurm.backend import JobId, filter_jobs
 from isense_slurm.slurm.models import Job, Node, Partition, Reservation
 from isense_slurm.slurm.parse_json import json_errors, jobs_from_json, nodes_from_json
 from isense_slurm.slurm.parse_scontrol import (
@@ -206,16 +206,8 @@ class CliBackend:
             jobs = jobs_from_json(doc)
         except (KeyError, TypeError, ValueError) as err:
             raise SlurmError(f"cannot read Slurm's job list: {err}") from None
-        want_states = {s.upper() for s in states} if states is not None else None
-        want_ids = {int(i) for i in job_ids} if job_ids is not None else None
-        return [
-            j for j in jobs
-            if (user is None or j.user == user)
-            and (partition is None or j.partition == partition)
-            and (want_states is None or j.states & want_states)
-            and (want_ids is None or j.job_id in want_ids)
-            and (name is None or j.name == name)
-        ]
+        return filter_jobs(jobs, user=user, partition=partition, states=states,
+                           job_ids=job_ids, name=name)
 
     def job(self, job_id: JobId) -> Job | None:
         jid = _job_id(job_id)

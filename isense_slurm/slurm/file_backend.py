@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from isense_slurm.errors import SlurmError, UsageError
-from isense_slurm.slurm.backend import JobId
+from isense_slurm.slurm.backend import JobId, filter_jobs
 from isense_slurm.slurm.models import Job, Node, Partition
 from isense_slurm.slurm.parse_json import json_errors, jobs_from_json, nodes_from_json, slurm_release
 from isense_slurm.slurm.parse_scontrol import partitions_from_scontrol
@@ -94,16 +94,8 @@ class FileBackend:
                 self._jobs = jobs_from_json(self._load(path))
             except (KeyError, TypeError, ValueError) as err:
                 raise UsageError(f"{path}: not a job list Slurm printed ({err})") from None
-        want_states = {s.upper() for s in states} if states is not None else None
-        want_ids = {int(i) for i in job_ids} if job_ids is not None else None
-        return [
-            j for j in self._jobs
-            if (user is None or j.user == user)
-            and (partition is None or j.partition == partition)
-            and (want_states is None or j.states & want_states)
-            and (want_ids is None or j.job_id in want_ids)
-            and (name is None or j.name == name)
-        ]
+        return filter_jobs(self._jobs, user=user, partition=partition, states=states,
+                           job_ids=job_ids, name=name)
 
     def job(self, job_id: JobId) -> Job | None:
         text = str(job_id)
