@@ -100,6 +100,14 @@ class RevenueConfig:
 
 
 @dataclass(frozen=True)
+class ExportsConfig:
+    cron: str  # crontab expression (local time); "" = `isense serve` runs no exports
+    period: str  # "yesterday"
+    format: str  # "csv" | "jsonl"
+    dir: Path
+
+
+@dataclass(frozen=True)
 class Price:
     input_per_mtok: float
     output_per_mtok: float
@@ -127,6 +135,7 @@ class Config:
     secrets: SecretsConfig
     revenue: RevenueConfig
     models: list[ModelConfig] = field(default_factory=list)
+    exports: ExportsConfig = ExportsConfig("", "yesterday", "csv", Path("/var/lib/isense/exports"))
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -195,6 +204,12 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             "operator_share": cfg.revenue.operator_share,
             "currency": cfg.revenue.currency,
             "raw_gpu_hour_price": cfg.revenue.raw_gpu_hour_price,
+        },
+        "exports": {
+            "cron": cfg.exports.cron,
+            "period": cfg.exports.period,
+            "format": cfg.exports.format,
+            "dir": str(cfg.exports.dir),
         },
         "models": [
             {
@@ -462,7 +477,8 @@ _WORKER_KEYS = ["vllm_executable", "startup_timeout_seconds", "heartbeat_seconds
                 "advertise_host", "bind_host"]
 _MODEL_KEYS = ["name", "path", "gpus", "context_length", "weight", "vllm_args", "price"]
 _PRICE_KEYS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"]
-_TOP_KEYS = ["slurm", "gateway", "worker", "ledger", "secrets", "revenue", "models"]
+_EXPORTS_KEYS = ["cron", "period", "format", "dir"]
+_TOP_KEYS = ["slurm", "gateway", "worker", "ledger", "secrets", "revenue", "exports", "models"]
 
 
 def _no_space(what: str) -> Callable[[str], str]:
@@ -490,6 +506,7 @@ def _build(ctx: _Context, doc: dict, file: Path) -> Config:
         secrets=SecretsConfig(dir=secrets_t.folder_path("dir", "/etc/isense/secrets")),
         revenue=revenue,
         models=_models(top),
+        exports=_exports(top.table("exports", _EXPORTS_KEYS)),
     )
 
 
@@ -568,6 +585,32 @@ def _revenue(t: _Table) -> RevenueConfig:
         currency=t.string("currency", "USD", check=currency),
         raw_gpu_hour_price=t.number("raw_gpu_hour_price", 2.0, minimum=0, maximum=MAX_PRICE_PER_MTOK,
                                     unit="per GPU-hour"),
+    )
+
+
+def _exports(t: _Table) -> ExportsConfig:
+    def cron(value: str) -> str:
+        # Five crontab fields; APScheduler's CronTrigger checks the rest when `isense serve`
+        # starts (this module stays free of third-party imports).
+        if value and (len(value.split()) != 5 or not re.fullmatch(r"[0-9A-Za-z*/,\- ]+", value)):
+            raise ValueError(f'{_show(value)} is not a crontab expression of five fields such as "15 0 * * *"')
+        return value
+
+    def period(value: str) -> str:
+        if value != "yesterday":
+            raise ValueError(f'{_show(value)}: only "yesterday" (the last closed UTC day) can be exported on a schedule')
+        return value
+
+    def fmt(value: str) -> str:
+        if value not in ("csv", "jsonl"):
+            raise ValueError(f'{_show(value)}: use "csv" or "jsonl"')
+        return value
+
+    return ExportsConfig(
+        cron=t.string("cron", "", empty_ok=True, check=cron).strip(),
+        period=t.string("period", "yesterday", check=period),
+        format=t.string("format", "csv", check=fmt),
+        dir=t.folder_path("dir", "/var/lib/isense/exports"),
     )
 
 

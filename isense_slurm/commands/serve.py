@@ -113,12 +113,17 @@ def run(args) -> int:
         return _one_tick(cfg, slurm)
 
     from isense_slurm.controller.daemon import serve
+    from isense_slurm.controller.scheduled_exports import check_cron, schedule_exports
     from isense_slurm.meter.ledger import Ledger
     from isense_slurm.secrets import create_secret, load_secret
+
+    check_cron(cfg)
+    export_hook = schedule_exports(cfg)
 
     with Ledger.open(cfg.ledger.path) as ledger:
         ledger.sync_prices(cfg.models, cfg.revenue.currency)
     create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
     secret = load_secret(cfg.secrets.dir)
-    asyncio.run(serve(cfg, slurm, host=host, port=port, secret=secret, with_gateway=not args.no_gateway))
+    asyncio.run(serve(cfg, slurm, host=host, port=port, secret=secret, with_gateway=not args.no_gateway,
+                      scheduled=[export_hook] if export_hook else []))
     return 0
