@@ -48,6 +48,8 @@ class SlurmConfig:
     drain_seconds: float
     max_job_minutes: int
     job_dir: Path
+    # File the job_submit hook rewrites on each submit (None: no hook, Slurm reclaims alone).
+    submit_wake: Path | None = None
 
     def available_at(self, dt: datetime) -> bool:
         """Whether lending is allowed at wall time `dt` (no windows: always)."""
@@ -182,6 +184,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             "drain_seconds": cfg.slurm.drain_seconds,
             "max_job_minutes": cfg.slurm.max_job_minutes,
             "job_dir": str(cfg.slurm.job_dir),
+            "submit_wake": str(cfg.slurm.submit_wake or ""),
         },
         "gateway": {
             "listen": cfg.gateway.listen,
@@ -470,7 +473,7 @@ class _Table:
 
 
 _SLURM_KEYS = ["lend_partition", "service_account", "pools", "max_lend_share", "min_idle_seconds",
-               "availability", "tick_seconds", "drain_seconds", "max_job_minutes", "job_dir"]
+               "availability", "tick_seconds", "drain_seconds", "max_job_minutes", "job_dir", "submit_wake"]
 _GATEWAY_KEYS = ["listen", "advertise_url", "max_body_bytes", "retry_after_seconds",
                  "heartbeat_timeout_seconds"]
 _WORKER_KEYS = ["vllm_executable", "startup_timeout_seconds", "heartbeat_seconds", "env",
@@ -532,7 +535,18 @@ def _slurm(t: _Table) -> SlurmConfig:
         drain_seconds=t.number("drain_seconds", 10.0, above=0),
         max_job_minutes=t.integer("max_job_minutes", 240, minimum=1),
         job_dir=t.folder_path("job_dir", "/var/lib/isense/jobs"),
+        submit_wake=t.string("submit_wake", "", empty_ok=True, check=_absolute_file) or None,
     )
+
+
+def _absolute_file(value: str) -> Path | str:
+    """An absolute path (another daemon writes it: no folder to be relative to), or ""."""
+    if not value.strip():
+        return ""
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f'"{value}" must be an absolute path')
+    return path
 
 
 def _worker(t: _Table) -> WorkerConfig:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 from isense_slurm.controller.act import Actor, Outcome
+from isense_slurm.controller.make_way import WayMaker
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Observation, Observer, Scope
 from isense_slurm.controller.recorder import end_reason_of_finished
@@ -48,6 +49,8 @@ class Agent:
         self.memory = Memory()
         self.observer = Observer(Scope.from_config(cfg), slurm, self.memory, demand)
         self.actor = Actor(cfg, slurm, self.memory, plugin=plugin, on_lent=self._record_lent)
+        # Runs on the job_submit hook's wake, beside the ticks (controller/make_way.py).
+        self.way = WayMaker(Scope.from_config(cfg), slurm, self.memory, dry_run=dry_run)
         self.tick_seconds = float(cfg.slurm.tick_seconds)
         self.scheduler = None
         self.ticks = 0
@@ -78,6 +81,10 @@ class Agent:
         """Tick now (thread-safe); if a tick is running, it runs once more."""
         self._again.set()
         self._run_at(datetime.now(timezone.utc))
+
+    def make_way(self) -> None:
+        """A job was submitted: stop now the workers it would preempt (thread-safe)."""
+        self.way.run()
 
     def add_cron(self, expr: str, func: Callable[[], object], name: str) -> None:
         """Run `func` on a crontab expression (local time), e.g. exports; the hook point for
@@ -210,5 +217,6 @@ class Agent:
             "last_tick_at": self.last_tick_at,
             "last_error": self.last_error,
             "dry_run": self.dry_run,
+            "make_way": {"passes": self.way.passes, "workers_stopped": self.way.released},
             "plan": list(self.last_plan.explanations) if self.last_plan else [],
         }

@@ -3,6 +3,7 @@
     HTTP (aiohttp loop)                         controller (threads)
     /v1/*, /internal/workers/*  -> gateway      APScheduler tick: sinfo/squeue -> plan -> sbatch/scancel
     /internal/events (hooks)    -> recorder  -> ledger writes, reclaims; gpus_free wakes the tick
+    [slurm] submit_wake file    -> make way: scancel the workers a new training job would preempt
     /internal/controller (GET, localhost)       the last plan, one line per decision
 
 Without the gateway (--no-gateway) the same port serves only the /internal routes, so
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from isense_slurm.controller.agent import Agent
 from isense_slurm.controller.events import make_events_route
+from isense_slurm.controller.make_way import SubmitWatcher
 from isense_slurm.controller.recorder import EventRecorder
 from isense_slurm.errors import IsenseError
 
@@ -66,12 +68,14 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
                                interval_s=0)
         gateway = Gateway(cfg, secret=secret, writer=writer, ledger=link)
         agent.observer.demand = GatewayDemand(gateway.registry, loop)
+        agent.way.outstanding = gateway.registry.outstanding_by_job
         app = create_app(gateway, routes)
     else:
         app = web.Application()
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
 
+    watcher = SubmitWatcher(cfg.slurm.submit_wake, agent.make_way) if cfg.slurm.submit_wake else None
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
     await runner.setup()
     try:
@@ -83,6 +87,8 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
                  "gateway and controller" if with_gateway else "controller only", ", ".join(cfg.slurm.pools),
                  cfg.slurm.lend_partition, cfg.slurm.tick_seconds)
         agent.start()
+        if watcher is not None:
+            watcher.start()
         for hook in scheduled:
             hook(agent)
         stop = asyncio.Event()
@@ -94,6 +100,8 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
         log.info("stopping: no more ticks; finishing requests in flight")
     finally:
         # Off the loop: a running tick may be waiting on the loop for demand counters.
+        if watcher is not None:
+            await loop.run_in_executor(None, watcher.stop)
         await loop.run_in_executor(None, agent.stop)
         await loop.run_in_executor(None, recorder.close)
         await runner.cleanup()

@@ -116,6 +116,10 @@ class Registry:
         worker.last_seen = self.clock()
         return True
 
+    def outstanding_by_job(self) -> dict[str, int]:
+        """Requests in flight per worker; safe to call from another thread (a hint only)."""
+        return {job_id: w.outstanding for job_id, w in list(self.workers.items())}
+
     def deregister(self, job_id: str, reason: str | None) -> bool:
         """Stop routing to the worker at once; in-flight requests continue."""
         worker = self.workers.get(job_id)

@@ -176,6 +176,9 @@ CASES = [
      "models[0].vllm_args[0]", "--port"),
     ("weight = 0.5", "weight = nan", "models[1].weight", "finite"),
     ('currency = "USD"', 'currency = "dollars"', "revenue.currency", "currency code"),
+    ('submit_wake = "/var/spool/isense/submit.wake"', 'submit_wake = "spool/submit.wake"',
+     "slurm.submit_wake", "absolute path"),
+    ('submit_wake = "/var/spool/isense/submit.wake"', "submit_wake = 1", "slurm.submit_wake", "string"),
 ]
 
 
@@ -254,6 +257,7 @@ def test_api_shape_and_defaults():
     assert cfg.slurm.job_dir == Path("/var/lib/isense/jobs")
     assert cfg.slurm.min_idle_seconds == 60 and cfg.slurm.max_job_minutes == 240
     assert cfg.slurm.tick_seconds == 5.0 and cfg.slurm.drain_seconds == 10.0
+    assert cfg.slurm.submit_wake is None  # no job_submit hook: Slurm reclaims alone
     assert cfg.gateway.max_body_bytes == 1048576 and cfg.gateway.retry_after_seconds == 5
     assert cfg.gateway.heartbeat_timeout_seconds == 15.0
     assert cfg.worker.vllm_executable == "vllm" and cfg.worker.env == {}
@@ -282,6 +286,7 @@ def test_dev_config_values():
     assert cfg.slurm.availability == [] and cfg.slurm.max_lend_share == 1.0
     assert cfg.gateway.listen_host == "127.0.0.1" and cfg.gateway.listen_port == 8000
     assert cfg.worker.advertise_host == "127.0.0.1"
+    assert cfg.slurm.submit_wake == Path("/var/lib/isense-dev/slurmctld/submit.wake")  # dev/cluster's lua
     assert cfg.worker.env == {"VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1"}
     tiny = cfg.model("tiny-llama")
     assert tiny.gpus == 4 and tiny.context_length == 512

@@ -1,0 +1,227 @@
+"""The fast half of reclaim: on a training job's submit, stop the workers it will take.
+
+    job_submit.lua (in slurmctld) --writes--> [slurm] submit_wake file
+    SubmitWatcher (stat every 50 ms) --> WayMaker.run(): sinfo + squeue (+ partitions),
+    planner.make_way -> scancel the workers Slurm would preempt -> their epilog makes
+    slurmctld schedule at once, instead of on its next once-a-second pass.
+
+Slurm's preemption stays the enforcement: with isense down, the hook only writes a
+file nobody reads. Runs beside the tick (own lock): it only cancels workers, and a
+worker cancelled twice is cancelled once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from isense_slurm.controller.memory import Memory
+from isense_slurm.controller.observe import Scope, gpus_on, holds_gpus
+from isense_slurm.errors import SlurmError
+from isense_slurm.planner.inputs import STARTABLE_REASONS
+from isense_slurm.planner.make_way import NodeUse, Release, RunningWorker, WaitingJob, make_way
+
+log = logging.getLogger("isense.controller")
+
+POLL_SECONDS = 0.05
+PARTITIONS_TTL = 30.0
+PARTITION_PRIO = "preempt/partition_prio"
+
+
+def preempting_partitions(partitions, lend_partition: str) -> set[str]:
+    """Partitions whose jobs Slurm lets preempt the lend partition's (partition_prio)."""
+    lend = next((p for p in partitions if p.name == lend_partition), None)
+    if lend is None or lend.preempt_mode.upper().startswith("OFF"):
+        return set()
+    return {p.name for p in partitions if p.priority_tier > lend.priority_tier}
+
+
+def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
+    """Pending jobs that are not workers and that Slurm may start now, oldest first."""
+    out = []
+    for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker(j)),
+                    key=lambda j: (j.submit_time is None, j.submit_time or datetime.min.astimezone(), j.job_id)):
+        if (j.reason or "") not in STARTABLE_REASONS:
+            continue
+        nodes = max(1, j.node_count, len(j.required_nodes))
+        per_node = j.gpus_per_node or -(-j.gpus // nodes)
+        out.append(WaitingJob(str(j.job_id), tuple(p for p in j.partition.split(",") if p), per_node, nodes,
+                              tuple(j.required_nodes)))
+    return out
+
+
+def node_uses(nodes, jobs, scope: Scope, memory: Memory,
+              outstanding: dict[str, int] | None = None) -> list[NodeUse]:
+    """Each node's GPUs: held by others, or by running workers that may still be stopped.
+    Workers already on their way out (cancelled, preempted, completing) count as free."""
+    outstanding = outstanding or {}
+    other: dict[str, int] = {}
+    workers: dict[str, list[RunningWorker]] = {}
+    for j in jobs:
+        if j.is_pending or not holds_gpus(j):
+            continue
+        job_id = str(j.job_id)
+        leaving = scope.is_worker(j) and (job_id in memory.cancels or j.state != "RUNNING"
+                                          or "COMPLETING" in j.states or j.preempt_time is not None)
+        for name in j.nodes:
+            held = gpus_on(j, name)
+            if leaving:
+                continue
+            if scope.is_worker(j):
+                workers.setdefault(name, []).append(RunningWorker(job_id, held, outstanding.get(job_id, 0)))
+            else:
+                other[name] = other.get(name, 0) + held
+    return [NodeUse(n.name, n.partitions, n.gpus_total, min(n.gpus_total, other.get(n.name, 0)),
+                    tuple(workers.get(n.name, ())), n.usable) for n in nodes]
+
+
+class WayMaker:
+    """One pass: read Slurm, decide with planner.make_way, scancel. Thread-safe."""
+
+    def __init__(self, scope: Scope, slurm, memory: Memory, *, dry_run: bool = False,
+                 outstanding: Callable[[], dict[str, int]] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.scope = scope
+        self.slurm = slurm
+        self.memory = memory
+        self.dry_run = dry_run
+        self.outstanding = outstanding
+        self.clock = clock
+        self.passes = 0
+        self.released = 0
+        self._partitions: set[str] | None = None
+        self._partitions_at: float | None = None
+        self._enabled: bool | None = None
+        self._lock = threading.Lock()
+        self._again = threading.Event()
+
+    def enabled(self) -> bool:
+        """Only under preempt/partition_prio, whose choice of victims this mirrors."""
+        if self._enabled is None:
+            try:
+                preempt_type = self.slurm.config().get("PreemptType", "")
+            except SlurmError as err:
+                log.warning("make way: Slurm's PreemptType not read (%s); trying anyway", err)
+                return True
+            self._enabled = preempt_type == PARTITION_PRIO
+            if not self._enabled:
+                log.warning("make way off: PreemptType is %s, not %s; Slurm's own preemption reclaims alone",
+                            preempt_type or "unset", PARTITION_PRIO)
+        return self._enabled
+
+    def preempting(self) -> set[str]:
+        now = self.clock()
+        if self._partitions is None or now - self._partitions_at >= PARTITIONS_TTL:
+            self._partitions = preempting_partitions(self.slurm.partitions(), self.scope.lend_partition)
+            self._partitions_at = now
+        return self._partitions
+
+    def run(self) -> list[Release]:
+        """Stop the workers that jobs queued now would preempt; a call during a pass makes
+        that pass run once more (a second submit is never missed)."""
+        if not self._lock.acquire(blocking=False):
+            self._again.set()
+            return []
+        try:
+            done: list[Release] = []
+            while True:
+                self._again.clear()
+                done += self._pass()
+                if not self._again.is_set():
+                    return done
+        finally:
+            self._lock.release()
+
+    def _pass(self) -> list[Release]:
+        if not self.enabled():
+            return []
+        started = self.clock()
+        self.passes += 1
+        try:
+            preempting = self.preempting()
+            if not preempting:
+                return []
+            jobs = self.slurm.jobs()
+            waiting = [w for w in waiting_jobs(jobs, self.scope) if set(w.partitions) & preempting]
+            if not waiting:
+                return []
+            nodes = self.slurm.nodes()
+        except SlurmError as err:
+            log.warning("make way skipped: %s", err)
+            return []
+        outstanding = {}
+        if self.outstanding is not None:
+            try:
+                outstanding = self.outstanding()
+            except Exception as err:  # noqa: BLE001 - only steers which worker goes first
+                log.debug("outstanding requests not read: %s", err)
+        uses = node_uses(nodes, jobs, self.scope, self.memory, outstanding)
+        releases, lines = make_way(waiting, uses, preempting)
+        for line in lines:
+            log.debug("make way: %s", line)
+        now = datetime.now()
+        for r in releases:
+            if self.dry_run:
+                log.info("make way (dry run): would scancel worker %s on %s: %s", r.worker_job_id, r.node, r.reason)
+                continue
+            try:
+                self.slurm.cancel(r.worker_job_id)
+            except SlurmError as err:
+                log.error("make way: scancel worker %s FAILED: %s", r.worker_job_id, err)
+                continue
+            self.memory.cancelled(r.worker_job_id, now)
+            self.released += 1
+            log.info("make way: scancel worker %s on %s: %s (%.0f ms after the wake)", r.worker_job_id, r.node,
+                     r.reason, (self.clock() - started) * 1000)
+        return releases
+
+
+class SubmitWatcher:
+    """Calls `on_submit` when the job_submit hook rewrites `path` (polls its mtime)."""
+
+    def __init__(self, path: Path, on_submit: Callable[[], object], poll_seconds: float = POLL_SECONDS):
+        self.path = Path(path)
+        self.on_submit = on_submit
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.wakes = 0
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def start(self) -> None:
+        if not self.path.parent.is_dir():
+            log.warning("make way off: [slurm] submit_wake folder %s does not exist", self.path.parent)
+            return
+        # The file as it is now is no wake; stamped here, not in the thread, so a write
+        # right after start() is never taken for the starting point.
+        self._thread = threading.Thread(target=self._loop, args=(self._stamp(),), name="isense-submit-watch",
+                                        daemon=True)
+        self._thread.start()
+        log.info("make way on: watching %s (written by job_submit.lua)", self.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _loop(self, last: tuple[int, int] | None) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            stamp = self._stamp()
+            if stamp is None or stamp == last:
+                continue
+            last = stamp
+            self.wakes += 1
+            try:
+                self.on_submit()
+            except Exception as err:  # noqa: BLE001 - the watcher must outlive one bad pass
+                log.error("make way failed: %s", err)

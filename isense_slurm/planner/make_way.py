@@ -1,0 +1,138 @@
+"""Make way: which workers to stop now so that a just-queued training job can start.
+
+Slurm's preemption is the enforcement and needs none of this. But slurmctld only looks
+at a new job on its next scheduling pass, up to a second after the submit (its
+background loop ticks once a second); a job that *ends* makes it schedule at once.
+So when the job_submit hook wakes the controller, it stops exactly the workers Slurm
+would preempt for the new job; their epilog then starts the job within the same
+second. If this guesses wrong, the cost is one worker re-lent later, never a delay:
+Slurm still preempts whatever it chooses.
+
+Pure: the controller gives the pending jobs, the nodes' GPU use and the running
+workers; out come Releases, each with one line of why. Mirrors Slurm's
+preempt/partition_prio: only a job in a partition of a higher PriorityTier than the
+lend partition preempts workers. GPUs only: CPUs and memory are not modelled, and
+Slurm alone handles jobs that need them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from isense_slurm.planner.text import gpus, natural_key
+
+
+@dataclass(frozen=True)
+class WaitingJob:
+    """A pending job that is not a worker, in squeue's order (oldest first)."""
+
+    job_id: str
+    partitions: tuple[str, ...]
+    gpus_per_node: int  # GPUs it needs on each node
+    nodes: int = 1  # how many nodes
+    required_nodes: tuple[str, ...] = ()  # -w
+
+
+@dataclass(frozen=True)
+class RunningWorker:
+    job_id: str
+    gpus: int
+    outstanding: int = 0  # requests in flight, if known: stop the idler worker first
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    name: str
+    partitions: tuple[str, ...]
+    gpus_total: int
+    gpus_other: int  # held by every job that is not a running, not-yet-stopped worker
+    workers: tuple[RunningWorker, ...] = ()
+    usable: bool = True  # up, not draining
+
+    @property
+    def free(self) -> int:
+        return max(0, self.gpus_total - self.gpus_other - sum(w.gpus for w in self.workers))
+
+
+@dataclass(frozen=True)
+class Release:
+    worker_job_id: str
+    node: str
+    for_job_id: str
+    reason: str
+
+
+def make_way(waiting: list[WaitingJob], nodes: list[NodeUse], preempting_partitions: set[str]) \
+        -> tuple[list[Release], list[str]]:
+    """(workers to stop, one line per waiting job judged)."""
+    free = {n.name: n.free for n in nodes}
+    left = {n.name: list(n.workers) for n in nodes}
+    releases: list[Release] = []
+    lines: list[str] = []
+    for job in waiting:
+        parts = [p for p in job.partitions if p in preempting_partitions]
+        if not parts:
+            lines.append(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers")
+            continue
+        if job.gpus_per_node <= 0:
+            lines.append(f"job {job.job_id}: asks for no GPUs; Slurm alone decides")
+            continue
+        need = job.gpus_per_node
+        candidates = [n for n in nodes if n.usable and set(n.partitions) & set(parts)]
+        if job.required_nodes:
+            required = set(job.required_nodes)
+            if not required <= {n.name for n in candidates}:
+                lines.append(f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here")
+                continue
+            candidates = [n for n in candidates if n.name in required] + \
+                         [n for n in candidates if n.name not in required]
+        fits_now = [n for n in candidates if free[n.name] >= need]
+        freeable = [n for n in candidates if free[n.name] < need
+                    and free[n.name] + sum(w.gpus for w in left[n.name]) >= need]
+        # Required nodes first, then nodes that fit as they are, then the ones that cost
+        # the fewest stopped GPUs.
+        def order(n: NodeUse) -> tuple:
+            return (n.name not in job.required_nodes, free[n.name] < need, need - free[n.name],
+                    sum(w.outstanding for w in left[n.name]), natural_key(n.name))
+
+        chosen = sorted(fits_now + freeable, key=order)[:max(job.nodes, len(job.required_nodes))]
+        if len(chosen) < job.nodes or any(r not in {n.name for n in chosen} for r in job.required_nodes):
+            lines.append(f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(need)};"
+                         " stopping workers would not free enough: it waits for training")
+            continue
+        stopped = []
+        for node in chosen:
+            missing = need - free[node.name]
+            for worker in _fewest_to_stop(left[node.name], missing):
+                left[node.name].remove(worker)
+                free[node.name] += worker.gpus
+                stopped.append(worker)
+                releases.append(Release(
+                    worker.job_id, node.name, job.job_id,
+                    f"job {job.job_id} ({','.join(parts)}, {gpus(need)} on {node.name}) would preempt it",
+                ))
+            free[node.name] -= need  # taken by this job: later jobs do not count on it
+        if stopped:
+            lines.append(f"job {job.job_id}: stop worker(s) {', '.join(w.job_id for w in stopped)} on "
+                         f"{', '.join(sorted({r.node for r in releases if r.for_job_id == job.job_id}, key=natural_key))}"
+                         " now, before Slurm's next pass")
+        else:
+            lines.append(f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop")
+    return releases, lines
+
+
+def _fewest_to_stop(workers: list[RunningWorker], missing: int) -> list[RunningWorker]:
+    """Workers whose GPUs cover `missing`: one that covers it alone (the smallest such,
+    idlest first), else the biggest first."""
+    if missing <= 0:
+        return []
+    alone = sorted((w for w in workers if w.gpus >= missing), key=lambda w: (w.gpus, w.outstanding, natural_key(w.job_id)))
+    if alone:
+        return [alone[0]]
+    picked, freed = [], 0
+    for w in sorted(workers, key=lambda w: (-w.gpus, w.outstanding, natural_key(w.job_id))):
+        if freed >= missing:
+            break
+        picked.append(w)
+        freed += w.gpus
+    return picked

@@ -1,0 +1,113 @@
+"""controller/make_way.py: Slurm views -> make_way inputs, and the wake-file watcher."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from isense_slurm.controller.make_way import SubmitWatcher, node_uses, preempting_partitions, waiting_jobs
+from isense_slurm.controller.memory import Memory
+from isense_slurm.controller.observe import Scope
+from isense_slurm.slurm import Job, Node, Partition
+
+SCOPE = Scope(lend_partition="inference", service_account="isense", pools=("train",))
+T0 = datetime(2026, 5, 6, 12, 0, tzinfo=timezone.utc)
+
+
+def job(job_id, *, user="trainer", partition="train", name="train.sh", state="RUNNING", nodes=(), gpus=4,
+        per_node=0, reason=None, required=(), node_count=1, submit=T0, preempt_time=None):
+    return Job(job_id=job_id, name=name, user=user, state=state, reason=reason, partition=partition, gpus=gpus,
+               gpus_per_node=per_node, nodes=tuple(nodes), node_count=node_count, required_nodes=tuple(required),
+               submit_time=submit, preempt_time=preempt_time)
+
+
+def worker(job_id, node, **kw):
+    return job(job_id, user="isense", partition="inference", name="isense-tiny", nodes=(node,), **kw)
+
+
+def test_preempting_partitions_are_the_higher_tiers():
+    parts = [Partition("train", priority_tier=10), Partition("debug", priority_tier=1),
+             Partition("inference", priority_tier=1, preempt_mode="REQUEUE"), Partition("big", priority_tier=20)]
+    assert preempting_partitions(parts, "inference") == {"train", "big"}
+
+
+def test_no_preemption_when_the_lend_partition_is_not_preemptable():
+    parts = [Partition("train", priority_tier=10), Partition("inference", priority_tier=1, preempt_mode="OFF")]
+    assert preempting_partitions(parts, "inference") == set()
+    assert preempting_partitions(parts, "missing") == set()
+
+
+def test_waiting_jobs_skip_workers_and_ineligible_and_keep_submit_order():
+    jobs = [
+        job(3, state="PENDING", reason="Resources", submit=T0 + timedelta(seconds=2), required=("n2",)),
+        job(2, state="PENDING", reason=None, submit=T0 + timedelta(seconds=1), gpus=8, node_count=2),
+        job(4, state="PENDING", reason="Dependency"),
+        job(5, user="isense", partition="inference", name="isense-tiny", state="PENDING"),
+        job(6, state="RUNNING", nodes=("n1",)),
+    ]
+    out = waiting_jobs(jobs, SCOPE)
+    assert [(w.job_id, w.gpus_per_node, w.nodes, w.required_nodes) for w in out] == [
+        ("2", 4, 2, ()), ("3", 4, 1, ("n2",))]
+
+
+def test_node_uses_split_training_stoppable_and_leaving_workers():
+    nodes = [Node("n1", "MIXED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
+             Node("n2", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
+             Node("n3", "IDLE", flags=frozenset({"DRAIN"}), gpus_total=4, partitions=("train",))]
+    jobs = [job(1, nodes=("n1",), gpus=2), worker(2, "n1", gpus=2), worker(3, "n2", gpus=4, preempt_time=T0),
+            worker(4, "n2", gpus=0, state="PENDING")]
+    memory = Memory()
+    uses = {u.name: u for u in node_uses(nodes, jobs, SCOPE, memory, {"2": 7})}
+    assert uses["n1"].gpus_other == 2 and [(w.job_id, w.gpus, w.outstanding) for w in uses["n1"].workers] == [("2", 2, 7)]
+    assert uses["n2"].workers == () and uses["n2"].free == 4  # preempted: already leaving
+    assert not uses["n3"].usable
+    memory.cancelled("2", datetime.now())
+    assert node_uses(nodes, jobs, SCOPE, memory)[0].workers == ()  # cancelled by us: leaving
+
+
+def test_watcher_calls_back_on_each_rewrite_and_not_before(tmp_path):
+    wake = tmp_path / "submit.wake"
+    wake.write_text("0\n")
+    calls = []
+    fired = threading.Event()
+    watcher = SubmitWatcher(wake, lambda: (calls.append(1), fired.set()), poll_seconds=0.01)
+    watcher.start()
+    try:
+        time.sleep(0.05)
+        assert calls == []  # the file as it was at start is no wake
+        wake.write_text("1 1 uid=1001\n")
+        assert fired.wait(2)
+        fired.clear()
+        wake.write_text("1 2 uid=1001 longer\n")
+        assert fired.wait(2)
+        assert watcher.wakes == 2
+    finally:
+        watcher.stop()
+
+
+def test_watcher_survives_a_failing_pass(tmp_path):
+    wake = tmp_path / "submit.wake"
+    seen = threading.Event()
+
+    def boom():
+        seen.set()
+        raise RuntimeError("slurm exploded")
+
+    watcher = SubmitWatcher(wake, boom, poll_seconds=0.01)
+    watcher.start()
+    try:
+        wake.write_text("x")
+        assert seen.wait(2)
+        seen.clear()
+        wake.write_text("xy")
+        assert seen.wait(2)  # still watching
+    finally:
+        watcher.stop()
+
+
+def test_watcher_without_its_folder_stays_off(tmp_path):
+    watcher = SubmitWatcher(tmp_path / "missing" / "submit.wake", lambda: None)
+    watcher.start()
+    assert watcher._thread is None
+    watcher.stop()
