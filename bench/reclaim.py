@@ -115,6 +115,8 @@ def main() -> int:
     down: list[float] = []
     results: list = []
     phases: dict = {}
+    made_way = 0
+    make_way_on = False
     traffic = None
     try:
         site.start()
@@ -152,6 +154,9 @@ def main() -> int:
         traffic = None
         time.sleep(3)  # the last reclaims' events reach the ledger
         phases = ledger_phases(site, {s["job"]: s["submitted"] for s in samples})
+        serve_log = site.log()
+        make_way_on = "make way on:" in serve_log
+        made_way = sum(1 for s in samples if f"make way: scancel worker {s['worker']} " in serve_log)
 
         if args.controller_down:
             site.kill(signal.SIGKILL)
@@ -174,9 +179,13 @@ def main() -> int:
         "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
                 f" dev cluster Slurm 22.05, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
                 f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway; training jobs `sleep {args.train_seconds:g}` pinned with -w;"
+                f" make way {'on' if make_way_on else 'off'} (job_submit.lua wake file);"
                 f" baseline on {args.baseline_node} outside the pool; 2 shared CPU cores"),
         "submit_to_start_s": percentiles([s["seconds"] for s in samples]),
         "with_requests_in_flight": sum(1 for s in samples if s["outstanding"] > 0),
+        # Workers the controller stopped on the job_submit hook's wake (make way) rather
+        # than Slurm's preemption at its next pass; 0 when [slurm] submit_wake is unset.
+        "made_way": made_way,
         "baseline_ignores_sigterm_s": percentiles(baseline),
         "controller_down_s": percentiles(down),
         "ledger_phases_s": phases,

@@ -1,12 +1,13 @@
 """`isense slurm-conf`: the Slurm settings isense needs, for the site's config."""
 
 NAME = "slurm-conf"
-HELP = "print the slurm.conf / gres / plugstack / prolog.d / epilog.d snippets isense needs"
+HELP = "print the slurm.conf / gres / plugstack / job_submit.lua / prolog.d / epilog.d snippets isense needs"
 DESCRIPTION = """\
 Print, for this config's pools and lend partition, what Slurm needs: partition-priority
 preemption (PreemptType, PreemptMode, PriorityTier, GraceTime=0), KillWait fitted to
 [slurm] drain_seconds, the node Prolog/Epilog, PrologFlags, the SPANK plugin's
-plugstack line and the prolog.d/epilog.d links. The pools' node list comes from the
+plugstack line, the prolog.d/epilog.d links and, with [slurm] submit_wake, the
+JobSubmitPlugins=lua line and job_submit.lua that wake the controller on each submit. The pools' node list comes from the
 live cluster when Slurm answers. Nothing is written: review and merge by hand, then
 check with `isense doctor`.
 """
@@ -41,7 +42,7 @@ def run(args) -> int:
         service_group=service_group(s.service_account), pools=tuple(s.pools),
         pool_partitions=pool_partitions or tuple(p for p in s.pools if "[" not in p and "," not in p),
         pool_nodes=nodes_text, max_job_minutes=s.max_job_minutes, drain_seconds=s.drain_seconds,
-        root=checkout_root(),
+        root=checkout_root(), submit_wake=s.submit_wake,
     )
     print(render(site, str(cfg.path)), end="")
     return 0

@@ -52,6 +52,7 @@ class Facts:
     ledger_problem: str | None = None
     job_dir_problem: str | None = None
     config_problem: str | None = None  # the service account cannot read the config file
+    wake_problem: str | None = None  # [slurm] submit_wake's folder, as this host sees it
 
 
 def _seconds(text: str | None) -> float | None:
@@ -102,6 +103,10 @@ def check(cfg, facts: Facts) -> list[Finding]:
              f"mkdir -p {s.job_dir}; chown {s.service_account} {s.job_dir}")
     else:
         ok(f"job dir {s.job_dir} is writable by {s.service_account}")
+    if facts.wake_problem:
+        warn(f"submit wake file {s.submit_wake}: {facts.wake_problem}",
+             f"install -d -o {_slurm_user(facts)} {s.submit_wake.parent} (slurmctld's job_submit.lua writes it;"
+             " isense serve must run where it can see it)")
     if facts.config_problem:
         fail(f"config {cfg.path}: {facts.config_problem}",
              f"chmod o+r {cfg.path} (worker jobs read it as {s.service_account}; keep secrets out of it)")
@@ -198,6 +203,14 @@ def _check_slurm(cfg, facts: Facts) -> list[Finding]:
     if "backfill" not in (conf.get("SchedulerType") or ""):
         warn(f"SchedulerType={conf.get('SchedulerType')}: --time-min needs backfill; worker limits are not "
              "fitted to holes", "set SchedulerType=sched/backfill")
+    if s.submit_wake is not None:
+        plugins = {p.strip().removeprefix("job_submit/") for p in (conf.get("JobSubmitPlugins") or "").split(",")}
+        if "lua" in plugins:
+            ok("JobSubmitPlugins has lua: job_submit.lua wakes make way on each submit")
+        else:
+            warn("JobSubmitPlugins has no lua: [slurm] submit_wake is never written, so reclaim waits for"
+                 " slurmctld's next scheduling pass (up to 1 s more)",
+                 "set JobSubmitPlugins=lua and install job_submit.lua (isense slurm-conf)")
     if facts.plugin:
         ok("SPANK plugin loaded (sbatch --isense-worker)")
     else:
@@ -296,10 +309,17 @@ def gather(cfg, slurm) -> Facts:
         facts.job_dir_problem = "missing"
     elif facts.account is not None and not _allowed(job_dir, *facts.account, (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH)):
         facts.job_dir_problem = f"not writable by {cfg.slurm.service_account}"
+    wake = cfg.slurm.submit_wake
+    if wake is not None and not wake.parent.is_dir():
+        facts.wake_problem = "its folder does not exist on this host"
     config = Path(cfg.path).resolve()
     if facts.account is not None and config.exists() and not _readable_path(config, *facts.account):
         facts.config_problem = f"not readable by {cfg.slurm.service_account}"
     return facts
+
+
+def _slurm_user(facts: Facts) -> str:
+    return facts.config.get("SlurmUser", "slurm").split("(")[0] or "slurm"
 
 
 def service_group(account: str) -> str:

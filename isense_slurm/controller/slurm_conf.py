@@ -40,7 +40,8 @@ class Site:
     pool_nodes: str | None  # compact node list of the pools, when known
     max_job_minutes: int
     drain_seconds: float
-    root: Path  # where prolog/ and epilog/ live
+    root: Path  # where prolog/, epilog/ and slurmctld/ live
+    submit_wake: Path | None = None  # [slurm] submit_wake
 
 
 def render(site: Site, source: str) -> str:
@@ -72,8 +73,19 @@ def render(site: Site, source: str) -> str:
         "PrologFlags=Alloc",
         "PlugStackConfig=/etc/slurm/plugstack.conf",
         "GresTypes=gpu",
-        "",
     ]
+    if site.submit_wake is not None:
+        lines += [
+            "# job_submit.lua wakes isense serve on each submit: it stops the workers a new",
+            "# training job would preempt before slurmctld's next pass (add lua to your list).",
+            "JobSubmitPlugins=lua",
+        ]
+    else:
+        lines += [
+            "# Faster reclaim (make way): set [slurm] submit_wake in isense.toml and run",
+            "# `isense slurm-conf` again for the JobSubmitPlugins=lua lines.",
+        ]
+    lines.append("")
     if site.pool_partitions:
         lines += [
             f"# The pools' partitions: add a PriorityTier above {LEND_TIER} to your existing lines.",
@@ -99,9 +111,22 @@ def render(site: Site, source: str) -> str:
         "# `make -C spank install` puts the plugin there; add your users' data paths to mask=.",
         f"required {PLUGIN_PATH} service_account={site.service_account} mask=/home",
         "",
+        *(_job_submit_lines(site) if site.submit_wake is not None else []),
         "# ---- prolog.d / epilog.d (every compute node) -------------------------------",
         f"mkdir -p {PROLOG_DIR} {EPILOG_DIR}",
         f"ln -s {site.root / 'prolog' / 'isense-prolog'} {PROLOG_DIR}/50-isense",
         f"ln -s {site.root / 'epilog' / 'isense-epilog'} {EPILOG_DIR}/50-isense",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _job_submit_lines(site: Site) -> list[str]:
+    wake = site.submit_wake
+    return [
+        "# ---- job_submit.lua (slurmctld host, next to slurm.conf) ---------------------",
+        "# Sites with their own job_submit.lua: copy isense_wake() and its two pcall lines.",
+        f"install -d -o slurm -m 0755 {wake.parent}",
+        f"sed 's|^local ISENSE_WAKE_FILE = .*|local ISENSE_WAKE_FILE = \"{wake}\"|' \\",
+        f"    {site.root / 'slurmctld' / 'job_submit.lua'} > /etc/slurm/job_submit.lua",
+        "",
+    ]

@@ -25,7 +25,8 @@ def healthy() -> Facts:
     return Facts(
         version="22.05.8",
         config={"PreemptType": "preempt/partition_prio", "KillWait": "5 sec", "Prolog": "/etc/slurm/prolog.d/*",
-                "Epilog": "/etc/slurm/epilog.d/*", "PrologFlags": "Alloc", "SchedulerType": "sched/backfill"},
+                "Epilog": "/etc/slurm/epilog.d/*", "PrologFlags": "Alloc", "SchedulerType": "sched/backfill",
+                "JobSubmitPlugins": "lua"},
         partitions=[Partition("train", ("n1", "n2"), priority_tier=10),
                     Partition("inference", ("n1", "n2"), priority_tier=1, preempt_mode="REQUEUE")],
         nodes=nodes, plugin=True,
@@ -105,6 +106,22 @@ def test_host_side_problems(cfg):
     assert "FAIL worker secret: worker secret missing -> run `isense secrets init` as root" in lines
 
 
+def test_make_way_needs_the_lua_job_submit_plugin_and_the_wake_folder(cfg):
+    facts = healthy()
+    facts.config["JobSubmitPlugins"] = "job_submit/require_timelimit"
+    facts.config["SlurmUser"] = "slurm(64030)"
+    facts.wake_problem = "its folder does not exist on this host"
+    warnings = [f.line() for f in check(cfg, facts) if f.level == "WARN"]
+    assert len(warnings) == 2
+    assert "JobSubmitPlugins has no lua" in warnings[0] and "set JobSubmitPlugins=lua" in warnings[0]
+    assert "submit wake file /var/lib/isense-dev/slurmctld/submit.wake" in warnings[1]
+    assert "install -d -o slurm /var/lib/isense-dev/slurmctld" in warnings[1]
+    # Without [slurm] submit_wake, the plugin is not asked for.
+    off = replace(cfg, slurm=replace(cfg.slurm, submit_wake=None))
+    facts.wake_problem = None
+    assert [f.line() for f in check(off, facts) if f.level != "OK"] == []
+
+
 def test_slurm_down_is_one_fail(cfg):
     findings = check(cfg, Facts(slurm_error="sinfo: Slurm controller is not reachable", account=(1, 1),
                                 secret_mode=(0o640, 1)))
@@ -126,5 +143,9 @@ def test_slurm_conf_snippets(cfg):
                      "ln -s /opt/isense/prolog/isense-prolog /etc/slurm/prolog.d/50-isense",
                      "ln -s /opt/isense/epilog/isense-epilog /etc/slurm/epilog.d/50-isense"):
         assert expected in lines, expected
+    assert "JobSubmitPlugins=lua" not in lines and "job_submit.lua" not in text.split("Faster reclaim")[0]
+    waking = render(replace(site, submit_wake=Path("/var/spool/isense/submit.wake")), "x").splitlines()
+    assert "JobSubmitPlugins=lua" in waking and "install -d -o slurm -m 0755 /var/spool/isense" in waking
+    assert "    /opt/isense/slurmctld/job_submit.lua > /etc/slurm/job_submit.lua" in waking
     unknown = render(replace(site, pool_nodes=None, drain_seconds=10), "x")
     assert "Nodes=<the nodes of train>" in unknown and "KillWait=13" in unknown.splitlines()
