@@ -156,7 +156,7 @@ def main() -> int:
         phases = ledger_phases(site, {s["job"]: s["submitted"] for s in samples})
         serve_log = site.log()
         make_way_on = "make way on:" in serve_log
-        made_way = sum(1 for s in samples if f"make way: scancel worker {s['worker']} " in serve_log)
+        made_way = sum(1 for s in samples if f"make way: SIGTERM to worker {s['worker']} " in serve_log)
 
         if args.controller_down:
             site.kill(signal.SIGKILL)

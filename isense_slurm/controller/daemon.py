@@ -52,7 +52,8 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
     ledger = await loop.run_in_executor(None, Ledger.open, cfg.ledger.path)  # the controller's connection
     agent = Agent(cfg, slurm, ledger=ledger)
     recorder = EventRecorder(slurm, ledger, lend_partition=cfg.slurm.lend_partition,
-                             service_account=cfg.slurm.service_account, wake=agent.wake)
+                             service_account=cfg.slurm.service_account, wake=agent.wake,
+                             made_way=agent.way.stopped)
     routes = controller_routes(agent, recorder, secret)
     link = writer = None
     if with_gateway:

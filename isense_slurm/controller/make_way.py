@@ -1,9 +1,16 @@
 """The fast half of reclaim: on a training job's submit, stop the workers it will take.
 
     job_submit.lua (in slurmctld) --writes--> [slurm] submit_wake file
-    SubmitWatcher (stat every 50 ms) --> WayMaker.run(): sinfo + squeue (+ partitions),
-    planner.make_way -> scancel the workers Slurm would preempt -> their epilog makes
-    slurmctld schedule at once, instead of on its next once-a-second pass.
+    SubmitWatcher (stat every 50 ms) --> WayMaker.run(): squeue + sinfo (+ partitions),
+    planner.make_way -> SIGTERM to the batch step of each worker Slurm would preempt
+    (scancel --batch --signal=TERM) -> the worker kills vLLM and exits -> the job ends
+    on its own -> its epilog makes slurmctld schedule at once, instead of on its next
+    once-a-second pass.
+
+Why a signal and not scancel: a job that ends by itself is handed on at once, while a
+job slurmd kills is only seen gone on slurmd's polls (20, 70, 170, 670 ms after the
+kill, then once a second), and a worker with vLLM takes longer than 170 ms to go.
+If the worker does not exit, Slurm's preemption still takes the job at its next pass.
 
 Slurm's preemption stays the enforcement: with isense down, the hook only writes a
 file nobody reads. Runs beside the tick (own lock): it only cancels workers, and a
@@ -29,6 +36,7 @@ from isense_slurm.planner.make_way import NodeUse, Release, RunningWorker, Waiti
 log = logging.getLogger("isense.controller")
 
 POLL_SECONDS = 0.05
+REMEMBER_SECONDS = 3600.0  # how long a stopped worker is known as "made way" (its epilog comes in seconds)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
 
@@ -81,7 +89,7 @@ def node_uses(nodes, jobs, scope: Scope, memory: Memory,
 
 
 class WayMaker:
-    """One pass: read Slurm, decide with planner.make_way, scancel. Thread-safe."""
+    """One pass: read Slurm, decide with planner.make_way, SIGTERM the workers. Thread-safe."""
 
     def __init__(self, scope: Scope, slurm, memory: Memory, *, dry_run: bool = False,
                  outstanding: Callable[[], dict[str, int]] | None = None, clock: Callable[[], float] = time.monotonic):
@@ -93,6 +101,7 @@ class WayMaker:
         self.clock = clock
         self.passes = 0
         self.released = 0
+        self._stopped: dict[str, float] = {}  # worker job id -> when (clock)
         self._partitions: set[str] | None = None
         self._partitions_at: float | None = None
         self._enabled: bool | None = None
@@ -112,6 +121,13 @@ class WayMaker:
                 log.warning("make way off: PreemptType is %s, not %s; Slurm's own preemption reclaims alone",
                             preempt_type or "unset", PARTITION_PRIO)
         return self._enabled
+
+    def stopped(self, job_id: str) -> bool:
+        """Whether this pass or an earlier one stopped worker `job_id` (thread-safe)."""
+        horizon = self.clock() - REMEMBER_SECONDS
+        for old in [j for j, at in list(self._stopped.items()) if at < horizon]:
+            self._stopped.pop(old, None)
+        return job_id in self._stopped
 
     def preempting(self) -> set[str]:
         now = self.clock()
@@ -166,16 +182,17 @@ class WayMaker:
         now = datetime.now()
         for r in releases:
             if self.dry_run:
-                log.info("make way (dry run): would scancel worker %s on %s: %s", r.worker_job_id, r.node, r.reason)
+                log.info("make way (dry run): would stop worker %s on %s: %s", r.worker_job_id, r.node, r.reason)
                 continue
             try:
-                self.slurm.cancel(r.worker_job_id)
+                self.slurm.signal_batch(r.worker_job_id, "TERM")
             except SlurmError as err:
-                log.error("make way: scancel worker %s FAILED: %s", r.worker_job_id, err)
+                log.error("make way: SIGTERM to worker %s FAILED: %s", r.worker_job_id, err)
                 continue
             self.memory.cancelled(r.worker_job_id, now)
+            self._stopped[r.worker_job_id] = self.clock()
             self.released += 1
-            log.info("make way: scancel worker %s on %s: %s (%.0f ms after the wake)", r.worker_job_id, r.node,
+            log.info("make way: SIGTERM to worker %s on %s: %s (%.0f ms after the wake)", r.worker_job_id, r.node,
                      r.reason, (self.clock() - started) * 1000)
         return releases
 

@@ -34,15 +34,20 @@ _STATE_REASONS = {
 LIMIT_SLACK_SECONDS = 2.0
 
 
-def end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | None) -> str:
+def end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | None, *,
+               made_way: bool = False) -> str:
     """The ledger's end reason of a worker from its epilog's guess and Slurm's job record.
 
     The epilog reads any SIGTERM as "preempted"; a SIGTERM at the job's time limit is
-    "time_limit". Slurm's final state decides when it has one.
+    "time_limit". Slurm's final state decides when it has one, except for a worker the
+    controller stopped to make way for training (`made_way`): it ends COMPLETED (it exits
+    on the SIGTERM) or PREEMPTED (Slurm was first), and was preempted.
     """
     reason = hook_reason or "failed"
     if job is None:
         return reason
+    if made_way and job.state in ("COMPLETED", "CANCELLED", "PREEMPTED"):
+        return "preempted"
     if job.state in _STATE_REASONS and not (job.state == "CANCELLED" and reason == "failed"):
         return _STATE_REASONS[job.state]
     if reason == "preempted" and job.start_time and job.time_limit:
@@ -61,10 +66,11 @@ def end_reason_of_finished(job: Job | None) -> str:
 
 class EventRecorder:
     def __init__(self, slurm, ledger, *, lend_partition: str, service_account: str,
-                 wake: Callable[[], None] | None = None):
+                 wake: Callable[[], None] | None = None, made_way: Callable[[str], bool] | None = None):
         self.slurm = slurm
         self.ledger = ledger
         self.wake = wake
+        self.made_way = made_way  # job id -> the controller stopped it for a training job
         self.assembler = ReclaimAssembler(lend_partition=lend_partition, service_account=service_account)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="isense-events")
         self._submit_times: dict[str, float | None] = {}
@@ -88,7 +94,8 @@ class EventRecorder:
         # The hooks call every job of the service account in the lend partition a worker;
         # only isense-* jobs are the controller's (others are the admin's own tests).
         if event["kind"] == "worker_end" and (job is None or job.name.startswith(WORKER_PREFIX)):
-            reason = end_reason(event.get("reason"), job, event.get("sigterm_time"))
+            reason = end_reason(event.get("reason"), job, event.get("sigterm_time"),
+                                made_way=self.made_way is not None and self.made_way(event["job_id"]))
             self.ledger.worker_event(event["job_id"], state="ended", node=event["node"],
                                      gpus=event.get("gpus") or None, reason=reason, at=event["time"])
         for reclaim in self.assembler.add(event):

@@ -106,7 +106,7 @@ def _run(kind: str, env: Mapping[str, str], started: float) -> str:
 
     try:
         hook = prolog if kind == "prolog" else epilog
-        events, note = hook.run(facts, cfg, time.time)
+        events, note = hook.run(facts, cfg, time.time if kind == "prolog" else _epilog_clock(env))
         parts.append(note)
     except Exception as err:  # noqa: BLE001
         events = []
@@ -132,6 +132,16 @@ def _run(kind: str, env: Mapping[str, str], started: float) -> str:
     except Exception as err:  # noqa: BLE001 - spool unwritable, ...
         parts.append(f"events lost: {type(err).__name__}: {_one_line(err, 200)}")
     return f"{head} | " + " | ".join(p for p in parts if p)
+
+
+def _epilog_clock(env: Mapping[str, str]):
+    """The epilog's event time: when slurmd ran it (ISENSE_HOOK_STARTED, set by the wrapper
+    before it detached), not when the detached Python got the CPU."""
+    try:
+        started = float(env.get("ISENSE_HOOK_STARTED") or "")
+    except ValueError:
+        return time.time
+    return lambda: started if abs(time.time() - started) < 60 else time.time()
 
 
 class KilledByTimeout(Exception):

@@ -37,6 +37,11 @@ def test_unknown_job_keeps_the_hook_reason():
 def test_cancelled_worker_ended_on_request_unless_it_had_failed():
     assert end_reason("preempted", job("CANCELLED"), None) == "completed"
     assert end_reason("failed", job("CANCELLED"), None) == "failed"
+    # Stopped by the controller to make way for a training job: a preemption.
+    assert end_reason("preempted", job("COMPLETED"), None, made_way=True) == "preempted"
+    assert end_reason("preempted", job("CANCELLED"), None, made_way=True) == "preempted"
+    assert end_reason("preempted", job("PREEMPTED"), None, made_way=True) == "preempted"
+    assert end_reason("preempted", job("TIMEOUT"), None, made_way=True) == "time_limit"
 
 
 def test_reason_for_workers_closed_at_reconcile():

@@ -3,6 +3,7 @@ and one log line. Plus the epilog's reason guess and the worker's SIGTERM marker
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -73,12 +74,62 @@ def test_wrapper_scripts_exit_0_with_a_broken_config_and_a_broken_python(tmp_pat
     env = {**job_env(tmp_path, ISENSE_CONFIG=str(bad)), "ISENSE_HOOKS_ENV": str(tmp_path / "none.env")}
     proc = subprocess.run([str(wrapper(kind))], env=env, capture_output=True, timeout=20)
     assert proc.returncode == 0
+    wait_for_lines(tmp_path, 1)  # the epilog reports from a detached process
     env["ISENSE_PYTHON"] = str(tmp_path / "no-python")
     proc = subprocess.run([str(wrapper(kind))], env=env, capture_output=True, timeout=20)
     assert proc.returncode == 0
-    first, second = log_lines(tmp_path)
+    first, second = wait_for_lines(tmp_path, 2)
     assert f"{kind} job=77" in first and f"config: {bad}:1: slurm." in first
     assert "hook exited 127" in second
+
+
+def wait_for_lines(folder: Path, count: int, timeout: float = 15) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(lines := log_lines(folder) if (folder / "log" / "hooks.log").exists() else []) < count:
+        assert time.monotonic() < deadline, f"{count} hook log line(s) expected, got {lines}"
+        time.sleep(0.05)
+    return lines
+
+
+def slow_python(tmp_path: Path) -> Path:
+    """An ISENSE_PYTHON that takes 2 s and then records the env it was given."""
+    fake = tmp_path / "slow-python"
+    fake.write_text(f"#!/bin/sh\nsleep 2\nenv > {tmp_path}/python-env\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_epilog_returns_before_its_report_and_stamps_its_start(tmp_path):
+    env = {**job_env(tmp_path), "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
+           "ISENSE_PYTHON": str(slow_python(tmp_path))}
+    before = time.time()
+    t0 = time.monotonic()
+    assert subprocess.run([str(wrapper("epilog"))], env=env, timeout=20).returncode == 0
+    assert time.monotonic() - t0 < 1.5  # did not wait for the 2 s "Python"
+    reported = tmp_path / "python-env"
+    deadline = time.monotonic() + 15
+    while not reported.exists() or "ISENSE_HOOK_STARTED" not in reported.read_text():
+        assert time.monotonic() < deadline, "the detached epilog never ran"
+        time.sleep(0.05)
+    started = float(next(line for line in reported.read_text().splitlines()
+                         if line.startswith("ISENSE_HOOK_STARTED=")).split("=", 1)[1])
+    assert before - 0.5 <= started <= before + 1.5
+
+
+def test_epilog_runs_to_its_end_with_detach_off_and_the_prolog_always_does(tmp_path):
+    for kind, extra in (("epilog", {"ISENSE_HOOK_DETACH": "0"}), ("prolog", {})):
+        env = {**job_env(tmp_path), "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
+               "ISENSE_PYTHON": str(slow_python(tmp_path)), **extra}
+        t0 = time.monotonic()
+        assert subprocess.run([str(wrapper(kind))], env=env, timeout=20).returncode == 0
+        assert time.monotonic() - t0 >= 2.0 and (tmp_path / "python-env").exists()
+        (tmp_path / "python-env").unlink()
+
+
+def test_epilog_event_time_is_the_wrappers_start():
+    assert run._epilog_clock({"ISENSE_HOOK_STARTED": f"{time.time() - 0.5:.6f}"})() < time.time() - 0.4
+    assert abs(run._epilog_clock({"ISENSE_HOOK_STARTED": "junk"})() - time.time()) < 1
+    assert abs(run._epilog_clock({"ISENSE_HOOK_STARTED": "12.5"})() - time.time()) < 1  # absurd: ignored
 
 
 def test_wrapper_found_through_a_symlink_reads_a_root_owned_env_file(tmp_path):
