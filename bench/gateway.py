@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,19 +34,15 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from isense_slurm.secrets import vllm_api_key, worker_token  # noqa: E402
+from waiting import free_port  # noqa: E402
 
 MODEL = "tiny-llama"
 JOB_ID = "bench-1"
 STATE_DIR = Path("/var/lib/isense-dev")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -32,18 +32,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from isense_slurm.secrets import create_secret, load_secret, vllm_api_key  # noqa: E402
+from waiting import free_port  # noqa: E402
 
 MODEL = "tiny-llama"
 ISENSE = Path(sys.executable).with_name("isense")
 SCENARIOS = ("idle", "busy", "nodrain", "slurm")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 RECORDER = r"""

@@ -117,3 +117,11 @@ def make_row(
 def attempt_row_id(call: Call, attempt: int) -> str:
     """Id of the row of a failed attempt; the answer's own row keeps the response id."""
     return f"{call.response_id}#attempt{attempt}"
+
+
+def record_failed_attempt(gw, call: Call, worker, attempt: int, error: str, *, streamed: bool) -> None:
+    """A worker failed this attempt: an 'aborted' row with 0 tokens (the client got none of
+    them: the retry answers) and one more retry in the model's counters."""
+    gw.record(make_row(call, row_id=attempt_row_id(call, attempt), worker=worker, status="aborted",
+                       streamed=streamed, error=error, attempts=attempt))
+    gw.stats(call.model).retries += 1

@@ -18,9 +18,9 @@ from isense_slurm.gateway.calls import (
     MAX_ATTEMPTS,
     UPSTREAM_ERRORS,
     Call,
-    attempt_row_id,
     make_row,
     post_upstream,
+    record_failed_attempt,
     usage_tokens,
 )
 from isense_slurm.gateway.errors import error_response
@@ -91,11 +91,7 @@ async def forward(gw, call: Call) -> web.Response:
         elif status:
             last_failure = f"HTTP {status}"
 
-        gw.record(make_row(
-            call, row_id=attempt_row_id(call, attempt), worker=worker, status="aborted",
-            streamed=False, error=last_failure, attempts=attempt,
-        ))
-        gw.stats(call.model).retries += 1
+        record_failed_attempt(gw, call, worker, attempt, last_failure, streamed=False)
         log.info("request %s: worker %s failed (%s), retrying", call.request_id, worker.job_id, last_failure)
 
     else:

@@ -18,9 +18,9 @@ from isense_slurm.gateway.calls import (
     MAX_ATTEMPTS,
     UPSTREAM_ERRORS,
     Call,
-    attempt_row_id,
     make_row,
     post_upstream,
+    record_failed_attempt,
 )
 from isense_slurm.gateway.errors import error_response, sse_error_event
 from isense_slurm.gateway.sse import DONE_EVENT, SSEBuffer, StreamState, continuation_body
@@ -134,11 +134,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
             return response
         if response is not None:
             state.attempt_failed()
-        gw.record(make_row(
-            call, row_id=attempt_row_id(call, attempt), worker=worker, status="aborted",
-            streamed=True, error=failure, attempts=attempt,
-        ))
-        gw.stats(call.model).retries += 1
+        record_failed_attempt(gw, call, worker, attempt, failure, streamed=True)
         log.info("stream %s: worker %s failed (%s), trying another", call.request_id, worker.job_id, failure)
     else:
         failure = f"no worker could finish the stream after {attempt} attempts ({failure})"

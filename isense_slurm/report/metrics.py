@@ -28,8 +28,9 @@ from pathlib import Path
 
 from isense_slurm.errors import ConfigError
 from isense_slurm.meter import metrics_queries as queries
+from isense_slurm.meter.earnings import add_totals
 from isense_slurm.meter.money import NANOS_PER_UNIT
-from isense_slurm.meter.rows import WORKER_STATES
+from isense_slurm.meter.rows import WORKER_STATES, RequestTotals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECLAIM_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -86,16 +87,6 @@ def exposition(families: Iterable[Family]) -> str:
 
 
 # --- running totals from the ledger ---------------------------------------------------
-
-@dataclass
-class RequestTotals:
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    gross_nanos: int = 0
-    operator_nanos: int = 0
-
 
 @dataclass
 class ReclaimHistogram:
@@ -157,13 +148,8 @@ class LedgerCounters:
             self.last_rowid, self.requests = 0, {}
             top, groups = queries.requests_after(conn, 0)
         for g in groups:
-            t = self.requests.setdefault((g.model, g.status, g.currency), RequestTotals())
-            t.requests += g.requests
-            t.prompt_tokens += g.prompt_tokens
-            t.completion_tokens += g.completion_tokens
-            t.cached_tokens += g.cached_tokens
-            t.gross_nanos += g.gross_nanos
-            t.operator_nanos += g.operator_nanos
+            key = (g.model, g.status, g.currency)
+            self.requests[key] = add_totals(self.requests.get(key, RequestTotals()), g)
         self.last_rowid = top
         self.workers = queries.active_workers(conn)
         self.reclaims.update(queries.reclaims_from(conn, self.reclaims.next_id), now)
@@ -184,10 +170,7 @@ def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int]) -> 
     money: dict[tuple[str, str], list[int]] = {}
     for (model, status, currency), t in sorted(counters.requests.items()):
         requests.add({"model": model, "status": status}, t.requests)
-        m = per_model.setdefault(model, RequestTotals())
-        m.prompt_tokens += t.prompt_tokens
-        m.completion_tokens += t.completion_tokens
-        m.cached_tokens += t.cached_tokens
+        per_model[model] = add_totals(per_model.get(model, RequestTotals()), t)
         pair = money.setdefault((model, currency), [0, 0])
         pair[0] += t.gross_nanos
         pair[1] += t.operator_nanos

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,14 +13,9 @@ from pathlib import Path
 from aiohttp import web
 
 from isense_slurm.controller.events import make_events_route
+from waiting import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EventReceiver:

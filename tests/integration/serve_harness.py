@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from isense_slurm.errors import SlurmError  # noqa: E402
 from isense_slurm.secrets import create_secret  # noqa: E402
 from isense_slurm.slurm import CliBackend, SubmitOptions  # noqa: E402
+from waiting import free_port, wait_for
 
 ISENSE = Path(sys.executable).with_name("isense")
 DEV_CONFIG = REPO / "dev" / "isense.dev.toml"
@@ -40,23 +40,6 @@ HOOKS_ENV = Path("/etc/isense/hooks.env")
 TRAINER = "trainer"
 SERVICE = "isense"
 MODEL = "tiny-llama"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def site_config(template: str, *, root: Path, port: int, pools: list[str], job_dir: Path,

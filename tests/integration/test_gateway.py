@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import pytest
 
 from isense_slurm.meter.ledger import Ledger
 from isense_slurm.secrets import vllm_api_key, worker_token
+from waiting import free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -70,12 +70,6 @@ def http(method: str, url: str, *, headers: dict | None = None, body: bytes | st
             return Resp(resp.status, dict(resp.headers), resp.read().decode())
     except urllib.error.HTTPError as err:
         return Resp(err.code, dict(err.headers), err.read().decode())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.1):

@@ -24,21 +24,11 @@ from isense_slurm.errors import SlurmError
 from isense_slurm.hooks.spool import Spool
 from isense_slurm.secrets import create_secret, load_secret
 from isense_slurm.slurm import SubmitOptions
+from waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
 HOOKS_ENV = Path("/etc/isense/hooks.env")
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class NodeHooks:

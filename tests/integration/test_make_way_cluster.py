@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pwd
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -22,19 +21,11 @@ from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm import SubmitOptions
+from waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
 DEV_CONFIG = Path(__file__).resolve().parents[2] / "dev" / "isense.dev.toml"
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

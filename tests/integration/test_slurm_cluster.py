@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -19,19 +18,9 @@ import pytest
 
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm import CliBackend, SubmitOptions
+from waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

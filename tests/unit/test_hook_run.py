@@ -116,6 +116,35 @@ def test_epilog_returns_before_its_report_and_stamps_its_start(tmp_path):
     assert before - 0.5 <= started <= before + 1.5
 
 
+def test_detached_epilog_survives_slurmds_kill_of_the_hooks_process_group(tmp_path):
+    """slurmd SIGKILLs the epilog's process group as soon as it returns: the report must
+    already be in its own session by then, every time."""
+    if os.geteuid() != 0:
+        pytest.skip("the env file that slows setsid down must be owned by root")
+    fake = tmp_path / "quick-python"
+    fake.write_text(f"#!/bin/sh\necho done >> {tmp_path}/reports\n")
+    fake.chmod(0o755)
+    # A slow start of the detached child (a loaded node): setsid runs 0.2 s late, so a
+    # hook that returned before its child left the group would lose every report.
+    env_file = tmp_path / "hooks.env"
+    env_file.write_text('setsid() { sleep 0.2; command setsid "$@"; }\n')
+    env_file.chmod(0o644)
+    env = {**job_env(tmp_path), "ISENSE_HOOKS_ENV": str(env_file), "ISENSE_PYTHON": str(fake)}
+    runs = 5
+    for _ in range(runs):
+        proc = subprocess.Popen([str(wrapper("epilog"))], env=env, start_new_session=True)
+        assert proc.wait(timeout=20) == 0
+        try:
+            os.killpg(proc.pid, 9)  # what slurmd does to the hook's group
+        except ProcessLookupError:
+            pass
+    reports = tmp_path / "reports"
+    deadline = time.monotonic() + 15
+    while not reports.exists() or len(reports.read_text().split()) < runs:
+        assert time.monotonic() < deadline, f"reports: {reports.read_text() if reports.exists() else 'none'}"
+        time.sleep(0.05)
+
+
 def test_epilog_runs_to_its_end_with_detach_off_and_the_prolog_always_does(tmp_path):
     for kind, extra in (("epilog", {"ISENSE_HOOK_DETACH": "0"}), ("prolog", {})):
         env = {**job_env(tmp_path), "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
