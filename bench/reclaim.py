@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.05, help="seconds between one client's requests")
     ap.add_argument("--train-seconds", type=float, default=4.0)
     ap.add_argument("--timeout", type=float, default=1500, help="give up after this many seconds")
+    ap.add_argument("--verbose", action="store_true", help="isense serve -v: its debug lines in the site's serve.log")
     args = ap.parse_args()
     pool = args.pool.split(",")
     deadline = time.monotonic() + args.timeout
@@ -119,7 +120,7 @@ def main() -> int:
     make_way_on = False
     traffic = None
     try:
-        site.start()
+        site.start(*(["-v"] if args.verbose else []))
         print(f"site {site.root}: isense serve on :{site.port}, lending {','.join(pool)}", flush=True)
         for i in range(args.baseline):
             seconds = baseline_run(site, args.baseline_node, args.train_seconds)

@@ -29,9 +29,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-gateway", action="store_true",
                         help="serve only the controller's /internal routes (hook events), not the API")
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: [gateway] listen)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug lines too (each make-way judgement, early ticks)")
 
 
-def _logging(name: str) -> None:
+def _logging(name: str, verbose: bool = False) -> None:
     import logging
     import sys
 
@@ -39,7 +41,7 @@ def _logging(name: str) -> None:
     handler.setFormatter(logging.Formatter(f"%(asctime)s {name}: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     log = logging.getLogger("isense")
     log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
     # APScheduler reports each skipped overlapping tick; ours are coalesced on purpose.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -105,7 +107,7 @@ def run(args) -> int:
     host, port = listen_address(cfg, args.listen)
     if args.once and (args.no_gateway or args.listen):
         raise UsageError("--once runs one tick without the gateway: --no-gateway and --listen do not apply")
-    _logging("isense-serve")
+    _logging("isense-serve", args.verbose)
     slurm = default_backend()
     if args.dry_run:
         return _dry_run(cfg, slurm, args.once)

@@ -36,6 +36,7 @@ from isense_slurm.planner.make_way import NodeUse, Release, RunningWorker, Waiti
 log = logging.getLogger("isense.controller")
 
 POLL_SECONDS = 0.05
+UNUSUAL_ENDINGS = ("it waits for training", "are not all usable here")
 REMEMBER_SECONDS = 3600.0  # how long a stopped worker is known as "made way" (its epilog comes in seconds)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
@@ -164,6 +165,7 @@ class WayMaker:
             jobs = self.slurm.jobs()
             waiting = [w for w in waiting_jobs(jobs, self.scope) if set(w.partitions) & preempting]
             if not waiting:
+                log.debug("make way: no pending job that preempts (%d jobs listed)", len(jobs))
                 return []
             nodes = self.slurm.nodes()
         except SlurmError as err:
@@ -178,7 +180,9 @@ class WayMaker:
         uses = node_uses(nodes, jobs, self.scope, self.memory, outstanding)
         releases, lines = make_way(waiting, uses, preempting)
         for line in lines:
-            log.debug("make way: %s", line)
+            # A job Slurm will preempt for but that stops nothing is worth a line.
+            unusual = line.endswith(UNUSUAL_ENDINGS)
+            (log.info if unusual else log.debug)("make way: %s (pass %.0f ms)", line, (self.clock() - started) * 1000)
         now = datetime.now()
         for r in releases:
             if self.dry_run:
@@ -238,6 +242,7 @@ class SubmitWatcher:
                 continue
             last = stamp
             self.wakes += 1
+            log.debug("make way: wake %d (%s)", self.wakes, stamp)
             try:
                 self.on_submit()
             except Exception as err:  # noqa: BLE001 - the watcher must outlive one bad pass
