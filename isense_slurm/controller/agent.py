@@ -136,6 +136,7 @@ class Agent:
         if self.last_error:
             log.info("Slurm answers again")
         self.last_error = None
+        self.way.note_nodes(self.observer.last_nodes)
         plan = make_plan(observation.snapshot, self.policy)
         self.last_plan = plan
         if self.report is not None:

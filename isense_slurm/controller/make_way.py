@@ -1,7 +1,8 @@
 """The fast half of reclaim: on a training job's submit, stop the workers it will take.
 
     job_submit.lua (in slurmctld) --writes--> [slurm] submit_wake file
-    SubmitWatcher (stat every 50 ms) --> WayMaker.run(): squeue + sinfo (+ partitions),
+    SubmitWatcher (stat every 25 ms) --> WayMaker.run(): squeue (nodes from the last tick,
+    partitions cached),
     planner.make_way -> SIGTERM to the batch step of each worker Slurm would preempt
     (scancel --batch --signal=TERM) -> the worker kills vLLM and exits -> the job ends
     on its own -> its epilog makes slurmctld schedule at once, instead of on its next
@@ -35,7 +36,8 @@ from isense_slurm.planner.make_way import NodeUse, Release, RunningWorker, Waiti
 
 log = logging.getLogger("isense.controller")
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.025
+NODES_TTL = 30.0  # the tick's node list is used while this fresh (nodes' GPUs and partitions change rarely)
 UNUSUAL_ENDINGS = ("it waits for training", "are not all usable here")
 REMEMBER_SECONDS = 3600.0  # how long a stopped worker is known as "made way" (its epilog comes in seconds)
 PARTITIONS_TTL = 30.0
@@ -105,6 +107,8 @@ class WayMaker:
         self._stopped: dict[str, float] = {}  # worker job id -> when (clock)
         self._partitions: set[str] | None = None
         self._partitions_at: float | None = None
+        self._nodes: list | None = None
+        self._nodes_at: float | None = None
         self._enabled: bool | None = None
         self._lock = threading.Lock()
         self._again = threading.Event()
@@ -129,6 +133,16 @@ class WayMaker:
         for old in [j for j, at in list(self._stopped.items()) if at < horizon]:
             self._stopped.pop(old, None)
         return job_id in self._stopped
+
+    def note_nodes(self, nodes: list) -> None:
+        """The tick's fresh node list: a pass then needs only squeue (one subprocess less
+        on the hot path). Node states used from it are at most NODES_TTL old."""
+        self._nodes, self._nodes_at = list(nodes), self.clock()
+
+    def nodes(self) -> list:
+        if self._nodes is None or self.clock() - self._nodes_at > NODES_TTL:
+            self.note_nodes(self.slurm.nodes())
+        return self._nodes
 
     def preempting(self) -> set[str]:
         now = self.clock()
@@ -167,7 +181,7 @@ class WayMaker:
             if not waiting:
                 log.debug("make way: no pending job that preempts (%d jobs listed)", len(jobs))
                 return []
-            nodes = self.slurm.nodes()
+            nodes = self.nodes()
         except SlurmError as err:
             log.warning("make way skipped: %s", err)
             return []

@@ -205,6 +205,7 @@ class Observer:
         self.clock = clock
         self._reservations: list = []
         self._reservations_at: float | None = None
+        self.last_nodes: list[Node] = []  # the latest sinfo, for make way between ticks
 
     def reservations(self) -> list:
         now = self.clock()
@@ -218,6 +219,7 @@ class Observer:
 
     def observe(self, now: datetime) -> Observation:
         nodes = self.slurm.nodes()
+        self.last_nodes = nodes
         jobs = self.slurm.jobs()
         demand = ()
         if self.demand is not None:

@@ -111,3 +111,53 @@ def test_watcher_without_its_folder_stays_off(tmp_path):
     watcher.start()
     assert watcher._thread is None
     watcher.stop()
+
+
+class CountingSlurm:
+    """Only what WayMaker calls, counting each call (a pure-logic stand-in)."""
+
+    def __init__(self, nodes, jobs, partitions):
+        self._nodes, self._jobs, self._partitions = nodes, jobs, partitions
+        self.calls: list[str] = []
+        self.signalled: list[str] = []
+
+    def config(self):
+        self.calls.append("config")
+        return {"PreemptType": "preempt/partition_prio"}
+
+    def partitions(self):
+        self.calls.append("partitions")
+        return self._partitions
+
+    def nodes(self):
+        self.calls.append("nodes")
+        return self._nodes
+
+    def jobs(self):
+        self.calls.append("jobs")
+        return self._jobs
+
+    def signal_batch(self, job_id, signal="TERM"):
+        self.signalled.append((str(job_id), signal))
+
+
+def test_a_pass_uses_the_ticks_nodes_and_signals_the_worker_in_the_way():
+    from isense_slurm.controller.make_way import WayMaker
+
+    parts = ("train", "inference")
+    nodes = [Node("n1", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=parts)]
+    jobs = [worker(7, "n1", gpus=4), job(8, state="PENDING", required=("n1",))]
+    slurm = CountingSlurm(nodes, jobs, [Partition("train", priority_tier=10),
+                                        Partition("inference", priority_tier=1, preempt_mode="REQUEUE")])
+    clock = [100.0]
+    memory = Memory()
+    way = WayMaker(SCOPE, slurm, memory, clock=lambda: clock[0])
+    way.note_nodes(nodes)  # as a tick does
+    releases = way.run()
+    assert [(r.worker_job_id, r.for_job_id) for r in releases] == [("7", "8")]
+    assert slurm.signalled == [("7", "TERM")] and "7" in memory.cancels and way.stopped("7")
+    assert "nodes" not in slurm.calls  # the tick's list was fresh
+    slurm.calls.clear()
+    clock[0] += 31  # no tick for a while: sinfo again
+    way.run()
+    assert "nodes" in slurm.calls and slurm.signalled == [("7", "TERM")]  # 7 is leaving: not signalled twice
