@@ -82,9 +82,9 @@ class Agent:
         self._again.set()
         self._run_at(datetime.now(timezone.utc))
 
-    def make_way(self) -> None:
+    def make_way(self, wake_time: float | None = None) -> None:
         """A job was submitted: stop now the workers it would preempt (thread-safe)."""
-        self.way.run()
+        self.way.run(wake_time)
 
     def add_cron(self, expr: str, func: Callable[[], object], name: str) -> None:
         """Run `func` on a crontab expression (local time), e.g. exports; the hook point for

@@ -53,7 +53,7 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
     agent = Agent(cfg, slurm, ledger=ledger)
     recorder = EventRecorder(slurm, ledger, lend_partition=cfg.slurm.lend_partition,
                              service_account=cfg.slurm.service_account, wake=agent.wake,
-                             made_way=agent.way.stopped)
+                             made_way=agent.way.stopped, submitted_at=agent.way.submitted_at)
     routes = controller_routes(agent, recorder, secret)
     link = writer = None
     if with_gateway:

@@ -39,6 +39,7 @@ log = logging.getLogger("isense.controller")
 POLL_SECONDS = 0.025
 NODES_TTL = 30.0  # the tick's node list is used while this fresh (nodes' GPUs and partitions change rarely)
 UNUSUAL_ENDINGS = ("it waits for training", "are not all usable here")
+SUBMIT_SLACK_SECONDS = 0.05  # the wake may be written a hair before Slurm stamps the job
 REMEMBER_SECONDS = 3600.0  # how long a stopped worker is known as "made way" (its epilog comes in seconds)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
@@ -105,6 +106,8 @@ class WayMaker:
         self.passes = 0
         self.released = 0
         self._stopped: dict[str, float] = {}  # worker job id -> when (clock)
+        self._submitted: dict[str, float] = {}  # pending job id -> its submit, to the ms (wake time)
+        self._wake_time: float | None = None
         self._partitions: set[str] | None = None
         self._partitions_at: float | None = None
         self._nodes: list | None = None
@@ -126,6 +129,27 @@ class WayMaker:
                 log.warning("make way off: PreemptType is %s, not %s; Slurm's own preemption reclaims alone",
                             preempt_type or "unset", PARTITION_PRIO)
         return self._enabled
+
+    def submitted_at(self, job_id: str) -> float | None:
+        """A job's submit time to the millisecond, where a wake caught it (thread-safe).
+        Slurm keeps whole seconds only: up to a second off in a sub-second reclaim."""
+        return self._submitted.get(job_id)
+
+    def _note_submits(self, jobs, wake_time: float | None) -> None:
+        """The wake file's mtime is the submit RPC's moment: give it to the new pending
+        jobs whose Slurm submit second it falls in."""
+        if wake_time is None:
+            return
+        for j in jobs:
+            job_id = str(j.job_id)
+            if not j.is_pending or j.submit_time is None or job_id in self._submitted:
+                continue
+            second = j.submit_time.timestamp()
+            if second - SUBMIT_SLACK_SECONDS <= wake_time < second + 1:
+                self._submitted[job_id] = wake_time
+        if len(self._submitted) > 10_000:
+            for old in list(self._submitted)[:1000]:
+                self._submitted.pop(old, None)
 
     def stopped(self, job_id: str) -> bool:
         """Whether this pass or an earlier one stopped worker `job_id` (thread-safe)."""
@@ -151,9 +175,12 @@ class WayMaker:
             self._partitions_at = now
         return self._partitions
 
-    def run(self) -> list[Release]:
+    def run(self, wake_time: float | None = None) -> list[Release]:
         """Stop the workers that jobs queued now would preempt; a call during a pass makes
-        that pass run once more (a second submit is never missed)."""
+        that pass run once more (a second submit is never missed). `wake_time`: the wake
+        file's mtime (unix seconds), when a job_submit wake caused the call."""
+        if wake_time is not None:
+            self._wake_time = wake_time  # a rerun of a busy pass sees the latest wake
         if not self._lock.acquire(blocking=False):
             self._again.set()
             return []
@@ -161,13 +188,13 @@ class WayMaker:
             done: list[Release] = []
             while True:
                 self._again.clear()
-                done += self._pass()
+                done += self._pass(self._wake_time)
                 if not self._again.is_set():
                     return done
         finally:
             self._lock.release()
 
-    def _pass(self) -> list[Release]:
+    def _pass(self, wake_time: float | None = None) -> list[Release]:
         if not self.enabled():
             return []
         started = self.clock()
@@ -177,6 +204,7 @@ class WayMaker:
             if not preempting:
                 return []
             jobs = self.slurm.jobs()
+            self._note_submits(jobs, wake_time)
             waiting = [w for w in waiting_jobs(jobs, self.scope) if set(w.partitions) & preempting]
             if not waiting:
                 log.debug("make way: no pending job that preempts (%d jobs listed)", len(jobs))
@@ -216,9 +244,9 @@ class WayMaker:
 
 
 class SubmitWatcher:
-    """Calls `on_submit` when the job_submit hook rewrites `path` (polls its mtime)."""
+    """Calls `on_submit(mtime)` when the job_submit hook rewrites `path` (polls its mtime)."""
 
-    def __init__(self, path: Path, on_submit: Callable[[], object], poll_seconds: float = POLL_SECONDS):
+    def __init__(self, path: Path, on_submit: Callable[[float], object], poll_seconds: float = POLL_SECONDS):
         self.path = Path(path)
         self.on_submit = on_submit
         self.poll_seconds = poll_seconds
@@ -258,6 +286,6 @@ class SubmitWatcher:
             self.wakes += 1
             log.debug("make way: wake %d (%s)", self.wakes, stamp)
             try:
-                self.on_submit()
+                self.on_submit(stamp[0] / 1e9)
             except Exception as err:  # noqa: BLE001 - the watcher must outlive one bad pass
                 log.error("make way failed: %s", err)

@@ -66,11 +66,13 @@ def end_reason_of_finished(job: Job | None) -> str:
 
 class EventRecorder:
     def __init__(self, slurm, ledger, *, lend_partition: str, service_account: str,
-                 wake: Callable[[], None] | None = None, made_way: Callable[[str], bool] | None = None):
+                 wake: Callable[[], None] | None = None, made_way: Callable[[str], bool] | None = None,
+                 submitted_at: Callable[[str], float | None] | None = None):
         self.slurm = slurm
         self.ledger = ledger
         self.wake = wake
         self.made_way = made_way  # job id -> the controller stopped it for a training job
+        self.submitted_at = submitted_at  # job id -> submit time to the ms (make way's wake), or None
         self.assembler = ReclaimAssembler(lend_partition=lend_partition, service_account=service_account)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="isense-events")
         self._submit_times: dict[str, float | None] = {}
@@ -113,6 +115,10 @@ class EventRecorder:
             return None
 
     def _submit_time(self, job_id: str) -> float | None:
+        """Slurm's submit time has whole seconds; make way's wake has the moment."""
+        precise = self.submitted_at(job_id) if self.submitted_at is not None else None
+        if precise is not None:
+            return precise
         if self._submit_times.get(job_id) is None:  # unknown yet: ask again next time
             job = self._job(job_id)
             self._submit_times[job_id] = job.submit_time.timestamp() if job and job.submit_time else None

@@ -94,7 +94,7 @@ def test_a_pinned_training_job_gets_its_worker_stopped_before_slurms_pass(cluste
 
     way = WayMaker(Scope.from_config(cfg), cluster.slurm, Memory())
     decided = []
-    watcher = SubmitWatcher(cfg.slurm.submit_wake, lambda: decided.extend(way.run()))
+    watcher = SubmitWatcher(cfg.slurm.submit_wake, lambda mtime: decided.extend(way.run(mtime)))
     watcher.start()
     try:
         job_id, started = train(cluster, workdir, target, jobs)
@@ -102,6 +102,9 @@ def test_a_pinned_training_job_gets_its_worker_stopped_before_slurms_pass(cluste
     finally:
         watcher.stop()
     assert [(r.worker_job_id, r.node, r.for_job_id) for r in decided] == [(str(victim), target, str(job_id))]
+    # The submit time to the ms: inside Slurm's whole second, before the job started.
+    second = cluster.slurm.job(job_id).submit_time.timestamp()
+    assert second <= way.submitted_at(str(job_id)) < min(second + 1, float(started.read_text()))
     assert cluster.slurm.job(victim).is_finished or "COMPLETING" in cluster.slurm.job(victim).states
     assert cluster.slurm.job(bystander).state == "RUNNING"  # only the worker in the way
 

@@ -71,7 +71,7 @@ def test_watcher_calls_back_on_each_rewrite_and_not_before(tmp_path):
     wake.write_text("0\n")
     calls = []
     fired = threading.Event()
-    watcher = SubmitWatcher(wake, lambda: (calls.append(1), fired.set()), poll_seconds=0.01)
+    watcher = SubmitWatcher(wake, lambda mtime: (calls.append(mtime), fired.set()), poll_seconds=0.01)
     watcher.start()
     try:
         time.sleep(0.05)
@@ -82,6 +82,7 @@ def test_watcher_calls_back_on_each_rewrite_and_not_before(tmp_path):
         wake.write_text("1 2 uid=1001 longer\n")
         assert fired.wait(2)
         assert watcher.wakes == 2
+        assert abs(calls[-1] - wake.stat().st_mtime) < 0.001  # the wake's moment, for submit times
     finally:
         watcher.stop()
 
@@ -90,7 +91,7 @@ def test_watcher_survives_a_failing_pass(tmp_path):
     wake = tmp_path / "submit.wake"
     seen = threading.Event()
 
-    def boom():
+    def boom(mtime):
         seen.set()
         raise RuntimeError("slurm exploded")
 
@@ -107,7 +108,7 @@ def test_watcher_survives_a_failing_pass(tmp_path):
 
 
 def test_watcher_without_its_folder_stays_off(tmp_path):
-    watcher = SubmitWatcher(tmp_path / "missing" / "submit.wake", lambda: None)
+    watcher = SubmitWatcher(tmp_path / "missing" / "submit.wake", lambda mtime: None)
     watcher.start()
     assert watcher._thread is None
     watcher.stop()
@@ -161,3 +162,20 @@ def test_a_pass_uses_the_ticks_nodes_and_signals_the_worker_in_the_way():
     clock[0] += 31  # no tick for a while: sinfo again
     way.run()
     assert "nodes" in slurm.calls and slurm.signalled == [("7", "TERM")]  # 7 is leaving: not signalled twice
+
+
+def test_wake_time_becomes_the_submit_time_within_slurms_second():
+    from isense_slurm.controller.make_way import WayMaker
+
+    nodes = [Node("n1", "IDLE", gpus_total=4, partitions=("train", "inference"))]
+    second = T0 + timedelta(seconds=5)
+    jobs = [job(8, state="PENDING", submit=second), job(9, state="PENDING", submit=second - timedelta(seconds=3))]
+    slurm = CountingSlurm(nodes, jobs, [Partition("train", priority_tier=10),
+                                        Partition("inference", priority_tier=1, preempt_mode="REQUEUE")])
+    way = WayMaker(SCOPE, slurm, Memory())
+    wake = second.timestamp() + 0.734
+    way.run(wake)
+    assert way.submitted_at("8") == wake  # Slurm says .000; the wake knows .734
+    assert way.submitted_at("9") is None  # an older job: not this wake's
+    way.run(wake + 0.5)
+    assert way.submitted_at("8") == wake  # the first wake that saw it wins

@@ -48,3 +48,19 @@ def test_reason_for_workers_closed_at_reconcile():
     assert end_reason_of_finished(None) == "lost"
     assert end_reason_of_finished(job("TIMEOUT")) == "time_limit"
     assert end_reason_of_finished(job("NODE_FAIL")) == "failed"
+
+
+def test_reclaim_submit_time_prefers_make_ways_wake_to_slurms_whole_second():
+    from isense_slurm.controller.recorder import EventRecorder
+
+    class OneJob:
+        def job(self, job_id):
+            return Job(job_id=int(job_id), name="train.sh", user="trainer", state="RUNNING", submit_time=START)
+
+    recorder = EventRecorder(OneJob(), None, lend_partition="inference", service_account="isense",
+                             submitted_at=lambda job_id: START.timestamp() + 0.734 if job_id == "8" else None)
+    try:
+        assert recorder._submit_time("8") == START.timestamp() + 0.734
+        assert recorder._submit_time("9") == START.timestamp()  # no wake caught it: Slurm's second
+    finally:
+        recorder.close()
