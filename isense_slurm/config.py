@@ -82,6 +82,7 @@ class WorkerConfig:
     env: dict[str, str]
     advertise_host: str  # "" means the node's hostname
     bind_host: str
+    nice: int = 10  # vLLM's niceness: a starting training job and the node's daemons get the CPU first
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             "env": dict(cfg.worker.env),
             "advertise_host": cfg.worker.advertise_host,
             "bind_host": cfg.worker.bind_host,
+            "nice": cfg.worker.nice,
         },
         "ledger": {"path": str(cfg.ledger.path)},
         "secrets": {"dir": str(cfg.secrets.dir)},
@@ -477,7 +479,7 @@ _SLURM_KEYS = ["lend_partition", "service_account", "pools", "max_lend_share", "
 _GATEWAY_KEYS = ["listen", "advertise_url", "max_body_bytes", "retry_after_seconds",
                  "heartbeat_timeout_seconds"]
 _WORKER_KEYS = ["vllm_executable", "startup_timeout_seconds", "heartbeat_seconds", "env",
-                "advertise_host", "bind_host"]
+                "advertise_host", "bind_host", "nice"]
 _MODEL_KEYS = ["name", "path", "gpus", "context_length", "weight", "vllm_args", "price"]
 _PRICE_KEYS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"]
 _EXPORTS_KEYS = ["cron", "period", "format", "dir"]
@@ -562,6 +564,7 @@ def _worker(t: _Table) -> WorkerConfig:
         advertise_host=t.string("advertise_host", "", empty_ok=True,
                                 check=lambda v: check_host(v) if v else v),
         bind_host=t.string("bind_host", "0.0.0.0", check=check_host),
+        nice=t.integer("nice", 10, minimum=0, maximum=19),
     )
 
 

@@ -238,8 +238,9 @@ class WayMaker:
             self.memory.cancelled(r.worker_job_id, now)
             self._stopped[r.worker_job_id] = self.clock()
             self.released += 1
-            log.info("make way: SIGTERM to worker %s on %s: %s (%.0f ms after the wake)", r.worker_job_id, r.node,
-                     r.reason, (self.clock() - started) * 1000)
+            after = f"{(time.time() - wake_time) * 1000:.0f} ms after the submit" if wake_time else "no wake"
+            log.info("make way: SIGTERM to worker %s on %s: %s (%s; pass %.0f ms)", r.worker_job_id, r.node,
+                     r.reason, after, (self.clock() - started) * 1000)
         return releases
 
 

@@ -110,7 +110,7 @@ def plan_worker(cfg, model_name: str, *, job_id: str | None = None, port: int | 
     return WorkerPlan(
         identity=identity,
         model=model,
-        cmd=vp.build_command(cfg.worker.vllm_executable, model, bind_host, port),
+        cmd=vp.niced(vp.build_command(cfg.worker.vllm_executable, model, bind_host, port), cfg.worker.nice),
         env=vp.build_env(os.environ, cfg.worker.env,
                          vllm_api_key(secret, identity.job_id)),
         log_path=vllm_log_path(identity, cfg.slurm.job_dir),

@@ -72,6 +72,13 @@ def build_command(executable: str, model, bind_host: str, port: int) -> list[str
     return cmd + list(model.vllm_args)
 
 
+def niced(cmd: list[str], nice: int) -> list[str]:
+    """Run `cmd` at a lower CPU priority (`nice -n`; the pid stays vLLM's: nice execs).
+    Under CPU contention the node's slurmd/slurmstepd and a training job starting on the
+    GPUs this worker is giving back come first; with the CPU to spare it changes nothing."""
+    return ["nice", "-n", str(nice), *cmd] if nice else list(cmd)
+
+
 def build_env(base: Mapping[str, str], extra: Mapping[str, str], api_key: str) -> dict[str, str]:
     """os.environ + [worker] env + the API key (vLLM reads VLLM_API_KEY when --api-key is
     absent). /proc/PID/environ is readable only by the process's own user."""

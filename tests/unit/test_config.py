@@ -179,6 +179,7 @@ CASES = [
     ('submit_wake = "/var/spool/isense/submit.wake"', 'submit_wake = "spool/submit.wake"',
      "slurm.submit_wake", "absolute path"),
     ('submit_wake = "/var/spool/isense/submit.wake"', "submit_wake = 1", "slurm.submit_wake", "string"),
+    ("nice = 10", "nice = 20", "worker.nice", "between 0 and 19"),
 ]
 
 
@@ -258,6 +259,7 @@ def test_api_shape_and_defaults():
     assert cfg.slurm.min_idle_seconds == 60 and cfg.slurm.max_job_minutes == 240
     assert cfg.slurm.tick_seconds == 5.0 and cfg.slurm.drain_seconds == 10.0
     assert cfg.slurm.submit_wake is None  # no job_submit hook: Slurm reclaims alone
+    assert cfg.worker.nice == 10
     assert cfg.gateway.max_body_bytes == 1048576 and cfg.gateway.retry_after_seconds == 5
     assert cfg.gateway.heartbeat_timeout_seconds == 15.0
     assert cfg.worker.vllm_executable == "vllm" and cfg.worker.env == {}

@@ -6,7 +6,7 @@ from isense_slurm.config import ModelConfig, Price
 from isense_slurm.errors import ConfigError
 from isense_slurm.secrets import vllm_api_key
 from isense_slurm.worker.identity import identify
-from isense_slurm.worker.vllm_process import build_command, build_env, local_address
+from isense_slurm.worker.vllm_process import build_command, build_env, local_address, niced
 
 SECRET = b"s" * 64
 
@@ -100,3 +100,9 @@ def test_identity_outside_slurm_is_per_process():
 
 def test_identity_job_id_flag_wins():
     assert identify(env={"SLURM_JOB_ID": "77"}, job_id="x9", hostname="h").job_id == "x9"
+
+
+def test_vllm_runs_niced_unless_nice_is_0():
+    cmd = build_command("/venv/bin/vllm", model(), "0.0.0.0", 8123)
+    assert niced(cmd, 10) == ["nice", "-n", "10", *cmd]
+    assert niced(cmd, 0) == cmd
