@@ -281,7 +281,9 @@ class SubmitWatcher:
     def _loop(self, last: tuple[int, int] | None) -> None:
         while not self._stop.wait(self.poll_seconds):
             stamp = self._stamp()
-            if stamp is None or stamp == last:
+            # Size 0: caught between the hook's truncate and its write (the mtime is
+            # still the last submit's); the next poll sees the write.
+            if stamp is None or stamp == last or stamp[1] == 0:
                 continue
             last = stamp
             self.wakes += 1

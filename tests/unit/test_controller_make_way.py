@@ -76,6 +76,9 @@ def test_watcher_calls_back_on_each_rewrite_and_not_before(tmp_path):
     try:
         time.sleep(0.05)
         assert calls == []  # the file as it was at start is no wake
+        wake.write_text("")  # the hook's truncate, before its write: not yet a wake
+        time.sleep(0.05)
+        assert calls == []
         wake.write_text("1 1 uid=1001\n")
         assert fired.wait(2)
         fired.clear()
