@@ -9,7 +9,10 @@ three cases:
 - broken:   config file is not TOML (logged, events spooled, exit 0).
 The service account in the config is a user that does not exist, so the prolog's
 /proc scan runs but can kill nothing on this shared host.
-Last line: JSON with p50 / p95 / max milliseconds per hook and case.
+The epilog returns once its report runs detached (see docs/hooks.md); the bench waits
+for those reports before the next case. Last line: JSON with p50 / p95 / max
+milliseconds per hook and case, and the "up" case's events received (2 per run pair)
+and left in the spool.
 
     .venv/bin/python bench/hook_startup.py [--runs 30] [--python /usr/bin/python3]
 """
@@ -69,6 +72,15 @@ def main() -> int:
                     rc = subprocess.run([str(REPO / script)], env=env, stdin=subprocess.DEVNULL).returncode
                     times.append((time.perf_counter() - t0) * 1000)
                     assert rc == 0, f"{script} exited {rc}"
+                if kind == "epilog":
+                    # The epilog reports from a detached process: wait for its log lines
+                    # (one per run of each hook) before the next case changes the config.
+                    log = folder / "hooks.log"
+                    want = 2 * args.runs * (1 + ("up", "down", "broken").index(case))
+                    deadline = time.monotonic() + 30
+                    while (len(log.read_text().splitlines()) if log.exists() else 0) < want:
+                        assert time.monotonic() < deadline, "detached epilog reports missing"
+                        time.sleep(0.05)
                 results[f"{kind}_{case}"] = {"p50_ms": round(statistics.median(times), 1),
                                              "p95_ms": round(pct(times, 0.95), 1),
                                              "max_ms": round(max(times), 1)}
@@ -76,10 +88,13 @@ def main() -> int:
                       f"p95 {results[f'{kind}_{case}']['p95_ms']:6.1f} ms  "
                       f"max {results[f'{kind}_{case}']['max_ms']:6.1f} ms", flush=True)
         received = len(receiver.events)
+        spool = folder / "spool-up"
+        spooled = sum(len(f.read_text().splitlines()) for f in spool.glob("*")) if spool.exists() else 0
     finally:
         receiver.close()
     print(json.dumps({"bench": "hook_startup", "runs": args.runs, "python": args.python or "wrapper default",
-                      "cpus": os.cpu_count(), "events_received_up": received, **results}))
+                      "cpus": os.cpu_count(), "events_received_up": received,
+                      "events_spooled_up": spooled, **results}))
     return 0
 
 
