@@ -29,7 +29,7 @@ import pytest
 
 from isense_slurm.meter.ledger import Ledger
 from isense_slurm.secrets import vllm_api_key, worker_token
-from waiting import free_port
+from waiting import free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.vllm
 
@@ -70,17 +70,6 @@ def http(method: str, url: str, *, headers: dict | None = None, body: bytes | st
             return Resp(resp.status, dict(resp.headers), resp.read().decode())
     except urllib.error.HTTPError as err:
         return Resp(err.code, dict(err.headers), err.read().decode())
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def write_config(folder: Path, gateway_port: int) -> Path:
@@ -153,7 +142,7 @@ class Gateway:
             [str(ISENSE), "--config", str(site.config), "gateway", "--listen", f"127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        wait_until(self._ready, 30, "the gateway to answer")
+        wait_for(self._ready, 30, "the gateway to answer")
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, f"gateway exited: {self.log_text()}"
@@ -184,13 +173,7 @@ class Gateway:
         return (self.site.folder / f"gateway-{self.port}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -390,10 +373,10 @@ def test_revoked_key_is_refused_within_seconds(gateway, site):
     with Ledger.open(site.ledger_path) as ledger:
         info, key = ledger.create_key("short-lived")
     ok = lambda: http("GET", gateway.url + "/v1/models", headers=gateway.auth(key))  # noqa: E731
-    wait_until(lambda: ok().status_code == 200, 10, "the new key to be accepted")
+    wait_for(lambda: ok().status_code == 200, 10, "the new key to be accepted")
     with Ledger.open(site.ledger_path) as ledger:
         ledger.revoke_key(info.id)
-    wait_until(lambda: ok().status_code == 401, 10, "the revoked key to be refused")
+    wait_for(lambda: ok().status_code == 401, 10, "the revoked key to be refused")
     error_of(ok())
 
 
@@ -463,7 +446,7 @@ def test_kill_9_of_the_gateway_loses_no_completed_row(site, dev_vllm, gateway):
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: len(completed) >= 150, 120, "150 completed responses")
+        wait_for(lambda: len(completed) >= 150, 120, "150 completed responses")
         os.kill(gw.proc.pid, signal.SIGKILL)
         gw.proc.wait(10)
     finally:
@@ -500,7 +483,7 @@ class WorkerProcess:
             w = gateway.worker(job_id)
             return w is not None and w["state"] == "serving"
 
-        wait_until(serving, WAIT, f"worker {job_id} to register", interval=0.5)
+        wait_for(serving, WAIT, f"worker {job_id} to register", interval=0.5)
 
     def sigterm(self) -> None:
         os.kill(self.proc.pid, signal.SIGTERM)
@@ -526,7 +509,7 @@ class WorkerProcess:
         seen = len(self.log_path.read_bytes())
         self.sigterm()
         try:
-            wait_until(lambda: self.proc.poll() is not None or re.search(
+            wait_for(lambda: self.proc.poll() is not None or re.search(
                 rb"SIGTERM to vLLM|abort", self.log_path.read_bytes()[seen:]), 30,
                 f"worker {self.job_id} to signal its vLLM")
         finally:

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from isense_slurm.secrets import check_worker_token, create_secret, load_secret, vllm_api_key
 from isense_slurm.worker.vllm_process import group_members
+from waiting import stop_process
 
 pytestmark = pytest.mark.vllm
 
@@ -184,13 +185,7 @@ class Worker:
         return int(found.group(1))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._stderr.close()
 
 
