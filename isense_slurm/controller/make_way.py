@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from isense_slurm.controller.memory import Memory
@@ -38,11 +38,11 @@ log = logging.getLogger("isense.controller")
 
 POLL_SECONDS = 0.025
 NODES_TTL = 30.0  # the tick's node list is used while this fresh (nodes' GPUs and partitions change rarely)
-UNUSUAL_ENDINGS = ("it waits for training", "are not all usable here")
 SUBMIT_SLACK_SECONDS = 0.05  # the wake may be written a hair before Slurm stamps the job
 REMEMBER_SECONDS = 3600.0  # how long a stopped worker is known as "made way" (its epilog comes in seconds)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
+EPOCH = datetime.fromtimestamp(0, timezone.utc)  # sorts jobs without a submit time (Slurm's are aware UTC)
 
 
 def preempting_partitions(partitions, lend_partition: str) -> set[str]:
@@ -57,7 +57,7 @@ def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
     """Pending jobs that are not workers and that Slurm may start now, oldest first."""
     out = []
     for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker(j)),
-                    key=lambda j: (j.submit_time is None, j.submit_time or datetime.min.astimezone(), j.job_id)):
+                    key=lambda j: (j.submit_time is None, j.submit_time or EPOCH, j.job_id)):
         if (j.reason or "") not in STARTABLE_REASONS:
             continue
         nodes = max(1, j.node_count, len(j.required_nodes))
@@ -222,9 +222,8 @@ class WayMaker:
         uses = node_uses(nodes, jobs, self.scope, self.memory, outstanding)
         releases, lines = make_way(waiting, uses, preempting)
         for line in lines:
-            # A job Slurm will preempt for but that stops nothing is worth a line.
-            unusual = line.endswith(UNUSUAL_ENDINGS)
-            (log.info if unusual else log.debug)("make way: %s (pass %.0f ms)", line, (self.clock() - started) * 1000)
+            (log.info if line.notable else log.debug)("make way: %s (pass %.0f ms)", line.text,
+                                                      (self.clock() - started) * 1000)
         now = datetime.now()
         for r in releases:
             if self.dry_run:

@@ -55,6 +55,15 @@ class NodeUse:
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """One line per waiting job; `notable`: Slurm will preempt for it, yet it stops nothing
+    (the controller logs these at info, the rest at debug)."""
+
+    text: str
+    notable: bool = False
+
+
+@dataclass(frozen=True)
 class Release:
     worker_job_id: str
     node: str
@@ -63,26 +72,27 @@ class Release:
 
 
 def make_way(waiting: list[WaitingJob], nodes: list[NodeUse], preempting_partitions: set[str]) \
-        -> tuple[list[Release], list[str]]:
-    """(workers to stop, one line per waiting job judged)."""
+        -> tuple[list[Release], list[Judgement]]:
+    """(workers to stop, one judgement per waiting job)."""
     free = {n.name: n.free for n in nodes}
     left = {n.name: list(n.workers) for n in nodes}
     releases: list[Release] = []
-    lines: list[str] = []
+    lines: list[Judgement] = []
     for job in waiting:
         parts = [p for p in job.partitions if p in preempting_partitions]
         if not parts:
-            lines.append(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers")
+            lines.append(Judgement(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers"))
             continue
         if job.gpus_per_node <= 0:
-            lines.append(f"job {job.job_id}: asks for no GPUs; Slurm alone decides")
+            lines.append(Judgement(f"job {job.job_id}: asks for no GPUs; Slurm alone decides"))
             continue
         need = job.gpus_per_node
         candidates = [n for n in nodes if n.usable and set(n.partitions) & set(parts)]
         if job.required_nodes:
             required = set(job.required_nodes)
             if not required <= {n.name for n in candidates}:
-                lines.append(f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here")
+                lines.append(Judgement(f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here",
+                                       notable=True))
                 continue
             candidates = [n for n in candidates if n.name in required] + \
                          [n for n in candidates if n.name not in required]
@@ -97,8 +107,8 @@ def make_way(waiting: list[WaitingJob], nodes: list[NodeUse], preempting_partiti
 
         chosen = sorted(fits_now + freeable, key=order)[:max(job.nodes, len(job.required_nodes))]
         if len(chosen) < job.nodes or any(r not in {n.name for n in chosen} for r in job.required_nodes):
-            lines.append(f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(need)};"
-                         " stopping workers would not free enough: it waits for training")
+            lines.append(Judgement(f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(need)};"
+                                   " stopping workers would not free enough: it waits for training", notable=True))
             continue
         stopped = []
         for node in chosen:
@@ -113,11 +123,13 @@ def make_way(waiting: list[WaitingJob], nodes: list[NodeUse], preempting_partiti
                 ))
             free[node.name] -= need  # taken by this job: later jobs do not count on it
         if stopped:
-            lines.append(f"job {job.job_id}: stop worker(s) {', '.join(w.job_id for w in stopped)} on "
-                         f"{', '.join(sorted({r.node for r in releases if r.for_job_id == job.job_id}, key=natural_key))}"
-                         " now, before Slurm's next pass")
+            lines.append(Judgement(
+                f"job {job.job_id}: stop worker(s) {', '.join(w.job_id for w in stopped)} on "
+                f"{', '.join(sorted({r.node for r in releases if r.for_job_id == job.job_id}, key=natural_key))}"
+                " now, before Slurm's next pass"))
         else:
-            lines.append(f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop")
+            lines.append(Judgement(
+                f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop"))
     return releases, lines
 
 

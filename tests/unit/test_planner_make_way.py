@@ -24,32 +24,33 @@ def test_pinned_job_stops_the_worker_on_its_node():
     nodes = [node("n1", workers=[("w1", 4, 0)]), node("n2", workers=[("w2", 4, 0)])]
     releases, lines = make_way([waiting("t1", required=("n2",))], nodes, PREEMPTING)
     assert stopped(releases) == [("w2", "n2", "t1")]
-    assert "would preempt" in releases[0].reason and "t1" in lines[0] and "w2" in lines[0]
+    assert "would preempt" in releases[0].reason and "t1" in lines[0].text and "w2" in lines[0].text
 
 
 def test_a_job_that_fits_on_free_gpus_stops_nothing():
     nodes = [node("n1", workers=[("w1", 4, 0)]), node("n2")]
     releases, lines = make_way([waiting("t1")], nodes, PREEMPTING)
-    assert releases == [] and "nothing to stop" in lines[0] and "n2" in lines[0]
+    assert releases == [] and "nothing to stop" in lines[0].text and "n2" in lines[0].text
+    assert not lines[0].notable
 
 
 def test_partition_that_does_not_preempt_stops_nothing():
     nodes = [node("n1", workers=[("w1", 4, 0)])]
     releases, lines = make_way([waiting("t1", partitions=("inference",))], nodes, PREEMPTING)
-    assert releases == [] and "does not preempt" in lines[0]
+    assert releases == [] and "does not preempt" in lines[0].text
 
 
 def test_job_held_back_by_training_stops_nothing():
     # n1: 2 GPUs of training + a 2-GPU worker; a 4-GPU job cannot start there anyway.
     nodes = [node("n1", other=2, workers=[("w1", 2, 0)])]
     releases, lines = make_way([waiting("t1", 4)], nodes, PREEMPTING)
-    assert releases == [] and "waits for training" in lines[0]
+    assert releases == [] and "waits for training" in lines[0].text and lines[0].notable
 
 
 def test_unusable_required_node_stops_nothing():
     nodes = [node("n1", workers=[("w1", 4, 0)], usable=False)]
     releases, lines = make_way([waiting("t1", required=("n1",))], nodes, PREEMPTING)
-    assert releases == [] and "not all usable" in lines[0]
+    assert releases == [] and "not all usable" in lines[0].text and lines[0].notable
 
 
 def test_fewest_gpus_stopped_and_idlest_worker_first():
@@ -83,9 +84,9 @@ def test_two_jobs_do_not_count_on_the_same_gpus():
     releases, lines = make_way([waiting("t1"), waiting("t2")], nodes, PREEMPTING)
     # t1 takes free n2; t2 then needs a worker stopped.
     assert stopped(releases) == [("w1", "n1", "t2")]
-    assert "nothing to stop" in lines[0]
+    assert "nothing to stop" in lines[0].text
 
 
 def test_job_without_gpus_is_left_to_slurm():
     releases, lines = make_way([waiting("t1", 0)], [node("n1", workers=[("w1", 4, 0)])], PREEMPTING)
-    assert releases == [] and "no GPUs" in lines[0]
+    assert releases == [] and "no GPUs" in lines[0].text
