@@ -15,6 +15,13 @@ proxies' own cost shows) from an aiohttp client, non-streamed and streamed:
 - the proxy's CPU seconds per request (from /proc: on a 2-core host the load generator,
   vLLM and the proxy share the CPU, so this is the fairer figure of a proxy's own cost)
   and, for the gateway, the ledger rows committed per second.
+- the control plane under load (--control-plane-streams, default 32): a second dev vLLM
+  joins, that many streams run back to back through the gateway against both, and a
+  separate process probes GET /internal/workers, GET /health, POST heartbeat and POST
+  register every 20 ms: p50/p99/max per endpoint (target: p99 <= 100 ms).
+Figures cover successful requests only; `errors` counts the failed ones, and the bench
+exits 1 when any request or probe failed. The stand-in workers heartbeat like a worker
+and register again at once when the gateway answers 404.
 The last line of output is JSON with every figure.
 """
 
@@ -41,6 +48,7 @@ from waiting import free_port  # noqa: E402
 
 MODEL = "tiny-llama"
 JOB_ID = "bench-1"
+JOB_ID_2 = "bench-2"
 STATE_DIR = Path("/var/lib/isense-dev")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -96,16 +104,11 @@ async def run_load(url: str, key: str, body: bytes, n: int, concurrency: int, st
             while issued < n:
                 issued += 1
                 t0 = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers=headers) as resp:
-                        data = await resp.read()
-                        if resp.status != 200:
-                            errors.append(f"HTTP {resp.status}: {data[:120]!r}")
-                        elif stream and not data.rstrip().endswith(b"data: [DONE]"):
-                            errors.append("stream without [DONE]")
-                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                    errors.append(type(err).__name__)
-                latencies.append(time.perf_counter() - t0)
+                error = await post_once(session, url, body, headers, stream)
+                if error:
+                    errors.append(error)
+                else:  # figures over successful requests only
+                    latencies.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -113,13 +116,32 @@ async def run_load(url: str, key: str, body: bytes, n: int, concurrency: int, st
     latencies.sort()
     return {
         "requests": n,
+        "ok": len(latencies),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
         "wall_s": round(wall, 3),
-        "rps": round(n / wall, 1),
+        "rps": round(len(latencies) / wall, 1),
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
     }
+
+
+async def post_once(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict,
+                    stream: bool) -> str | None:
+    """One request; None when it succeeded (200, and a stream that ended with [DONE]),
+    else what went wrong."""
+    try:
+        async with session.post(url, data=body, headers=headers) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                return f"HTTP {resp.status}: {data[:120]!r}"
+            if stream and not data.rstrip().endswith(b"data: [DONE]"):
+                return "stream without [DONE]"
+            if stream and b'"error"' in data:
+                return "stream with an error event"
+            return None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+        return type(err).__name__
 
 
 async def run_paired(targets: dict, body: bytes, n: int, stream: bool) -> dict[str, dict]:
@@ -132,21 +154,18 @@ async def run_paired(targets: dict, body: bytes, n: int, stream: bool) -> dict[s
             for name, (url, key, _pids) in targets.items():
                 headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
                 t0 = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers=headers) as resp:
-                        data = await resp.read()
-                        if resp.status != 200 or (stream and not data.rstrip().endswith(b"data: [DONE]")):
-                            errors[name] += 1
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                if await post_once(session, url, body, headers, stream):
                     errors[name] += 1
-                lat[name].append(time.perf_counter() - t0)
+                else:  # figures over successful requests only
+                    lat[name].append(time.perf_counter() - t0)
     out = {}
     for name, values in lat.items():
         values.sort()
         out[name] = {
             "requests": n,
+            "ok": len(values),
             "errors": errors[name],
-            "rps": round(1 / (sum(values) / len(values)), 1),
+            "rps": round(1 / (sum(values) / len(values)), 1) if values else 0.0,
             "p50_ms": round(percentile(values, 0.50) * 1000, 3),
             "p99_ms": round(percentile(values, 0.99) * 1000, 3),
         }
@@ -166,13 +185,141 @@ def chat_body(max_tokens: int, stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def heartbeat_forever(url: str, token: str, stop) -> None:
-    """The bench registers vLLM by hand, so it also keeps the registration alive."""
-    while not stop.wait(3.0):
-        try:
-            post_json(url, {"job_id": JOB_ID}, token)
-        except OSError as err:
-            print(f"bench: heartbeat failed: {err}", file=sys.stderr)
+class StandIn:
+    """The bench registers a dev vLLM by hand, so it also does what a worker does to stay
+    registered: heartbeat, and register again at once when the gateway answers 404."""
+
+    def __init__(self, gateway_url: str, secret: bytes, job_id: str, vllm_url: str):
+        self.base = f"{gateway_url}/internal/workers"
+        self.token = worker_token(secret, job_id)
+        self.job_id = job_id
+        self.registration = {"job_id": job_id, "node": "bench", "gpus": "0", "model": MODEL, "url": vllm_url}
+        self.reregistered = 0
+        self.heartbeat_failures = 0
+        self._stop = threading.Event()
+        self.register()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def register(self) -> None:
+        post_json(f"{self.base}/register", self.registration, self.token)
+
+    def _beat(self) -> None:
+        import urllib.error
+
+        while not self._stop.wait(3.0):
+            try:
+                post_json(f"{self.base}/heartbeat", {"job_id": self.job_id}, self.token)
+            except urllib.error.HTTPError as err:
+                if err.code != 404:
+                    self.heartbeat_failures += 1
+                    print(f"bench: heartbeat of {self.job_id} answered {err.code}", file=sys.stderr)
+                    continue
+                self.reregistered += 1
+                print(f"bench: the gateway forgot {self.job_id}; registering again", file=sys.stderr)
+                try:
+                    self.register()
+                except OSError as err2:
+                    print(f"bench: registering {self.job_id} again failed: {err2}", file=sys.stderr)
+            except OSError as err:
+                self.heartbeat_failures += 1
+                print(f"bench: heartbeat of {self.job_id} failed: {err}", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# --- control plane under load -----------------------------------------------------------
+
+PROBES = ("registry", "health", "heartbeat", "register")
+
+
+def probe_control_plane(gw_url: str, secret_hex: str, registration: dict, seconds: float,
+                        interval: float, out) -> None:
+    """In a process of its own (so the load generator's GIL does not count): hit each
+    control-plane endpoint in turn every `interval` s for `seconds`; put
+    {probe: [latency s or None for a failure]} on `out`."""
+    import urllib.error
+
+    token = worker_token(secret_hex.encode(), registration["job_id"])
+    base = f"{gw_url}/internal/workers"
+    calls = {
+        "registry": lambda: get_json(base),
+        "health": lambda: get_json(f"{gw_url}/health"),
+        "heartbeat": lambda: post_json(f"{base}/heartbeat", {"job_id": registration["job_id"]}, token),
+        "register": lambda: post_json(f"{base}/register", registration, token),
+    }
+    lat: dict[str, list] = {name: [] for name in PROBES}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name in PROBES:
+            t0 = time.perf_counter()
+            try:
+                calls[name]()
+                lat[name].append(time.perf_counter() - t0)
+            except (urllib.error.URLError, OSError):
+                lat[name].append(None)
+            time.sleep(interval)
+    out.put(lat)
+
+
+async def stream_load(url: str, key: str, body: bytes, clients: int, seconds: float) -> dict:
+    """`clients` streams back to back for `seconds`: the load the control plane must
+    answer under."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    done, errors = 0, []
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+        async def client() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                error = await post_once(session, url, body, headers, True)
+                if error:
+                    errors.append(error)
+                else:
+                    done += 1
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return {"streams_ok": done, "errors": len(errors), "first_error": errors[0] if errors else None}
+
+
+def control_plane(gw_url: str, client_key: str, secret_hex: str, registration: dict, *,
+                  streams: int, seconds: float, max_tokens: int) -> dict:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    prober = ctx.Process(target=probe_control_plane,
+                         args=(gw_url, secret_hex, registration, seconds, 0.02, out))
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a story."}],
+                       "max_tokens": max_tokens, "stream": True, "ignore_eos": True}).encode()
+    prober.start()
+    load = asyncio.run(stream_load(f"{gw_url}/v1/chat/completions", client_key, body, streams, seconds + 2))
+    lat = out.get(timeout=120)
+    prober.join(30)
+    res = {"streams": streams, "seconds": seconds, **load}
+    all_ok: list[float] = []
+    for name in PROBES:
+        ok = sorted(v for v in lat[name] if v is not None)
+        failed = sum(v is None for v in lat[name])
+        res["errors"] += failed
+        all_ok += ok
+        res[name] = {"probes": len(lat[name]), "errors": failed,
+                     "p50_ms": round(percentile(ok, 0.5) * 1000, 2),
+                     "p99_ms": round(percentile(ok, 0.99) * 1000, 2),
+                     "max_ms": round(ok[-1] * 1000, 2) if ok else None}
+    all_ok.sort()
+    res["p99_ms"] = round(percentile(all_ok, 0.99) * 1000, 2)
+    res["max_ms"] = round(all_ok[-1] * 1000, 2) if all_ok else None
+    return res
+
+
+def get_json(url: str):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 # --- services ----------------------------------------------------------------------------
@@ -205,7 +352,7 @@ def post_json(url: str, payload: dict, token: str) -> None:
 
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
+    with urllib.request.urlopen(req, timeout=10) as resp:
         resp.read()
 
 
@@ -254,6 +401,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="throughput rounds of direct and gateway (best kept)")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     ap.add_argument("--no-stream", action="store_true", help="non-streamed requests only")
+    ap.add_argument("--control-plane-streams", type=int, default=32,
+                    help="streams running against 2 vLLMs while the control plane is probed (0: skip)")
+    ap.add_argument("--control-plane-seconds", type=float, default=30)
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="isense-bench-"))
@@ -272,6 +422,7 @@ def main() -> int:
 
     started: list[list[str]] = []
     gateway = None
+    control = stand_in = None
     try:
         print(f"bench: starting vLLM on :{vllm_port}", file=sys.stderr)
         sh([str(REPO / "dev/vllm"), "up", "--port", str(vllm_port)], {"ISENSE_DEV_VLLM_KEY": vllm_key})
@@ -285,9 +436,7 @@ def main() -> int:
         )
         gw_url = f"http://127.0.0.1:{gateway_port}"
         wait_http(f"{gw_url}/v1/models", {"Authorization": f"Bearer {client_key}"})
-        post_json(f"{gw_url}/internal/workers/register",
-                  {"job_id": JOB_ID, "node": "bench", "gpus": "0", "model": MODEL,
-                   "url": f"http://127.0.0.1:{vllm_port}"}, worker_token(secret, JOB_ID))
+        stand_in = StandIn(gw_url, secret, JOB_ID, f"http://127.0.0.1:{vllm_port}")
 
         targets = {
             "direct": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", vllm_key, []),
@@ -302,10 +451,6 @@ def main() -> int:
             litellm_pgid = int((STATE_DIR / f"litellm-{litellm_port}.pid").read_text())
             targets["litellm"] = (f"http://127.0.0.1:{litellm_port}/v1/chat/completions", litellm_key,
                                   group_pids(litellm_pgid))
-
-        stop_heartbeat = threading.Event()
-        threading.Thread(target=heartbeat_forever, daemon=True, args=(
-            f"{gw_url}/internal/workers/heartbeat", worker_token(secret, JOB_ID), stop_heartbeat)).start()
 
         results = []
         modes = [False] if args.no_stream else [False, True]
@@ -341,7 +486,21 @@ def main() -> int:
                     if name not in best or res["rps"] > best[name]["rps"]:
                         best[name] = res
             results.extend(best.values())
-        stop_heartbeat.set()
+        if args.control_plane_streams:
+            second_port = free_port()
+            print(f"bench: control plane: a second vLLM on :{second_port}, "
+                  f"{args.control_plane_streams} streams for {args.control_plane_seconds:g} s", file=sys.stderr)
+            sh([str(REPO / "dev/vllm"), "up", "--port", str(second_port)],
+               {"ISENSE_DEV_VLLM_KEY": vllm_api_key(secret, JOB_ID_2)})
+            started.append([str(REPO / "dev/vllm"), "down", "--port", str(second_port)])
+            second = StandIn(gw_url, secret, JOB_ID_2, f"http://127.0.0.1:{second_port}")
+            control = control_plane(gw_url, client_key, secret_hex, second.registration,
+                                    streams=args.control_plane_streams, seconds=args.control_plane_seconds,
+                                    max_tokens=64)
+            second.stop()
+            print(f"bench: control plane under {control['streams']} streams: p99 {control['p99_ms']} ms, "
+                  f"max {control['max_ms']} ms, errors {control['errors']}", file=sys.stderr)
+        stand_in.stop()
     finally:
         if gateway is not None:
             gateway.terminate()
@@ -368,6 +527,13 @@ def main() -> int:
               f"{r.get('proxy_cpu_ms_per_request', float('nan')):>9.3f} "
               f"{r.get('ledger_rows_per_s', float('nan')):>8.1f} {r['errors']:>4}")
     summary = {"max_tokens": args.max_tokens, "concurrency": args.concurrency, "results": results}
+    errors = sum(r["errors"] for r in results)
+    if control is not None:
+        summary["control_plane"] = control
+        summary["control_plane_p99_ms"] = control["p99_ms"]
+        errors += control["errors"]
+    summary["errors"] = errors
+    summary["reregistered"] = stand_in.reregistered if stand_in else 0
     gw = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "gateway"}
     ll = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "litellm"}
     for key, r in gw.items():
@@ -376,6 +542,10 @@ def main() -> int:
         if key in ll and ll[key]["rps"]:
             summary[f"gateway_vs_litellm_rps_{tag}"] = round(r["rps"] / ll[key]["rps"], 2)
     print(json.dumps(summary))
+    if errors:
+        print(f"bench: {errors} request(s) failed: the figures above cover successful ones only",
+              file=sys.stderr)
+        return 1
     return 0
 
 

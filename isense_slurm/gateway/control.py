@@ -6,6 +6,8 @@ POST /internal/workers/deregister {"job_id","reason"} -> 200; no new request goe
 Each with `Authorization: Bearer worker_token(secret, job_id)`: only a process that can
 read the gateway's secret (the service account) can speak for a job.
 GET /internal/workers: registry state and per-model counters, from localhost only.
+GET /health: 200 {"status": "ok", ...} while the process serves (no key needed; says
+nothing secret): for load balancers and `isense doctor`.
 """
 
 import json
@@ -86,3 +88,14 @@ async def workers(gw, request: web.Request) -> web.Response:
     if request.remote not in LOCAL_ADDRESSES:
         return error_response(403, "the registry view is served to localhost only")
     return web.json_response(gw.registry.snapshot())
+
+
+async def health(gw, request: web.Request) -> web.Response:
+    if request.method not in ("GET", "HEAD"):
+        return error_response(405, "use GET", headers={"Allow": "GET"})
+    live = {name: gw.registry.live_count(name) for name in gw.models}
+    return web.json_response({
+        "status": "ok",
+        "live_workers": live,
+        "loop_max_lag_ms": round(gw.loop_watch.max_lag * 1000, 1),
+    })

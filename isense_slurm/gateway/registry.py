@@ -134,7 +134,7 @@ class Registry:
         return True
 
     def expire(self) -> list[Worker]:
-        """Drop workers whose heartbeats stopped; returns them."""
+        """Drop workers neither heartbeating nor answering for heartbeat_timeout; returns them."""
         deadline = self.clock() - self.heartbeat_timeout
         gone = [w for w in self.workers.values() if w.last_seen < deadline]
         for worker in gone:
@@ -147,7 +147,10 @@ class Registry:
     def pick(self, model: str, exclude: tuple[str, ...] | set[str] = ()) -> Worker | None:
         """The live worker of `model` with the fewest outstanding requests.
 
-        Ties go to the worker picked longest ago, so idle workers share the load.
+        Ties go to the worker picked longest ago, so idle workers share the load. A
+        quarantined worker is taken only when no other is left: one failed attempt
+        (a stale connection, a brief stall) must not leave a stream with nowhere to
+        continue, or a request with nowhere to go, while that worker may well serve.
         """
         candidates = self.by_model.get(model)
         if not candidates:
@@ -155,10 +158,11 @@ class Registry:
         now = self.clock()
         best = None
         for worker in candidates:
-            if worker.job_id in exclude or worker.quarantined_until > now:
+            if worker.job_id in exclude:
                 continue
-            if best is None or (worker.outstanding, worker.last_picked) < (best.outstanding, best.last_picked):
-                best = worker
+            rank = (worker.quarantined_until > now, worker.outstanding, worker.last_picked)
+            if best is None or rank < best_rank:
+                best, best_rank = worker, rank
         if best is not None:
             best.last_picked = now
         return best
@@ -175,6 +179,9 @@ class Registry:
             self.quarantine(worker)
         else:
             worker.served += 1
+            # An answer is better proof of life than a heartbeat: on a loaded host the
+            # worker's heartbeats may come late while its vLLM serves well.
+            worker.last_seen = self.clock()
         if worker.draining:
             self._end_if_idle(worker)
 

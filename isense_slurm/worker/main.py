@@ -33,6 +33,8 @@ log = logging.getLogger("isense.worker")
 
 LOG_TAIL_LINES = 40
 KILL_GRACE_SECONDS = 2.0  # SIGTERM -> SIGKILL for vLLM's group
+UNHEALTHY_BEATS = 2  # /health failures in a row that end a serving worker
+PROBE_TIMEOUT_MIN = 60.0  # the first completion may compile kernels: slow on a busy host
 
 
 class VllmFailed(IsenseError):
@@ -167,13 +169,28 @@ async def _wait_healthy(session, plan: WorkerPlan) -> float:
     return time.monotonic() - t0
 
 
-async def _heartbeat_loop(gw: GatewayClient, plan: WorkerPlan) -> None:
+class VllmUnhealthy(Exception):
+    """vLLM's process lives but its /health stopped answering 200 (a dead engine)."""
+
+
+async def _heartbeat_loop(gw: GatewayClient, plan: WorkerPlan, session) -> None:
+    """Heartbeat the gateway; check vLLM's /health at each beat, so a vLLM whose engine
+    died while its API server lingers is taken out of routing within two beats."""
+    unhealthy = 0
     while True:
         await asyncio.sleep(plan.heartbeat_seconds)
+        if await vp.is_healthy(session, plan.local_url):
+            unhealthy = 0
+        else:
+            unhealthy += 1
+            log.warning("vLLM /health failed (%d in a row)", unhealthy)
+            if unhealthy >= UNHEALTHY_BEATS:
+                raise VllmUnhealthy(f"vLLM /health failed {unhealthy} times in a row")
+            continue  # no heartbeat for a vLLM that may be dead: the gateway's expiry agrees
         try:
             await gw.heartbeat(plan.identity.job_id)
         except UnknownWorker:
-            log.info("gateway does not know this worker (restarted?); registering again")
+            log.info("gateway does not know this worker (restarted, or timed us out); registering again")
             await gw.register_until_done(plan.registration)
             log.info("registered again")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RuntimeError) as err:
@@ -311,6 +328,23 @@ async def _serve(plan: WorkerPlan) -> int:
                            f"(worker.startup_timeout_seconds; log: {vllm.log_path})")
             log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
 
+            # 1b. One real completion: /health alone does not prove vLLM can serve.
+            probe = asyncio.ensure_future(vp.probe_completion(
+                session, plan.local_url, plan.model.name, plan.env["VLLM_API_KEY"],
+                timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - t_start))))
+            done = await _first(probe, exited, stopped)
+            if stopped in done:
+                await _cancel(probe)
+                return await do_drain()
+            if exited in done:
+                await _cancel(probe)
+                await fail(f"vLLM exited with code {vllm.proc.returncode} on its first completion "
+                           f"(log: {vllm.log_path})")
+            if probe.exception() is not None:
+                await fail(f"vLLM is healthy but failed its first completion: {probe.exception()} "
+                           f"(log: {vllm.log_path})")
+            log.info("vLLM answered a first completion in %.2f s", probe.result())
+
             # 2. Registration.
             register_tried = True
             register = asyncio.ensure_future(gw.register_until_done(plan.registration))
@@ -330,7 +364,7 @@ async def _serve(plan: WorkerPlan) -> int:
                      attempts, "" if attempts == 1 else "s")
 
             # 3. Serving: heartbeat until a signal, vLLM's death or a refusal.
-            heartbeat = asyncio.ensure_future(_heartbeat_loop(gw, plan))
+            heartbeat = asyncio.ensure_future(_heartbeat_loop(gw, plan, session))
             done = await _first(heartbeat, exited, stopped)
             await _cancel(heartbeat)  # before deregistering: no re-register after it
             if stopped in done:
@@ -339,6 +373,8 @@ async def _serve(plan: WorkerPlan) -> int:
                 await fail(f"vLLM died while serving (exit code {vllm.proc.returncode}; "
                            f"log: {vllm.log_path})")
             err = heartbeat.exception()
+            if isinstance(err, VllmUnhealthy):
+                await fail(f"{err} while serving (log: {vllm.log_path})")
             if isinstance(err, RegistrationRefused):
                 raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: {err}")
             raise IsenseError(f"heartbeat loop ended: {err}")

@@ -238,3 +238,39 @@ async def in_flight(session: aiohttp.ClientSession, base_url: str, timeout: floa
         raise NotServing(str(err)) from None
     except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
         return None
+
+
+class ProbeFailed(Exception):
+    """vLLM is healthy but could not answer one real completion."""
+
+
+async def probe_completion(session: aiohttp.ClientSession, base_url: str, model: str, api_key: str,
+                           timeout: float) -> float:
+    """One real 1-token completion through vLLM; its duration in seconds.
+
+    `/health` only says the API server is up: a vLLM whose engine faults on its first
+    forward pass (an ISA the CPU advertises but cannot run, a bad kernel, too little
+    memory for the first batch) passes it and then fails every request. Only a worker
+    whose vLLM answered this registers. Raises ProbeFailed naming what went wrong.
+    """
+    body = {"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        async with session.post(f"{base_url}/v1/completions", json=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            text = await resp.text()
+            if resp.status != 200:
+                raise ProbeFailed(f"HTTP {resp.status}: {text.strip()[:200]}")
+            answer = json.loads(text)
+    except asyncio.TimeoutError:
+        raise ProbeFailed(f"no answer within {timeout:g} s") from None
+    except (aiohttp.ClientError, OSError) as err:
+        raise ProbeFailed(f"{type(err).__name__}: {err}") from None
+    except ValueError:
+        raise ProbeFailed("the answer is not JSON") from None
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not answer.get("choices") or not isinstance(usage, dict) or not usage.get("completion_tokens"):
+        raise ProbeFailed(f"the answer has no choice or no completion tokens: {text.strip()[:200]}")
+    return loop.time() - t0

@@ -43,6 +43,7 @@ PROMPT = "The sea is"
 EXACT = {"ignore_eos": True}  # random weights may stop early: exact token counts need this
 DRAIN_SECONDS = 0.05  # short, so a SIGTERMed worker's vLLM aborts what is in flight
 WAIT = 300  # generous bound for anything that involves starting vLLM on 2 shared cores
+CLIENT_TIMEOUT = 600  # seconds without a byte before a test's client gives up
 
 
 @dataclass
@@ -96,9 +97,9 @@ def write_config(folder: Path, gateway_port: int) -> Path:
             line = "heartbeat_seconds = 2"
         out.append(line)
         if section == "[[models]]" and key == "vllm_args":
-            # Workers run one sequence at a time, so that requests queue up in vLLM
-            # (the tiny model is otherwise done in a blink).
-            out.append('  "--max-num-seqs", "1",')
+            # A few sequences at a time: requests queue up in vLLM (the tiny model is
+            # otherwise done in a blink), yet a test's few streams all run at once.
+            out.append('  "--max-num-seqs", "4",')
     out += ["", "[[models]]", f'name = "{SPARE}"', 'path = "/var/lib/isense-dev/models/tiny-llama"',
             "gpus = 1", "context_length = 512",
             "price = { input_per_mtok = 0.2, output_per_mtok = 0.8, cached_input_per_mtok = 0.1 }"]
@@ -142,7 +143,7 @@ class Gateway:
             [str(ISENSE), "--config", str(site.config), "gateway", "--listen", f"127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        wait_for(self._ready, 30, "the gateway to answer")
+        wait_for(self._ready, 120, "the gateway to answer")
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, f"gateway exited: {self.log_text()}"
@@ -155,11 +156,13 @@ class Gateway:
         return {"Authorization": f"Bearer {key or self.site.key}"}
 
     def client(self, **kw) -> openai.OpenAI:
-        kw = {"max_retries": 0, "timeout": 120, **kw}
+        # A generous read timeout: a request queued behind others on a slow, busy host
+        # may wait minutes for its first byte, and that is not what these tests test.
+        kw = {"max_retries": 0, "timeout": CLIENT_TIMEOUT, **kw}
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.site.key, **kw)
 
     def registry(self) -> dict:
-        return http("GET", f"{self.url}/internal/workers", timeout=5).json()
+        return http("GET", f"{self.url}/internal/workers", timeout=30).json()
 
     def worker(self, job_id: str) -> dict | None:
         return next((w for w in self.registry()["workers"] if w["job_id"] == job_id), None)
@@ -167,7 +170,7 @@ class Gateway:
     def control(self, action: str, payload: dict, token: str | None = None) -> Resp:
         token = token or worker_token(self.site.secret, payload["job_id"])
         return http("POST", f"{self.url}/internal/workers/{action}", json_body=payload,
-                    headers={"Authorization": f"Bearer {token}"}, timeout=5)
+                    headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def log_text(self) -> str:
         return (self.site.folder / f"gateway-{self.port}.log").read_text(errors="replace")
@@ -239,7 +242,7 @@ def gateway(site, dev_vllm):
 @pytest.fixture(scope="module")
 def direct(site, dev_vllm):
     with openai.OpenAI(base_url=f"{dev_vllm}/v1", api_key=vllm_api_key(site.secret, "dev-a"),
-                       max_retries=0, timeout=120) as c:
+                       max_retries=0, timeout=CLIENT_TIMEOUT) as c:
         yield c
 
 
@@ -373,10 +376,10 @@ def test_revoked_key_is_refused_within_seconds(gateway, site):
     with Ledger.open(site.ledger_path) as ledger:
         info, key = ledger.create_key("short-lived")
     ok = lambda: http("GET", gateway.url + "/v1/models", headers=gateway.auth(key))  # noqa: E731
-    wait_for(lambda: ok().status_code == 200, 10, "the new key to be accepted")
+    wait_for(lambda: ok().status_code == 200, 30, "the new key to be accepted")
     with Ledger.open(site.ledger_path) as ledger:
         ledger.revoke_key(info.id)
-    wait_for(lambda: ok().status_code == 401, 10, "the revoked key to be refused")
+    wait_for(lambda: ok().status_code == 401, 30, "the revoked key to be refused")
     error_of(ok())
 
 
@@ -446,7 +449,7 @@ def test_kill_9_of_the_gateway_loses_no_completed_row(site, dev_vllm, gateway):
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: len(completed) >= 150, 120, "150 completed responses")
+        wait_for(lambda: len(completed) >= 150, WAIT, "150 completed responses")
         os.kill(gw.proc.pid, signal.SIGKILL)
         gw.proc.wait(10)
     finally:
@@ -479,44 +482,74 @@ class WorkerProcess:
 
         def serving():
             if self.proc.poll() is not None:
-                pytest.fail(f"worker {job_id} exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+                pytest.fail(f"worker {job_id} exited {self.proc.returncode}:\n{self.logs()}")
             w = gateway.worker(job_id)
             return w is not None and w["state"] == "serving"
 
         wait_for(serving, WAIT, f"worker {job_id} to register", interval=0.5)
+        self.group = self._vllm_group()
+
+    def logs(self) -> str:
+        """The end of the worker's log and of its vLLM's: what a failure needs to be read."""
+        text = self.log_path.read_text(errors="replace")
+        out = f"--- {self.log_path} ---\n{text[-3000:]}"
+        found = re.search(r"vLLM log: (\S+)", text)
+        if found and Path(found.group(1)).exists():
+            out += f"\n--- {found.group(1)} ---\n{Path(found.group(1)).read_text(errors='replace')[-3000:]}"
+        return out
+
+    def _vllm_group(self) -> int:
+        found = re.search(r"process group (\d+)", self.log_path.read_text())
+        assert found, self.logs()
+        return int(found.group(1))
+
+    def signal_vllm(self, sig: int) -> None:
+        """A signal to the worker's whole vLLM (its process group), which must be alive:
+        a vLLM that died on its own is a finding, reported with its logs."""
+        try:
+            os.killpg(self.group, sig)
+        except ProcessLookupError:
+            pytest.fail(f"worker {self.job_id}'s vLLM (process group {self.group}) is gone "
+                        f"(worker exit code {self.proc.poll()}):\n{self.logs()}")
 
     def sigterm(self) -> None:
         os.kill(self.proc.pid, signal.SIGTERM)
 
-    def _vllm_group(self) -> int:
-        found = re.search(r"process group (\d+)", self.log_path.read_text())
-        assert found, self.log_path.read_text()
-        return int(found.group(1))
-
     def freeze_vllm(self) -> None:
-        os.killpg(self._vllm_group(), signal.SIGSTOP)
+        self.signal_vllm(signal.SIGSTOP)
 
     def thaw_vllm(self) -> None:
-        os.killpg(self._vllm_group(), signal.SIGCONT)
+        self.signal_vllm(signal.SIGCONT)
 
     def crash_vllm(self) -> None:
         """SIGKILL the worker's whole vLLM (process group), as a crash or OOM kill would."""
-        os.killpg(self._vllm_group(), signal.SIGKILL)
+        self.signal_vllm(signal.SIGKILL)
 
-    def preempt(self) -> None:
-        """SIGTERM the worker while its vLLM is frozen, and let vLLM resume only once the
-        worker has signalled it: then vLLM's first act is to abort what is in flight."""
+    def drain(self) -> None:
+        """SIGTERM the worker alone while its vLLM is frozen, and let vLLM resume only once
+        the worker has signalled it: then vLLM's first act is to abort what is in flight
+        (finish_reason "abort" events to the gateway)."""
         seen = len(self.log_path.read_bytes())
         self.sigterm()
         try:
             wait_for(lambda: self.proc.poll() is not None or re.search(
-                rb"SIGTERM to vLLM|abort", self.log_path.read_bytes()[seen:]), 30,
+                rb"SIGTERM to vLLM|abort", self.log_path.read_bytes()[seen:]), WAIT,
                 f"worker {self.job_id} to signal its vLLM")
         finally:
             self.thaw_vllm()
 
+    def sigterm_job(self) -> None:
+        """SIGTERM to the worker and its vLLM at once, as Slurm signals every process of a
+        preempted job; vLLM (frozen) takes it as it resumes."""
+        self.sigterm()
+        self.signal_vllm(signal.SIGTERM)
+        self.thaw_vllm()
+
+    def end(self, how: str) -> None:
+        {"drain": self.drain, "crash": self.crash_vllm, "sigterm-job": self.sigterm_job}[how]()
+
     def wait(self) -> int:
-        return self.proc.wait(60)
+        return self.proc.wait(WAIT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -539,7 +572,7 @@ def pool(site):
             job_id = f"w{len(workers) + 1}"
             workers[job_id] = WorkerProcess(site, gw, job_id)
             live.append(workers[job_id])
-        return live
+        return live[:count]
 
     yield gw, ensure
     for w in workers.values():
@@ -554,35 +587,40 @@ def warm_up(client: openai.OpenAI) -> None:
                     range(8)))
 
 
-def catch_mid_request(workers: list[WorkerProcess], gw: Gateway) -> tuple[WorkerProcess, WorkerProcess]:
-    """(victim, survivor), the victim's vLLM frozen (SIGSTOP) with requests surely half done.
+def freeze_and_pick(workers: list[WorkerProcess], gw: Gateway) -> tuple[WorkerProcess, WorkerProcess] | None:
+    """Freeze both vLLMs, let socket buffers drain, and take as victim the worker with the
+    most requests outstanding (they wait on its frozen vLLM); the survivor resumes at
+    once. None (both resumed) when neither has a request outstanding."""
+    for w in workers:
+        w.freeze_vllm()
+    time.sleep(0.5)
+    counts = {w["job_id"]: w["outstanding"] for w in gw.registry()["workers"]}
+    victim = max(workers, key=lambda w: counts.get(w.job_id, 0))
+    survivor = next(w for w in workers if w is not victim)
+    survivor.thaw_vllm()
+    if counts.get(victim.job_id, 0) >= 1:
+        return victim, survivor
+    victim.thaw_vllm()
+    return None
 
-    Timing alone cannot promise that: the tiny model is fast, and a finished answer may
-    still sit in socket buffers on its way to a slow client while the gateway counts it
-    outstanding. So, once requests are in flight: freeze both vLLMs, let the buffers
-    drain, and take as victim the worker with requests still outstanding then (they
-    wait on its frozen vLLM); the survivor resumes at once."""
-    deadline = time.monotonic() + 60
+
+def catch_mid_request(workers: list[WorkerProcess], gw: Gateway) -> tuple[WorkerProcess, WorkerProcess]:
+    """(victim, survivor) once requests are in flight, the victim's vLLM frozen with
+    requests outstanding on it (see freeze_and_pick)."""
+    deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if sum(w["outstanding"] for w in gw.registry()["workers"]) >= 3:
-            for w in workers:
-                w.freeze_vllm()
-            time.sleep(0.5)
-            counts = {w["job_id"]: w["outstanding"] for w in gw.registry()["workers"]}
-            victim = max(workers, key=lambda w: counts.get(w.job_id, 0))
-            survivor = next(w for w in workers if w is not victim)
-            survivor.thaw_vllm()
-            if counts.get(victim.job_id, 0) >= 1:
-                return victim, survivor
-            victim.thaw_vllm()
+            picked = freeze_and_pick(workers, gw)
+            if picked:
+                return picked
         time.sleep(0.01)
-    pytest.fail("no requests in flight on the workers for 60 s")
+    pytest.fail(f"no requests in flight on the workers for {WAIT} s")
 
 
 def test_sigterm_of_a_worker_during_32_requests_loses_nothing(site, pool):
     gw, ensure = pool
     workers = ensure(2)
-    max_tokens = 300
+    max_tokens = 100
 
     def ask(i: int):
         r = client.completions.create(model=MODEL, prompt=f"{PROMPT} {i}", max_tokens=max_tokens,
@@ -593,7 +631,7 @@ def test_sigterm_of_a_worker_during_32_requests_loses_nothing(site, pool):
         warm_up(client)
         futures = [ex.submit(ask, i) for i in range(32)]
         victim, survivor = catch_mid_request(workers, gw)
-        victim.preempt()
+        victim.drain()
         results, errors = [], []
         for f in futures:
             try:
@@ -613,38 +651,115 @@ def test_sigterm_of_a_worker_during_32_requests_loses_nothing(site, pool):
     assert aborted and all(r["completion_tokens"] == 0 and r["prompt_tokens"] == 0 for r in aborted)
 
 
-@pytest.mark.parametrize("kind,end", [("completions", "sigterm"), ("chat", "crash")])
-def test_streams_continue_on_another_worker(site, pool, kind, end):
-    """Streams cut mid-way by a worker's SIGTERM (vLLM aborts them, or its connection
-    drops) or by its vLLM crashing: the client gets one whole answer with exact usage."""
-    gw, ensure = pool
-    workers = ensure(2)
-    # Headroom in the 512-token context: a continuation's prompt holds the text so far,
-    # re-tokenized (random weights emit odd bytes that may take more tokens).
-    max_tokens = 300
+# --- streams cut mid-way, however the upstream breaks ----------------------------------------
 
-    def stream(i: int):
-        kw = dict(model=MODEL, max_tokens=max_tokens, temperature=0, stream=True, extra_body=EXACT,
+STREAM_TOKENS = 300  # headroom in the 512-token context: a continuation's prompt holds the text so far
+
+
+class Streams:
+    """n streamed requests in threads, with how far each has got (chunks received)."""
+
+    def __init__(self, client: openai.OpenAI, kind: str, n: int, max_tokens: int = STREAM_TOKENS):
+        self.client, self.kind, self.max_tokens = client, kind, max_tokens
+        self.chunks = [0] * n
+        self.done = [False] * n
+        self._pool = concurrent.futures.ThreadPoolExecutor(n)
+        self.futures = [self._pool.submit(self._one, i) for i in range(n)]
+
+    def _one(self, i: int):
+        kw = dict(model=MODEL, max_tokens=self.max_tokens, temperature=0, stream=True, extra_body=EXACT,
                   stream_options={"include_usage": True})
-        if kind == "chat":
-            s = client.chat.completions.create(messages=[{"role": "user", "content": f"Tell me {i}"}], **kw)
+        if self.kind == "chat":
+            s = self.client.chat.completions.create(messages=[{"role": "user", "content": f"Tell me {i}"}], **kw)
         else:
-            s = client.completions.create(prompt=f"{PROMPT} {i}", **kw)
-        return collect(s)
+            s = self.client.completions.create(prompt=f"{PROMPT} {i}", **kw)
+        text, chunks, usage, rid = [], [], None, None
+        try:
+            for chunk in s:
+                chunks.append(chunk)
+                self.chunks[i] += 1
+                rid = rid or chunk.id
+                if not chunk.choices:
+                    usage = chunk.usage
+                    continue
+                choice = chunk.choices[0]
+                text.append(choice.delta.content or "" if hasattr(choice, "delta") else choice.text or "")
+        finally:
+            self.done[i] = True
+        return rid, "".join(text), chunks, usage
 
-    with gw.client() as client, concurrent.futures.ThreadPoolExecutor(16) as ex:
-        warm_up(client)
-        futures = [ex.submit(stream, i) for i in range(16)]
-        victim, _ = catch_mid_request(workers, gw)
-        victim.preempt() if end == "sigterm" else victim.crash_vllm()
-        results = [f.result() for f in futures]  # an error here fails the test
-    assert victim.wait() == (0 if end == "sigterm" else 3)  # 3: vLLM died
-    for rid, text, chunks, usage in results:
+    def all_started(self) -> bool:
+        """Every stream has had bytes (so each is mid-way); fails if one already ended,
+        which would mean this machine outran the test's assumptions."""
+        assert not any(self.done), "a stream ended before every stream had started: raise max_tokens"
+        return all(self.chunks)
+
+    def results(self) -> list:
+        try:
+            return [f.result() for f in self.futures]  # an error here fails the test
+        finally:
+            self._pool.shutdown()
+
+
+def assert_whole_and_metered(site: Site, results: list, max_tokens: int = STREAM_TOKENS) -> list[dict]:
+    """Every client got one whole answer with exact usage, and the ledger agrees; the rows."""
+    rows = []
+    for rid, _text, chunks, usage in results:
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         assert finishes == ["length"], finishes
-        assert usage.completion_tokens == max_tokens
+        assert usage is not None and usage.completion_tokens == max_tokens
         row = site.rows([rid])[rid]
         assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (
             usage.prompt_tokens, usage.completion_tokens, "ok")
-    continued = [site.rows([r[0]])[r[0]] for r in results]
-    assert any(r["attempts"] > 1 for r in continued), "no stream was cut: the test proved nothing"
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("kind,end", [("completions", "drain"), ("chat", "crash"), ("chat", "sigterm-job")])
+def test_streams_continue_on_another_worker(site, pool, kind, end):
+    """Streams cut mid-way by a real worker going away: drained by its SIGTERM (vLLM
+    sends "abort" events), its vLLM crashing (connection reset), or Slurm's job-wide
+    SIGTERM (vLLM and worker at once): the client gets one whole answer with exact usage."""
+    gw, ensure = pool
+    workers = ensure(2)
+    with gw.client() as client:
+        warm_up(client)
+        streams = Streams(client, kind, 6)
+        wait_for(streams.all_started, WAIT, "every stream's first chunk", interval=0.005)
+        picked = freeze_and_pick(workers, gw)
+        assert picked, "every stream had started, yet no worker had one outstanding"
+        victim, _ = picked
+        victim.end(end)
+        results = streams.results()
+    code = victim.wait()
+    assert code == (3 if end == "crash" else 0), victim.logs()  # 3: vLLM died
+    rows = assert_whole_and_metered(site, results)
+    assert any(r["attempts"] > 1 for r in rows), "no stream was cut: the test proved nothing"
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+@pytest.mark.parametrize("kind", ["chat", "completions"])
+def test_streams_cut_by_the_connection_continue(site, dev_vllm, gateway, kind, how):
+    """The upstream connection breaks at an exact place: inside an HTTP chunk and an SSE
+    event, closed (FIN: payload not completed) or reset (RST). Half the streams go
+    through a relay that breaks every answer after 4 events; each continues on the
+    dev vLLM registered directly, and the client never sees the break."""
+    from fault_proxy import FaultProxy
+
+    port = int(dev_vllm.rsplit(":", 1)[1])
+    proxy = FaultProxy("127.0.0.1", port, vllm_api_key(site.secret, "dev-a")).start()
+    proxy.arm(after_events=4, how=how)
+    job_id = f"cut-{kind}-{how}"
+    reg = HandRegistration(gateway, job_id, f"http://127.0.0.1:{proxy.port}")
+    try:
+        with gateway.client() as client:
+            results = Streams(client, kind, 6, max_tokens=40).results()
+    finally:
+        reg.stop()
+        gateway.control("deregister", {"job_id": job_id, "reason": "completed"})
+        proxy.stop()
+    assert proxy.cuts >= 1, f"no stream went through the relay ({proxy.responses} responses)"
+    rows = assert_whole_and_metered(site, results, max_tokens=40)
+    assert any(r["attempts"] > 1 for r in rows), "no stream was continued: the test proved nothing"
+    cut_rows = [r for r in site.rows().values() if r["job_id"] == job_id]
+    assert cut_rows and all(r["status"] == "aborted" and r["completion_tokens"] == 0 for r in cut_rows)

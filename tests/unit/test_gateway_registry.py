@@ -74,6 +74,35 @@ def test_failed_worker_is_skipped_for_a_while(registry, clock):
     assert registry.pick("m") is a
 
 
+def test_a_quarantined_worker_is_taken_when_no_other_is_left(registry, clock):
+    a, b = add(registry, "1"), add(registry, "2")
+    registry.acquire(a)
+    registry.release(a, failed=True)
+    # b went away mid-stream: the continuation must not find nowhere to go while a,
+    # which failed once, may well serve.
+    assert registry.pick("m", exclude={"2"}) is a
+
+
+def test_an_answer_keeps_a_worker_alive_when_heartbeats_are_late(registry, clock):
+    a = add(registry, "1")
+    for _ in range(3):  # 3 x 10 s without a heartbeat, answering all along (timeout 15 s)
+        clock.now += 10
+        registry.acquire(a)
+        registry.release(a)
+        assert registry.expire() == []
+    clock.now += 15.1  # nothing at all for longer than the timeout: gone
+    assert registry.expire() == [a]
+
+
+def test_a_failed_answer_is_no_proof_of_life(registry, clock):
+    a = add(registry, "1")
+    clock.now += 10
+    registry.acquire(a)
+    registry.release(a, failed=True)
+    clock.now += 5.1
+    assert registry.expire() == [a]
+
+
 def test_deregister_stops_routing_and_ends_when_idle(registry, events):
     a, b = add(registry, "1"), add(registry, "2")
     registry.acquire(a)
