@@ -11,8 +11,8 @@ a ledger row for every request before its answer completes.
 
 Workers register at /internal/workers/* with a credential derived from the secret in
 [secrets] dir (created here if missing). GET /internal/workers shows the registry
-(localhost only). SIGTERM or SIGINT: stop accepting, finish requests in flight, flush
-the ledger, exit 0.
+and GET /metrics the Prometheus metrics (both localhost only). SIGTERM or SIGINT:
+stop accepting, finish requests in flight, flush the ledger, exit 0.
 """
 EPILOG = """\
 One log line per worker event (serving, draining, ended) on stderr.
@@ -59,8 +59,8 @@ def listen_address(cfg, flag: str | None) -> tuple[str, int]:
 def run(args) -> int:
     import asyncio
     import logging
-    import sys
 
+    from isense_slurm import daemon_logging
     from isense_slurm.config import load_config
     from isense_slurm.errors import ConfigError
     from isense_slurm.gateway.app import serve
@@ -70,12 +70,8 @@ def run(args) -> int:
     cfg = load_config(args.config)
     host, port = listen_address(cfg, args.listen)
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s isense-gateway: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    daemon_logging.setup("isense-gateway")
     log = logging.getLogger("isense")
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
     with Ledger.open(cfg.ledger.path) as ledger:
         changed = ledger.sync_prices(cfg.models, cfg.revenue.currency)

@@ -10,7 +10,8 @@ act: sbatch worker jobs into the lend partition as the service account, scancel 
 ones the policy no longer allows. Slurm's preemption takes GPUs back for training; the
 node hooks report each reclaim to /internal/events and the ledger records it.
 
-The gateway (see `isense gateway`) runs on the same loop and port.
+The gateway (see `isense gateway`) runs on the same loop and port, and so does
+GET /metrics (Prometheus, loopback only; docs/operator-guide.md, Metrics).
 --dry-run: observe and print the plan, one line per decision; submit and cancel nothing.
 """
 EPILOG = """\
@@ -27,24 +28,16 @@ def add_arguments(parser) -> None:
                         help="print each tick's plan (one line per decision); submit and cancel nothing")
     parser.add_argument("--once", action="store_true", help="run one tick and exit (no gateway)")
     parser.add_argument("--no-gateway", action="store_true",
-                        help="serve only the controller's /internal routes (hook events), not the API")
+                        help="serve only the controller's /internal routes (hook events) and /metrics, not the API")
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: [gateway] listen)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug lines too (each make-way judgement, early ticks)")
 
 
 def _logging(name: str, verbose: bool = False) -> None:
-    import logging
-    import sys
+    from isense_slurm import daemon_logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {name}: %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    log = logging.getLogger("isense")
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    log.propagate = False
-    # APScheduler reports each skipped overlapping tick; ours are coalesced on purpose.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    daemon_logging.setup(name, verbose)
 
 
 def _print_plan(plan) -> None:

@@ -146,10 +146,13 @@ def secrets_dir(tmp_path_factory) -> Path:
 
 
 def make_config(dest: Path, secrets_dir: Path, model_path: str = str(MODEL_DIR),
-                drain_seconds: float | None = None) -> Path:
+                drain_seconds: float | None = None, vllm_executable: str | None = None) -> Path:
     """dev/isense.dev.toml with this run's secrets, quick heartbeats, a model path and
-    optionally another drain budget."""
+    optionally another drain budget or vLLM executable."""
     text = (REPO / "dev" / "isense.dev.toml").read_text()
+    if vllm_executable is not None:
+        text = re.sub(r'(?m)^vllm_executable = .*$', f'vllm_executable = "{vllm_executable}"', text)
+        assert f'vllm_executable = "{vllm_executable}"' in text
     if drain_seconds is not None:
         text = re.sub(r"(?m)^drain_seconds = .*$", f"drain_seconds = {drain_seconds}", text)
     text = re.sub(r'(?m)^dir = ".*"$', f'dir = "{secrets_dir}"', text)
@@ -402,6 +405,28 @@ def test_bad_model_path_exits_nonzero_with_the_vllm_log_tail(vllm_installed, sec
     assert str(missing) in tail or "no-such-model" in tail  # vLLM's own complaint
     assert "isense: vLLM exited with code" in stderr
     assert len(control_plane.calls) == before  # never registered
+
+
+def test_a_vllm_that_is_healthy_but_cannot_complete_is_never_registered(secrets_dir, control_plane,
+                                                                       tmp_path):
+    """/health is no proof: the worker registers only after one real completion."""
+    stand_in = tmp_path / "vllm"
+    stand_in.write_text(f"#!{sys.executable}\nimport runpy, sys\n"
+                        f"runpy.run_path({str(REPO / 'tests/integration/faulty_vllm.py')!r}, run_name='__main__')\n")
+    stand_in.chmod(0o755)
+    config = make_config(tmp_path / "isense.toml", secrets_dir, vllm_executable=str(stand_in))
+    before = len(control_plane.calls)
+    w = Worker(config, control_plane.url, tmp_path)
+    try:
+        rc = w.proc.wait(timeout=STARTUP_TIMEOUT)
+    finally:
+        w.stop()
+    stderr = w.stderr
+    assert rc == 3, stderr
+    assert "vLLM healthy" in stderr
+    assert "failed its first completion: HTTP 500" in stderr and "EngineCore encountered an issue" in stderr
+    assert len(control_plane.calls) == before  # never registered
+    assert group_members(w.vllm_pgid()) == []  # and the stand-in was stopped
 
 
 def test_vllm_death_while_serving_deregisters_and_exits_3(vllm_installed, secrets_dir, tmp_path):
