@@ -6,12 +6,14 @@ verified, late-row check), and `isense earnings` for that day grouped by node.
 
     .venv/bin/python bench/export.py [--rows N]
 
-Last line of output: JSON with the figures (seconds).
+Last line of output: JSON with the figures (seconds) and `errors`: rows the ledger
+lacks plus checks that failed (export row counts, the re-run finding the entry, the
+earnings total matching the export's); the exit status is non-zero when errors > 0.
 """
 
 import argparse
-import json
 import sqlite3
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from isense_slurm.meter.rows import RequestRow
 from isense_slurm.meter.writer import RequestWriter
 from isense_slurm.report.earnings import build_report
 from isense_slurm.periods import buckets, utc_midnight
+from stats import finish, guarded
 
 DAY = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
 
@@ -63,7 +66,7 @@ def timed(action):
     return time.perf_counter() - started, result
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
@@ -71,13 +74,20 @@ def main() -> None:
         folder = Path(tmp)
         ledger = folder / "ledger.db"
         fill_s = fill(ledger, args.rows)
-        with sqlite3.connect(ledger) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == args.rows
+        conn = sqlite3.connect(ledger)
+        stored = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
         conn.close()
+        failed = []  # each check that failed, in words
+        if stored != args.rows:
+            failed.append(f"ledger holds {stored} of {args.rows} rows")
         csv_s, csv_result = timed(lambda: run_export(ledger, "2025-01-01", "csv", folder))
         jsonl_s, jsonl_result = timed(lambda: run_export(ledger, "2025-01-01", "jsonl", folder))
         rerun_s, rerun = timed(lambda: run_export(ledger, "2025-01-01", "csv", folder))
-        assert csv_result.rows == jsonl_result.rows == args.rows and rerun.action == "already exported"
+        for name, result in (("CSV", csv_result), ("JSON Lines", jsonl_result)):
+            if result.rows != stored:
+                failed.append(f"{name} export wrote {result.rows} of {stored} rows")
+        if rerun.action != "already exported":
+            failed.append(f"re-run: {rerun.action!r}, not 'already exported'")
 
         def earnings():
             conn = open_readonly(ledger)
@@ -89,9 +99,11 @@ def main() -> None:
             return report
 
         earnings_s, report = timed(earnings)
-        assert sum(r.totals.gross_nanos for r in report.rows) == csv_result.totals.gross_nanos
+        if sum(r.totals.gross_nanos for r in report.rows) != csv_result.totals.gross_nanos:
+            failed.append("earnings for the day differ from the export's gross")
         figures = {
-            "rows": args.rows,
+            "bench": "export",
+            "rows": stored,
             "fill_ledger_s": round(fill_s, 3),
             "export_csv_s": round(csv_s, 3),
             "export_jsonl_s": round(jsonl_s, 3),
@@ -99,12 +111,13 @@ def main() -> None:
             "earnings_day_by_node_s": round(earnings_s, 3),
             "csv_bytes": csv_result.path.stat().st_size,
             "jsonl_bytes": jsonl_result.path.stat().st_size,
-            "csv_rows_per_s": round(args.rows / csv_s),
+            "csv_rows_per_s": round(csv_result.rows / csv_s),
         }
-    print(f"{args.rows:,} request rows: CSV export {csv_s:.2f} s, JSON Lines {jsonl_s:.2f} s, "
+    print(f"{stored:,} request rows: CSV export {csv_s:.2f} s, JSON Lines {jsonl_s:.2f} s, "
           f"re-run (verify + late check) {rerun_s:.3f} s, earnings for the day by node {earnings_s:.3f} s")
-    print(json.dumps(figures))
+    errors = abs(args.rows - stored) + sum(1 for f in failed if not f.startswith("ledger holds"))
+    return finish(figures, errors, failed)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded("export", main))

@@ -13,8 +13,9 @@ Then isense_slurm.gpu.clean_gpus([gpu], uid) runs exactly as the prolog calls it
 
 Printed per round: seconds to find the process, to kill it, until NVML lists it no
 more, until used memory is back to where it was before the allocation. The last line
-is JSON; exit 0 only if every round found the holder through NVML, killed it and saw
-the memory free. The whole check stops itself after --timeout seconds.
+is JSON with `errors`: the rounds that did not find the holder through NVML, kill it
+and see the memory free (at least 1 when the check itself failed); exit 0 only when
+errors is 0. The whole check stops itself after --timeout seconds.
 
     python bench/gpu_reclaim_check.py [--gpu MINOR] [--mib 2048] [--timeout 120]
     # nvidia-ml-py not installed? pip install --target DIR nvidia-ml-py elsewhere and
@@ -25,7 +26,6 @@ the memory free. The whole check stops itself after --timeout seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -37,6 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from isense_slurm.gpu import Nvml, clean_gpus  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from stats import finish  # noqa: E402
 
 STAND_IN_UID = 61_001
 MIB = 1 << 20
@@ -201,6 +204,7 @@ def main() -> int:
     args = ap.parse_args()
 
     summary: dict = {"bench": "gpu_reclaim_check", "ok": False}
+    errors = 0
 
     def out_of_time(signum, frame):
         raise TimeoutError(f"stopped after --timeout {args.timeout} s")
@@ -240,19 +244,20 @@ def main() -> int:
         log(f"GPU minor {gpu} (CUDA index {cuda_index}) {summary.get('device', '')}, stand-in uid {uid}")
         rounds = [one_round(mode, gpu, cuda_index, uid, args.mib, args.allow_no_gpu, args.clean_timeout)
                   for mode in ("sigterm", "stubborn")]
+        for r in rounds:
+            r["ok"] = bool(r["found"] and not r["survivors"] and r["error"] is None
+                           and (not nvml_up or (r["nvml_listed_holder"] and r["memory_free_s"] is not None)))
         summary["rounds"] = rounds
-        summary["ok"] = all(
-            r["found"] and not r["survivors"] and r["error"] is None
-            and (not nvml_up or (r["nvml_listed_holder"] and r["memory_free_s"] is not None))
-            for r in rounds
-        )
+        errors = sum(not r["ok"] for r in rounds)
+        summary["ok"] = errors == 0
     except (Exception, SystemExit) as err:  # noqa: BLE001 - report, do not hang
         summary["error"] = f"{type(err).__name__}: {err}"
         log(f"error: {summary['error']}")
+        errors = max(errors, 1)
+        summary["ok"] = False
     finally:
         signal.alarm(0)
-    print(json.dumps(summary))
-    return 0 if summary["ok"] else 1
+    return finish(summary, errors)
 
 
 if __name__ == "__main__":

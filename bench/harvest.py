@@ -19,16 +19,16 @@ own first command's clock.
                      the worker's epilog, ledger `workers` rows)
   serving            ... of it with the worker registered at the gateway
   added delay        per trace job: (start - submit) with isense - without
-The last line of output is JSON with every figure.
+The last line of output is JSON with every figure and `errors`: trace jobs that could
+not be submitted or did not start within 120 s, in either run (not timed; the shares
+then rest on a wrong trace, so the exit status is non-zero when errors > 0).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sqlite3
-import statistics
 import sys
 import threading
 import time
@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from serve_harness import ServeSite  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from stats import finish, guarded, summary  # noqa: E402
 
 GPUS_PER_NODE = 4
 TARGETS = {"lent_share_min": 0.90, "mean_added_delay_s_max": 1.0, "max_added_delay_s_max": 5.0}
@@ -65,16 +68,24 @@ def make_trace(seed: int, nodes: list[str], window: float) -> list[TraceJob]:
     return [TraceJob(i, node, round(at, 2), round(seconds, 2)) for i, (at, node, seconds) in enumerate(jobs)]
 
 
-def replay(site: ServeSite, trace: list[TraceJob], window: float) -> tuple[float, dict[int, dict]]:
-    """Submit each job at its time; returns (window start, {index: {submitted, started}})."""
+def replay(site: ServeSite, trace: list[TraceJob], window: float) -> tuple[float, dict[int, dict], list[str]]:
+    """Submit each job at its time; returns (window start, {index: {submitted, started}},
+    failures: one line per trace job that was not submitted or did not start)."""
     out: dict[int, dict] = {}
+    failures: list[str] = []
     lock = threading.Lock()
     t0 = time.time() + 1.0
 
     def run(job: TraceJob) -> None:
         time.sleep(max(0.0, t0 + job.at - time.time()))
-        job_id, submitted = site.train(job.node, seconds=job.seconds)
-        started = site.started_at(job_id, timeout=120)
+        try:
+            job_id, submitted = site.train(job.node, seconds=job.seconds)
+            started = site.started_at(job_id, timeout=120)
+        except Exception as err:  # noqa: BLE001 - counted, not timed
+            with lock:
+                failures.append(f"job {job.index} on {job.node}: {type(err).__name__}: {err}"[:300])
+            print(f"  job {job.index} on {job.node}: FAILED: {err}", flush=True)
+            return
         with lock:
             out[job.index] = {"job_id": job_id, "submitted": submitted, "started": started,
                               "delay": started - submitted}
@@ -85,9 +96,12 @@ def replay(site: ServeSite, trace: list[TraceJob], window: float) -> tuple[float
     for t in threads:
         t.start()
     for t in threads:
-        t.join(window + 180)
+        t.join(max(0.0, t0 + window + 180 - time.time()))
+    with lock:
+        hung = [job for job, t in zip(trace, threads) if t.is_alive()]
+        failures += [f"job {job.index} on {job.node}: still waiting at the window's end + 180 s" for job in hung]
     time.sleep(max(0.0, t0 + window - time.time()))
-    return t0, out
+    return t0, dict(out), list(failures)
 
 
 def idle_intervals(trace: list[TraceJob], runs: dict[int, dict], node: str, t0: float, t1: float):
@@ -126,11 +140,11 @@ def run_once(pool: list[str], trace: list[TraceJob], window: float, with_isense:
         if with_isense:
             site.start()
             time.sleep(1.0)  # the first tick has run: the window starts with idle nodes lent
-        t0, runs = replay(site, trace, window)
+        t0, runs, failures = replay(site, trace, window)
         t1 = t0 + window
         idle = {n: idle_intervals(trace, runs, n, t0, t1) for n in pool}
         idle_seconds = sum(b - a for n in pool for a, b in idle[n])
-        figures = {"jobs": len(runs), "idle_gpu_seconds": round(idle_seconds * GPUS_PER_NODE, 1),
+        figures = {"jobs": len(runs), "failed": failures, "idle_gpu_seconds": round(idle_seconds * GPUS_PER_NODE, 1),
                    "delays": {str(i): round(r["delay"], 3) for i, r in sorted(runs.items())}}
         if with_isense:
             time.sleep(2.0)  # last epilogs reach the ledger
@@ -165,6 +179,7 @@ def main() -> int:
     lent = run_once(pool, trace, args.seconds, with_isense=True)
 
     added = [lent["delays"][k] - plain["delays"][k] for k in plain["delays"] if k in lent["delays"]]
+    failures = [f"without isense: {f}" for f in plain["failed"]] + [f"with isense: {f}" for f in lent["failed"]]
     figures = {
         "bench": "harvest",
         "ran": (f"trace seed {args.seed}: {len(trace)} whole-node training jobs (sleep U(15,45) s, gaps U(30,90) s)"
@@ -174,24 +189,22 @@ def main() -> int:
         "idle_gpu_seconds": lent["idle_gpu_seconds"],
         "lent_share": lent["lent_share"],
         "serving_share": lent["serving_share"],
-        "start_delay_without_s": {"mean": round(statistics.fmean(plain["delays"].values()), 3),
-                                  "max": round(max(plain["delays"].values()), 3)},
-        "start_delay_with_s": {"mean": round(statistics.fmean(lent["delays"].values()), 3),
-                               "max": round(max(lent["delays"].values()), 3)},
-        "added_delay_s": {"mean": round(statistics.fmean(added), 3), "max": round(max(added), 3), "n": len(added)},
+        # Over the trace jobs that started (in both runs, for the added delay).
+        "start_delay_without_s": summary(plain["delays"].values(), quantiles=()),
+        "start_delay_with_s": summary(lent["delays"].values(), quantiles=()),
+        "added_delay_s": summary(added, quantiles=()),
         "targets": TARGETS,
         "runs": {"without": plain, "with": lent},
     }
     figures["targets_met"] = {
         "lent_share": (lent["lent_share"] or 0) >= TARGETS["lent_share_min"],
-        "mean_added_delay": figures["added_delay_s"]["mean"] <= TARGETS["mean_added_delay_s_max"],
-        "max_added_delay": figures["added_delay_s"]["max"] <= TARGETS["max_added_delay_s_max"],
+        "mean_added_delay": bool(added) and figures["added_delay_s"]["mean"] <= TARGETS["mean_added_delay_s_max"],
+        "max_added_delay": bool(added) and figures["added_delay_s"]["max"] <= TARGETS["max_added_delay_s_max"],
     }
     print(f"lent {figures['lent_share']}, serving {figures['serving_share']} of idle GPU-time;"
           f" added delay {figures['added_delay_s']}")
-    print(json.dumps(figures))
-    return 0
+    return finish(figures, len(failures), failures)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("harvest", main))

@@ -3,7 +3,9 @@
 A ledger with REQUESTS request rows, the workers of a generated 1,000-node cluster and
 200 reclaims (bench/status_world.py). Times the first scrape after the daemon starts
 (it sums the whole requests table once), then scrapes with ADD new rows each (only the
-rows past the last rowid are read), then a scrape with nothing new.
+rows past the last rowid are read), then a scrape with nothing new, in the text format
+(curl) and in OpenMetrics (what a Prometheus server asks for); prometheus_client renders
+both.
 
     .venv/bin/python bench/metrics.py [--requests 200000] [--add 1000] [--repeat 5]
 
@@ -27,6 +29,8 @@ from isense_slurm.meter.rows import RequestRow  # noqa: E402
 from isense_slurm.meter.writer import RequestWriter  # noqa: E402
 from isense_slurm.report.metrics import MetricsSource  # noqa: E402
 
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+
 
 def timed_ms(action) -> float:
     started = time.perf_counter()
@@ -48,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="isense-bench-metrics-") as tmp:
         ledger = Path(tmp) / "ledger.db"
         fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=0, day_start=day_start)
-        source = MetricsSource(ledger, clock=lambda: now)
+        source = MetricsSource(ledger, {m: 1 for m in PRICES}, currency="USD", clock=lambda: now)
         first = timed_ms(lambda: source.scrape(gateway))
         incremental = []
         for r in range(args.repeat):
@@ -60,14 +64,17 @@ def main() -> None:
                                         status="ok", latency_ms=10.0, streamed=True))
             incremental.append(timed_ms(lambda: source.scrape(gateway)))
         idle = statistics.median(timed_ms(lambda: source.scrape(gateway)) for _ in range(args.repeat))
+        idle_om = statistics.median(timed_ms(lambda: source.render(gateway, OPENMETRICS)) for _ in range(args.repeat))
         text = source.scrape(gateway)
     figures = {
         "requests": args.requests, "first_scrape_ms": round(first, 1),
         "scrape_with_new_rows_ms": round(statistics.median(incremental), 2), "new_rows": args.add,
-        "scrape_nothing_new_ms": round(idle, 2), "exposition_bytes": len(text.encode()),
+        "scrape_nothing_new_ms": round(idle, 2), "scrape_nothing_new_openmetrics_ms": round(idle_om, 2),
+        "exposition_bytes": len(text.encode()),
     }
     print(f"first scrape over {args.requests} rows: {figures['first_scrape_ms']} ms; with {args.add} new rows: "
-          f"{figures['scrape_with_new_rows_ms']} ms; nothing new: {figures['scrape_nothing_new_ms']} ms; "
+          f"{figures['scrape_with_new_rows_ms']} ms; nothing new: {figures['scrape_nothing_new_ms']} ms "
+          f"({figures['scrape_nothing_new_openmetrics_ms']} ms in OpenMetrics); "
           f"{figures['exposition_bytes']} bytes")
     print(json.dumps(figures))
 

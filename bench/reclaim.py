@@ -19,17 +19,19 @@ Then:
   controller_down  the daemon killed (SIGKILL), then training onto the remaining workers.
 Submit -> start is wall time just before sbatch to the training job's first command.
 The ledger's reclaim rows split it: submit -> SIGTERM -> GPUs free (worker epilog) ->
-start (training prolog done). The last line of output is JSON with every figure.
+start (training prolog done). The last line of output is JSON with every figure and
+`errors`: client requests that failed (a 429 while no worker is live is counted apart,
+as rejected, not as an error), training jobs that did not start within 60 s (not timed;
+cancelled), preemptions not reached before --timeout, and preemptions without a complete
+reclaim row in the ledger. Figures cover successes only; the exit status is non-zero
+when errors > 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import signal
 import sqlite3
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,21 +41,24 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from serve_harness import SERVICE, ServeSite, Traffic, wait_for  # noqa: E402
 
+from isense_slurm.errors import SlurmError  # noqa: E402
 from isense_slurm.slurm import SubmitOptions  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from stats import finish, guarded  # noqa: E402
+from stats import summary as percentiles  # noqa: E402
+
 TARGET_P95 = 2.0
+START_TIMEOUT_S = 60  # a training job not started by then is a failed reclaim, not a sample
 
 
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
-
-    return {"n": len(ordered), "p50": round(rank(0.5), 3), "p95": round(rank(0.95), 3),
-            "max": round(ordered[-1], 3), "mean": round(statistics.fmean(ordered), 3)}
+def give_up(site: ServeSite, job_id: int) -> None:
+    """Cancel a job of a failed sample (a training job that did not start in time), so
+    it cannot skew later samples."""
+    try:
+        site.slurm.cancel(job_id)
+    except SlurmError:
+        pass
 
 
 def baseline_run(site: ServeSite, node: str, train_seconds: float) -> float:
@@ -65,7 +70,12 @@ def baseline_run(site: ServeSite, node: str, train_seconds: float) -> float:
     wait_for(lambda: (j := site.slurm.job(plain)) and j.state == "RUNNING", 30, f"plain job {plain} to run")
     time.sleep(0.5)
     job_id, submitted = site.train(node, seconds=train_seconds)
-    started = site.started_at(job_id, timeout=60)
+    try:
+        started = site.started_at(job_id, timeout=START_TIMEOUT_S)
+    except AssertionError:
+        give_up(site, job_id)
+        give_up(site, plain)
+        raise
     wait_for(lambda: (j := site.slurm.job(job_id)) and j.is_finished, 60, f"training job {job_id} to end")
     return started - submitted
 
@@ -80,17 +90,22 @@ def pick_victim(site: ServeSite, busy_nodes: set[str], last: str | None) -> dict
 
 
 def ledger_phases(site: ServeSite, submits: dict[str, float]) -> dict:
+    """Phase times of the preemptions whose reclaim row is complete; "incomplete" counts
+    the preemptions without one (an error: the ledger lost a reclaim)."""
     db = sqlite3.connect(site.root / "ledger.db")
     rows = db.execute("SELECT training_job_id, sigterm_time, gpus_free_time, start_time FROM reclaims").fetchall()
     db.close()
     phases = {"submit_to_sigterm": [], "sigterm_to_gpus_free": [], "gpus_free_to_start": []}
+    complete = set()
     for job_id, sigterm, free, start in rows:
         if job_id not in submits or None in (sigterm, free, start):
             continue
+        complete.add(job_id)
         phases["submit_to_sigterm"].append(sigterm - submits[job_id])
         phases["sigterm_to_gpus_free"].append(free - sigterm)
         phases["gpus_free_to_start"].append(start - free)
-    return {k: percentiles(v) for k, v in phases.items()} | {"reclaim_rows": len(rows)}
+    return {k: percentiles(v) for k, v in phases.items()} | {
+        "reclaim_rows": len(rows), "incomplete": sorted(set(submits) - complete)}
 
 
 def main() -> int:
@@ -119,11 +134,18 @@ def main() -> int:
     made_way = 0
     make_way_on = False
     traffic = None
+    failures: list[str] = []  # operations that failed: one error each
+    short = 0  # preemptions not reached before --timeout
     try:
         site.start(*(["-v"] if args.verbose else []))
         print(f"site {site.root}: isense serve on :{site.port}, lending {','.join(pool)}", flush=True)
         for i in range(args.baseline):
-            seconds = baseline_run(site, args.baseline_node, args.train_seconds)
+            try:
+                seconds = baseline_run(site, args.baseline_node, args.train_seconds)
+            except AssertionError as err:  # a wait_for timed out: not a sample
+                failures.append(f"baseline {i + 1}: {err}")
+                print(f"baseline {i + 1}/{args.baseline}: FAILED: {err}", flush=True)
+                continue
             baseline.append(seconds)
             print(f"baseline {i + 1}/{args.baseline}: SIGTERM-ignoring job on {args.baseline_node}:"
                   f" training started {seconds:.2f} s after sbatch", flush=True)
@@ -133,7 +155,8 @@ def main() -> int:
         wait_for(lambda: len(traffic.results) >= 3 * len(pool), 120, "traffic to flow")
         training: dict[str, tuple[str, float]] = {}  # node -> (job id, end estimate)
         last = None
-        while len(samples) < args.preemptions and time.monotonic() < deadline:
+        timed_out = 0
+        while len(samples) + timed_out < args.preemptions and time.monotonic() < deadline:
             now = time.time()
             training = {n: v for n, v in training.items() if v[1] > now}
             victim = pick_victim(site, set(training), last)
@@ -141,9 +164,17 @@ def main() -> int:
                 time.sleep(0.5)
                 continue
             job_id, submitted = site.train(victim["node"], seconds=args.train_seconds)
-            started = site.started_at(job_id, timeout=60)
-            training[victim["node"]] = (str(job_id), started + args.train_seconds + 1)
             last = victim["node"]
+            try:
+                started = site.started_at(job_id, timeout=START_TIMEOUT_S)
+            except AssertionError as err:
+                give_up(site, job_id)
+                timed_out += 1
+                failures.append(f"preemption of worker {victim['job_id']} on {victim['node']}: {err}")
+                print(f"preemption FAILED: {failures[-1]}", flush=True)
+                time.sleep(2.0)
+                continue
+            training[victim["node"]] = (str(job_id), started + args.train_seconds + 1)
             samples.append({"job": str(job_id), "node": victim["node"], "worker": victim["job_id"],
                             "outstanding": victim["outstanding"], "served": victim["served"],
                             "submitted": submitted, "seconds": started - submitted})
@@ -151,6 +182,7 @@ def main() -> int:
                   f" (served {victim['served']}, {victim['outstanding']} in flight): training job {job_id}"
                   f" started {started - submitted:.2f} s after sbatch", flush=True)
             time.sleep(2.0)
+        short = args.preemptions - len(samples) - timed_out
         results = traffic.stop()
         traffic = None
         time.sleep(3)  # the last reclaims' events reach the ledger
@@ -165,7 +197,13 @@ def main() -> int:
                 if len(down) >= args.controller_down or not w.nodes:
                     break
                 job_id, submitted = site.train(w.nodes[0], seconds=args.train_seconds)
-                down.append(site.started_at(job_id, timeout=60) - submitted)
+                try:
+                    down.append(site.started_at(job_id, timeout=START_TIMEOUT_S) - submitted)
+                except AssertionError as err:
+                    give_up(site, job_id)
+                    failures.append(f"controller down, training onto worker {w.job_id}: {err}")
+                    print(f"controller down: FAILED: {failures[-1]}", flush=True)
+                    break
                 print(f"controller down: training onto worker {w.job_id} ({w.state}) on {w.nodes[0]}"
                       f" started {down[-1]:.2f} s after sbatch", flush=True)
     finally:
@@ -174,7 +212,14 @@ def main() -> int:
         site.close()
 
     rejected = [r for r in results if r[2].startswith("RateLimitError")]  # 429: no worker live then
-    failures = [r[2] for r in results if r[2] != "ok" and not r[2].startswith("RateLimitError")]
+    failed_requests = [r[2] for r in results if r[2] != "ok" and not r[2].startswith("RateLimitError")]
+    incomplete = phases.get("incomplete", [])
+    errors = len(failures) + short + len(incomplete) + len(failed_requests)
+    if short:
+        failures.append(f"--timeout {args.timeout:g} s reached with {short} preemption(s) not done")
+    if incomplete:
+        failures.append(f"no complete reclaim row in the ledger for training jobs {incomplete[:10]}")
+    failures += [f"request: {f}" for f in failed_requests[:5]]
     figures = {
         "bench": "reclaim",
         "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
@@ -191,16 +236,15 @@ def main() -> int:
         "controller_down_s": percentiles(down),
         "ledger_phases_s": phases,
         "requests": {"total": len(results), "ok": sum(1 for r in results if r[2] == "ok"),
-                     "rejected_429_no_worker": len(rejected), "failed": len(failures), "failures": failures[:5]},
+                     "rejected_429_no_worker": len(rejected), "failed": len(failed_requests)},
         "target_p95_s": TARGET_P95,
     }
     p95 = figures["submit_to_start_s"].get("p95")
     figures["target_met"] = p95 is not None and p95 <= TARGET_P95
     print(f"submit->start: {figures['submit_to_start_s']}; baseline (KillWait path): "
           f"{figures['baseline_ignores_sigterm_s']}; controller down: {figures['controller_down_s']}")
-    print(json.dumps(figures))
-    return 0
+    return finish(figures, errors, failures)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("reclaim", main))

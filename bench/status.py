@@ -10,7 +10,9 @@ under 0.5 s in all.
 
     .venv/bin/python bench/status.py [--nodes 1000] [--requests 200000] [--repeat 5]
 
-Last line of output: JSON with the figures (milliseconds, median of the repeats).
+Last line of output: JSON with the figures (milliseconds, median of the repeats that
+succeeded) and `errors`: request rows the ledger fill lost plus repeats that raised;
+the exit status is non-zero when errors > 0.
 """
 
 import argparse
@@ -20,12 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
+from stats import finish, guarded  # noqa: E402
 from status_world import LEND, SERVICE, fill_ledger, generate  # noqa: E402
 
 from isense_slurm.meter.earnings import open_readonly  # noqa: E402
@@ -72,7 +76,7 @@ def one_run(folder: Path, ledger: Path, now: float, view: str) -> dict:
     return marks
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--gpus-per-node", type=int, default=8)
@@ -90,19 +94,31 @@ def main() -> None:
         (folder / "squeue.json").write_text(json.dumps(world.squeue, indent=2))
         ledger = folder / "ledger.db"
         fill_start = time.perf_counter()
-        fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=args.last_minute,
-                    day_start=day_start)
+        filled = fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=args.last_minute,
+                             day_start=day_start)
         fill_s = time.perf_counter() - fill_start
+        errors = args.requests - filled
+        failures = [f"ledger fill committed {filled} of {args.requests} rows"] if errors else []
         sizes = {name: (folder / name).stat().st_size for name in ("sinfo.json", "squeue.json")}
         print(f"cluster: {args.nodes} nodes x {args.gpus_per_node} GPUs, {len(world.squeue['jobs'])} jobs, "
               f"{len(world.workers)} worker jobs; sinfo.json {sizes['sinfo.json'] / 1e6:.1f} MB, "
               f"squeue.json {sizes['squeue.json'] / 1e6:.1f} MB")
-        print(f"ledger: {args.requests} requests today ({args.last_minute} in the last minute), "
+        print(f"ledger: {filled} requests today ({args.last_minute} in the last minute), "
               f"filled in {fill_s:.1f} s")
         figures = {}
         for view in ("partition", "node"):
-            runs = [one_run(folder, ledger, now, view) for _ in range(args.repeat)]
-            summary = {}
+            runs = []  # successful repeats only
+            for _ in range(args.repeat):
+                try:
+                    runs.append(one_run(folder, ledger, now, view))
+                except Exception as err:  # noqa: BLE001 - counted, not timed
+                    traceback.print_exc()
+                    errors += 1
+                    failures.append(f"{view} view: {type(err).__name__}: {err}"[:300])
+            if not runs:
+                figures[view] = {"ok": 0}
+                continue
+            summary = {"ok": len(runs)}
             for key in runs[0]:
                 values = [r[key] for r in runs]
                 if key.endswith("_ms"):
@@ -117,13 +133,14 @@ def main() -> None:
                   f"render {summary['render_terminal_ms']:5.1f} ms (plain {summary['render_plain_ms']:.1f}, "
                   f"json {summary['render_json_ms']:.1f})  total {summary['total_terminal_ms']:6.1f} ms "
                   f"(max {summary['total_terminal_max_ms']:.1f})")
-    worst = max(f["total_terminal_max_ms"] for f in figures.values())
-    print(json.dumps({
-        "nodes": args.nodes, "gpus_per_node": args.gpus_per_node, "jobs": len(world.squeue["jobs"]),
-        "requests_today": args.requests, "repeat": args.repeat, "target_ms": TARGET_MS,
-        "worst_total_ms": worst, "within_target": worst < TARGET_MS, **figures,
-    }))
+    timed = [f["total_terminal_max_ms"] for f in figures.values() if f["ok"]]
+    worst = max(timed) if timed else None
+    return finish({
+        "bench": "status", "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
+        "jobs": len(world.squeue["jobs"]), "requests_today": filled, "repeat": args.repeat, "target_ms": TARGET_MS,
+        "worst_total_ms": worst, "within_target": worst is not None and worst < TARGET_MS, **figures,
+    }, errors, failures)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded("status", main))

@@ -141,9 +141,10 @@ def _ranges(indices: list[int]) -> str:
 
 
 def fill_ledger(path: Path, world: World, *, now: float, requests_today: int, last_minute: int,
-                day_start: float, seed: int = 11) -> None:
+                day_start: float, seed: int = 11) -> int:
     """Workers for every running worker job, requests spread over today (more in the last
-    minute), and some reclaims."""
+    minute), and some reclaims. Returns the request rows committed: a caller whose bench
+    times work over these rows counts any shortfall as errors."""
     rng = random.Random(seed)
     with Ledger.open(path) as ledger:
         for name in ("alice", "bob", "carol"):
@@ -161,12 +162,15 @@ def fill_ledger(path: Path, world: World, *, now: float, requests_today: int, la
                                   submit_time=submit, sigterm_time=submit + 0.3,
                                   gpus_free_time=submit + 1.0, start_time=submit + rng.uniform(0.6, 6.0))
     serving = [(str(j), node, model) for j, node, model, _ in world.workers]
+    futures = []
     with RequestWriter(path, prices=PRICES, operator_share=0.7, currency="USD", batch_max=4096) as writer:
         times = [rng.uniform(day_start, now - 60) for _ in range(requests_today - last_minute)]
         times += [now - 60 + 60 * i / max(1, last_minute) for i in range(last_minute)]
         for i, ts in enumerate(times):
             job_id, node, model = serving[i % len(serving)]
-            writer.submit(RequestRow(
+            futures.append(writer.submit(RequestRow(
                 id=f"chatcmpl-{i:09d}", ts=ts, key_id=1 + i % 3, model=model, job_id=job_id, node=node,
                 prompt_tokens=200 + i % 700, completion_tokens=40 + i % 400, cached_tokens=(i % 3) * 64,
-                status="ok" if i % 50 else "partial", latency_ms=20.0, streamed=bool(i % 2)))
+                status="ok" if i % 50 else "partial", latency_ms=20.0, streamed=bool(i % 2))))
+    # Closing the writer committed or failed every row: a future still pending is a row lost.
+    return sum(1 for f in futures if f.done() and f.exception() is None)

@@ -12,8 +12,12 @@ Scenarios: idle; busy (16 streams in vLLM when the worker gets SIGTERM; drain
 budget [slurm] drain_seconds of dev/isense.dev.toml); nodrain (busy with drain_seconds
 = 0.05: vLLM aborts them); slurm (busy, but SIGTERM goes to the worker and every descendant
 at once, as Slurm's process tracking does on preemption or time limit). For the busy
-ones it counts the clients' finish reasons and errors. The last line of output is JSON
-with every figure.
+ones it counts the clients' finish reasons. The last line of output is JSON with every
+figure and `errors`: clients that got no answer (an exception, no finish reason, still
+waiting), workers that exited non-zero, hung 60 s past SIGTERM or never deregistered,
+no stream started within 60 s, fewer than 16 requests in flight at SIGTERM in a busy
+scenario; a worker that never registers (300 s) ends the bench. Stop times are medians
+over the runs without a failure; the exit status is non-zero when errors > 0.
 """
 
 import argparse
@@ -35,11 +39,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from isense_slurm.secrets import create_secret, load_secret, vllm_api_key  # noqa: E402
+from stats import finish, guarded  # noqa: E402
 from waiting import free_port  # noqa: E402
 
 MODEL = "tiny-llama"
 ISENSE = Path(sys.executable).with_name("isense")
 SCENARIOS = ("idle", "busy", "nodrain", "slurm")
+CLIENTS = 16  # streams in flight when the busy scenarios send SIGTERM
+ANSWERS = ("length", "abort", "stop")  # a client answered; anything else is a failure
+REGISTER_TIMEOUT_S = 300  # vLLM's start on 2 shared cores: 15-60 s
 
 
 RECORDER = r"""
@@ -111,88 +119,123 @@ def server_load(url: str) -> int:
 
 
 def run_once(scenario: str, configs: dict, secret: bytes, max_tokens: int) -> dict:
+    """One worker's life in `scenario`. result["failures"] lists what went wrong (each
+    one an error); a figure is left None when the operation it times failed."""
     config = configs["nodrain" if scenario == "nodrain" else "dev"]
     import openai
 
     rec = Recorder()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
     log_path = config.parent / f"worker-{scenario}-{time.monotonic_ns()}.stderr"
-    with open(log_path, "w+b") as err:
-        t_launch = time.monotonic()
-        proc = subprocess.Popen([str(ISENSE), "--config", str(config), "worker", "--model", MODEL,
-                                 "--gateway", f"http://127.0.0.1:{rec.port}"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=err)
-        while rec.first("register") is None:
-            if proc.poll() is not None:
-                err.seek(0)
-                sys.exit(f"worker exited {proc.returncode}:\n{err.read().decode()}")
-            time.sleep(0.02)
-        t_reg, _, body = rec.first("register")
-        result = {"scenario": scenario, "start_to_registered_s": round(t_reg - t_launch, 2)}
-        time.sleep(1.0)  # a heartbeat or two
+    failures: list[str] = []
+    proc = None
+    try:
+        with open(log_path, "w+b") as err:
+            t_launch = time.monotonic()
+            proc = subprocess.Popen([str(ISENSE), "--config", str(config), "worker", "--model", MODEL,
+                                     "--gateway", f"http://127.0.0.1:{rec.port}"],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=err)
+            while rec.first("register") is None:
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise RuntimeError(f"worker exited {proc.returncode} before registering:\n"
+                                       f"{err.read().decode()[-3000:]}")
+                if time.monotonic() - t_launch > REGISTER_TIMEOUT_S:
+                    raise RuntimeError(f"worker not registered after {REGISTER_TIMEOUT_S} s; see {log_path}")
+                time.sleep(0.02)
+            t_reg, _, body = rec.first("register")
+            result = {"scenario": scenario, "start_to_registered_s": round(t_reg - t_launch, 2)}
+            time.sleep(1.0)  # a heartbeat or two
 
-        outcomes: list[str] = []
-        threads = []
-        if scenario != "idle":
-            key = vllm_api_key(secret, body["job_id"])
-            streaming = threading.Semaphore(0)
+            outcomes: list[str] = []
+            threads = []
+            if scenario != "idle":
+                key = vllm_api_key(secret, body["job_id"])
+                streaming = threading.Semaphore(0)
 
-            def ask():
-                with openai.OpenAI(base_url=body["url"] + "/v1", api_key=key, max_retries=0,
-                                   timeout=60) as c:
-                    finish, first = None, True
-                    try:
-                        for chunk in c.completions.create(
-                                model=MODEL, prompt="Once upon a time", max_tokens=max_tokens,
-                                stream=True, extra_body={"ignore_eos": True}):
-                            if first:
-                                streaming.release()
-                                first = False
-                            if chunk.choices and chunk.choices[0].finish_reason:
-                                finish = chunk.choices[0].finish_reason
-                        outcomes.append(str(finish))
-                    except Exception as e:  # noqa: BLE001 - counted
-                        outcomes.append(f"error:{type(e).__name__}")
-                    if first:
-                        streaming.release()
+                def ask():
+                    with openai.OpenAI(base_url=body["url"] + "/v1", api_key=key, max_retries=0,
+                                       timeout=60) as c:
+                        finish, first = None, True
+                        try:
+                            for chunk in c.completions.create(
+                                    model=MODEL, prompt="Once upon a time", max_tokens=max_tokens,
+                                    stream=True, extra_body={"ignore_eos": True}):
+                                if first:
+                                    streaming.release()
+                                    first = False
+                                if chunk.choices and chunk.choices[0].finish_reason:
+                                    finish = chunk.choices[0].finish_reason
+                            outcomes.append(str(finish))
+                        except Exception as e:  # noqa: BLE001 - counted
+                            outcomes.append(f"error:{type(e).__name__}")
+                        if first:
+                            streaming.release()
 
-            threads = [threading.Thread(target=ask) for _ in range(16)]
+                threads = [threading.Thread(target=ask, daemon=True) for _ in range(CLIENTS)]
+                for t in threads:
+                    t.start()
+                # All requests accepted by vLLM (its GET /load) and one stream producing:
+                # what the worker faces when the gateway has stopped sending it new requests.
+                if not streaming.acquire(timeout=60):
+                    failures.append("no stream produced a token within 60 s")
+                deadline = time.monotonic() + 10
+                while (load := server_load(body["url"])) < CLIENTS and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                result["in_flight_at_signal"] = load
+                if load < CLIENTS:  # what follows would time a lighter stop than the scenario's name says
+                    failures.append(f"only {load} of {CLIENTS} requests in flight at SIGTERM after 10 s")
+
+            targets = descendants(proc.pid) if scenario == "slurm" else [proc.pid]
+            t_sig = time.monotonic()
+            for pid in targets:
+                os.kill(pid, signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=60)
+                t_exit = time.monotonic()
+            except subprocess.TimeoutExpired:
+                rc, t_exit = None, None
+                failures.append("worker still running 60 s after SIGTERM")
             for t in threads:
-                t.start()
-            # All 16 requests accepted by vLLM (its GET /load) and one stream producing:
-            # what the worker faces when the gateway has stopped sending it new requests.
-            streaming.acquire(timeout=60)
-            deadline = time.monotonic() + 10
-            while (load := server_load(body["url"])) < 16 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            result["in_flight_at_signal"] = load
-
-        targets = descendants(proc.pid) if scenario == "slurm" else [proc.pid]
-        t_sig = time.monotonic()
-        for pid in targets:
-            os.kill(pid, signal.SIGTERM)
-        rc = proc.wait(timeout=60)
-        t_exit = time.monotonic()
-        for t in threads:
-            t.join(60)
-        dereg = rec.first("deregister")
-        result.update({
-            "sigterm_to_exit_s": round(t_exit - t_sig, 3),
-            "sigterm_to_dereg_s": round(dereg[0] - t_sig, 4) if dereg else None,
-            "exit_code": rc,
-        })
-        if threads:
-            result["finish"] = {k: outcomes.count(k) for k in sorted(set(outcomes))}
-        err.seek(0)
-        log = err.read().decode()
-        drained = re.search(r"(no request in flight|not serving|in flight; aborting)", log)
-        result["drain_end"] = drained.group(1) if drained else None
-        result["log"] = str(log_path)
+                t.join(60)
+            dereg = rec.first("deregister")
+            if rc not in (0, None):
+                failures.append(f"worker exited {rc}")
+            if dereg is None:
+                failures.append("worker never deregistered")
+            result.update({
+                # Timed only when the worker stopped as it should (exit 0).
+                "sigterm_to_exit_s": round(t_exit - t_sig, 3) if rc == 0 else None,
+                "sigterm_to_dereg_s": round(dereg[0] - t_sig, 4) if dereg else None,
+                "exit_code": rc,
+            })
+            if threads:
+                answered = [o for o in outcomes if o in ANSWERS]
+                result["finish"] = {k: answered.count(k) for k in sorted(set(answered))}
+                wrong = [o for o in outcomes if o not in ANSWERS]
+                unanswered = sum(t.is_alive() for t in threads)
+                failures += [f"client: {o}" for o in wrong]
+                failures += ["client still waiting 60 s after the worker's exit"] * unanswered
+                result["client_failures"] = len(wrong) + unanswered
+            err.seek(0)
+            log = err.read().decode()
+            drained = re.search(r"(no request in flight|not serving|in flight; aborting)", log)
+            result["drain_end"] = drained.group(1) if drained else None
+            result["log"] = str(log_path)
+            result["failures"] = failures
+            return result
+    finally:
+        if proc is not None and proc.poll() is None:
+            for pid in descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait(10)
         rec.close()
-        return result
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=480)  # max_model_len is 512
@@ -217,30 +260,36 @@ def main() -> None:
             r = run_once(scenario, configs, secret, args.max_tokens)
             print(f"run {run + 1} {scenario:5}: " + ", ".join(f"{k}={v}" for k, v in r.items()
                                                            if k not in ("scenario", "log")), flush=True)
-            if r["sigterm_to_exit_s"] > 1.5:
-                print(f"  slow stop: see {r['log']}", flush=True)
+            if r["failures"] or (r["sigterm_to_exit_s"] or 0) > 1.5:
+                print(f"  {'failed' if r['failures'] else 'slow stop'}: see {r['log']}", flush=True)
             results.append(r)
 
-    def med(scenario, key):
-        vals = [r[key] for r in results if r["scenario"] == scenario and r[key] is not None]
+    def med(scenario, key):  # over the runs of `scenario` without a failure
+        vals = [r[key] for r in results if r["scenario"] == scenario and r[key] is not None and not r["failures"]]
         return round(statistics.median(vals), 3) if vals else None
 
-    summary = {"runs": args.runs, "max_tokens": args.max_tokens,
+    summary = {"bench": "worker", "runs": args.runs, "max_tokens": args.max_tokens,
                "start_to_registered_s_median": round(statistics.median(
                    r["start_to_registered_s"] for r in results), 2)}
     for scenario in SCENARIOS:
         summary[f"{scenario}_sigterm_to_exit_s_median"] = med(scenario, "sigterm_to_exit_s")
         summary[f"{scenario}_sigterm_to_dereg_s_median"] = med(scenario, "sigterm_to_dereg_s")
     for scenario in SCENARIOS[1:]:
-        finish: dict[str, int] = {}
+        reasons: dict[str, int] = {}
         for r in results:
             if r["scenario"] == scenario:
                 for k, v in r["finish"].items():
-                    finish[k] = finish.get(k, 0) + v
-        summary[f"{scenario}_finish"] = finish
-    summary["exit_codes"] = sorted({r["exit_code"] for r in results})
-    print(json.dumps(summary))
+                    reasons[k] = reasons.get(k, 0) + v
+        summary[f"{scenario}_finish"] = reasons
+        summary[f"{scenario}_client_failures"] = sum(r["client_failures"] for r in results
+                                                     if r["scenario"] == scenario)
+        summary[f"{scenario}_in_flight_at_signal_min"] = min(r["in_flight_at_signal"] for r in results
+                                                             if r["scenario"] == scenario)
+    summary["exit_codes"] = sorted({r["exit_code"] for r in results}, key=str)
+    failures = [f"run {i // len(SCENARIOS) + 1} {r['scenario']}: {f}" for i, r in enumerate(results)
+                for f in r["failures"]]
+    return finish(summary, len(failures), failures)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded("worker", main))

@@ -224,7 +224,7 @@ class Nvml:
         """GPU index -> [(pid, used bytes or None)] of its compute processes."""
         out = {}
         for gpu, handle in self.handles.items():
-            procs = self.nv.nvmlDeviceGetComputeProcesses(handle)
+            procs = self.nv.nvmlDeviceGetComputeRunningProcesses(handle)
             out[gpu] = [(p.pid, getattr(p, "usedGpuMemory", None)) for p in procs]
         return out
 

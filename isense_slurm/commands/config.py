@@ -32,7 +32,10 @@ def run(args) -> int:
 def _check(args) -> int:
     from isense_slurm.config import config_to_dict, load_config
 
+    from isense_slurm.controller.scheduled_exports import check_cron
+
     cfg = load_config(args.file or args.config)
+    check_cron(cfg)  # [exports] cron in full, as `isense serve` checks it at start (exit 2 either way)
     effective = config_to_dict(cfg)
     if args.json:
         print(json.dumps({"path": str(cfg.path), "config": effective}, indent=2))

@@ -47,10 +47,13 @@ class ReclaimTimes:
 
 
 def requests_after(conn: sqlite3.Connection, after_rowid: int) -> tuple[int, list[RequestGroup]]:
-    """(the highest rowid now, sums per model, status and currency of the rows after `after_rowid`)."""
+    """(the highest rowid now, sums per model, status and currency of the rows after `after_rowid`).
+
+    A highest rowid below `after_rowid` (rows deleted, then a VACUUM renumbered them) is
+    returned as it is, so the caller can tell and sum again from the start."""
     top = conn.execute("SELECT MAX(rowid) FROM requests").fetchone()[0] or 0
     if top <= after_rowid:
-        return after_rowid, []
+        return top, []
     rows = conn.execute(
         f"SELECT model, status, COALESCE(currency, ''), {_REQUEST_SUMS} FROM requests "
         "WHERE rowid > ? AND rowid <= ? GROUP BY model, status, COALESCE(currency, '')",

@@ -1,89 +1,48 @@
-"""Prometheus metrics in the text exposition format (0.0.4), hand-rolled: no client library.
+"""Prometheus /metrics, written with prometheus_client: custom collectors (no client-side
+metric objects) over figures that live elsewhere.
 
 Sources:
-- the ledger (read-only): tokens, requests and revenue by model (counters kept as
-  running totals, each scrape reads only the rows added since the last one), worker runs
-  by state and lent GPUs (gauges), and the reclaim latency histogram (seconds from a
-  training job's submit to its start on GPUs taken back from workers);
-- the gateway's registry, passed in as a plain dict (Registry.snapshot()): live and
+- the ledger (read-only), LedgerCollector: tokens, requests and revenue by model
+  (counters kept as running totals, each scrape reads only the rows added since the last
+  one), worker runs by state and lent GPUs (gauges), and the reclaim latency histogram
+  (seconds from a training job's submit to its start on GPUs taken back from workers);
+- the gateway's registry, GatewayCollector over one Registry.snapshot(): live and
   draining workers, outstanding and in-flight requests, accepted, retried and
   rejected-with-429 requests per model.
 
-The daemon mounts it with
+`isense serve` (with or without the gateway) and `isense gateway` mount it with
 
-    app.router.add_get("/metrics", make_metrics_route(cfg.ledger.path,
-        gateway_stats=gateway.registry.snapshot, model_gpus={m.name: m.gpus for m in cfg.models}))
+    routes = metrics_routes(cfg, gateway_stats=gateway.registry.snapshot)   # or None: ledger only
 
-(served to loopback only unless `allow=[...networks]` says otherwise).
+served to loopback only unless `allow=[...networks]` says otherwise. The ledger is read
+on an executor thread; the registry snapshot is taken on the event loop (the registry is
+not thread-safe) and handed to the thread.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from isense_slurm.errors import ConfigError
 from isense_slurm.meter import metrics_queries as queries
 from isense_slurm.meter.earnings import add_totals
 from isense_slurm.meter.money import NANOS_PER_UNIT
-from isense_slurm.meter.rows import WORKER_STATES, RequestTotals
+from isense_slurm.meter.rows import REQUEST_STATUSES, WORKER_STATES, RequestTotals
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECLAIM_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # A reclaim row still missing its submit or start time this long after it was written
 # is given up on (a lost event), so the histogram's read position can move past it.
 RECLAIM_GIVE_UP_SECONDS = 3600.0
 ACTIVE_STATES = tuple(s for s in WORKER_STATES if s != "ended")
-
-
-# --- the exposition format ------------------------------------------------------------
-
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def format_value(value: float | int) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value))
-
-
-def sample(name: str, labels: Mapping[str, str] | None, value: float | int) -> str:
-    if labels:
-        inner = ",".join(f'{key}="{escape_label(str(val))}"' for key, val in labels.items())
-        return f"{name}{{{inner}}} {format_value(value)}"
-    return f"{name} {format_value(value)}"
-
-
-@dataclass
-class Family:
-    """One metric family: HELP, TYPE and its samples."""
-
-    name: str
-    kind: str  # counter, gauge, histogram
-    help: str
-    samples: list[str] = field(default_factory=list)
-
-    def add(self, labels: Mapping[str, str] | None, value: float | int, suffix: str = "") -> None:
-        self.samples.append(sample(self.name + suffix, labels, value))
-
-    def text(self) -> str:
-        head = f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
-        return head + "".join(line + "\n" for line in self.samples)
-
-
-def exposition(families: Iterable[Family]) -> str:
-    return "".join(f.text() for f in families)
 
 
 # --- running totals from the ledger ---------------------------------------------------
@@ -112,10 +71,11 @@ class ReclaimHistogram:
         self.count += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
+        """[(le, reclaims at or under it)], ending with ("+Inf", count)."""
         out, running = [], 0
-        for bound, n in zip([*self.bounds, math.inf], self.counts):
+        for bound, n in zip([*self.bounds, float("inf")], self.counts):
             running += n
-            out.append(("+Inf" if math.isinf(bound) else format_value(bound), running))
+            out.append((floatToGoString(bound), running))
         return out
 
     def update(self, rows: list[queries.ReclaimTimes], now: float) -> None:
@@ -155,118 +115,96 @@ class LedgerCounters:
         self.reclaims.update(queries.reclaims_from(conn, self.reclaims.next_id), now)
 
 
-# --- rendering --------------------------------------------------------------------------
 
-def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int]) -> list[Family]:
-    tokens_in = Family("isense_tokens_in_total", "counter", "Prompt tokens served, by model (ledger).")
-    tokens_out = Family("isense_tokens_out_total", "counter", "Completion tokens served, by model (ledger).")
-    tokens_cached = Family("isense_tokens_cached_total", "counter",
-                           "Cached prompt tokens (part of isense_tokens_in_total), by model (ledger).")
-    requests = Family("isense_requests_total", "counter", "Requests that reached a worker, by model and status (ledger).")
-    gross = Family("isense_revenue_gross_total", "counter", "Gross token revenue in currency units, by model (ledger).")
-    operator = Family("isense_revenue_operator_total", "counter",
-                      "The operator's share of token revenue in currency units, by model (ledger).")
-    per_model: dict[str, RequestTotals] = {}
-    money: dict[tuple[str, str], list[int]] = {}
-    for (model, status, currency), t in sorted(counters.requests.items()):
-        requests.add({"model": model, "status": status}, t.requests)
+
+# --- collectors -------------------------------------------------------------------------
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None, value: float | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value, labels=labels)
+
+
+def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int], currency: str | None = None) -> list:
+    """The ledger's metric families. Configured models (the keys of `model_gpus`) and the
+    configured currency get their series at 0 before their first row, so rate() and
+    increase() see a series start at 0 and dashboards show 0, not "no data"."""
+    tokens_in = _counter("isense_tokens_in_total", "Prompt tokens served, by model (ledger).", ["model"])
+    tokens_out = _counter("isense_tokens_out_total", "Completion tokens served, by model (ledger).", ["model"])
+    tokens_cached = _counter("isense_tokens_cached_total",
+                             "Cached prompt tokens (part of isense_tokens_in_total), by model (ledger).", ["model"])
+    requests = _counter("isense_requests_total", "Requests that reached a worker, by model and status (ledger).",
+                        ["model", "status"])
+    gross = _counter("isense_revenue_gross_total", "Gross token revenue in currency units, by model (ledger).",
+                     ["model", "currency"])
+    operator = _counter("isense_revenue_operator_total",
+                        "The operator's share of token revenue in currency units, by model (ledger).",
+                        ["model", "currency"])
+    per_status: dict[tuple[str, str], int] = {(m, s): 0 for m in model_gpus for s in REQUEST_STATUSES}
+    per_model: dict[str, RequestTotals] = {m: RequestTotals() for m in model_gpus}
+    money: dict[tuple[str, str], list[int]] = {(m, currency): [0, 0] for m in model_gpus} if currency else {}
+    for (model, status, cur), t in counters.requests.items():
+        per_status[(model, status)] = per_status.get((model, status), 0) + t.requests
         per_model[model] = add_totals(per_model.get(model, RequestTotals()), t)
-        pair = money.setdefault((model, currency), [0, 0])
-        pair[0] += t.gross_nanos
-        pair[1] += t.operator_nanos
-    for model, t in per_model.items():
-        tokens_in.add({"model": model}, t.prompt_tokens)
-        tokens_out.add({"model": model}, t.completion_tokens)
-        tokens_cached.add({"model": model}, t.cached_tokens)
-    for (model, currency), (g, o) in money.items():
-        if currency:  # unpriced requests earn nothing
-            gross.add({"model": model, "currency": currency}, g / NANOS_PER_UNIT)
-            operator.add({"model": model, "currency": currency}, o / NANOS_PER_UNIT)
+        if cur:  # unpriced requests earn nothing
+            pair = money.setdefault((model, cur), [0, 0])
+            pair[0] += t.gross_nanos
+            pair[1] += t.operator_nanos
+    for (model, status), n in sorted(per_status.items()):
+        requests.add_metric([model, status], n)
+    for model, t in sorted(per_model.items()):
+        tokens_in.add_metric([model], t.prompt_tokens)
+        tokens_out.add_metric([model], t.completion_tokens)
+        tokens_cached.add_metric([model], t.cached_tokens)
+    for (model, cur), (g, o) in sorted(money.items()):
+        gross.add_metric([model, cur], g / NANOS_PER_UNIT)
+        operator.add_metric([model, cur], o / NANOS_PER_UNIT)
 
-    workers = Family("isense_workers", "gauge", "Worker runs not ended, by state (ledger).")
-    lent = Family("isense_lent_gpus", "gauge", "GPUs held by worker runs not ended, by model (ledger).")
+    workers = _gauge("isense_workers", "Worker runs not ended, by state (ledger).", ["state"])
+    lent = _gauge("isense_lent_gpus", "GPUs held by worker runs not ended, by model (ledger).", ["model"])
     by_state = {state: 0 for state in ACTIVE_STATES}
-    gpus: dict[str, int] = {}
+    gpus: dict[str, int] = {m: 0 for m in model_gpus}
     for w in counters.workers:
         by_state[w.state] = by_state.get(w.state, 0) + w.count
         model = w.model or ""
         gpus[model] = gpus.get(model, 0) + w.gpus + w.without_gpus * model_gpus.get(model, 1)
     for state, count in by_state.items():
-        workers.add({"state": state}, count)
+        workers.add_metric([state], count)
     for model, count in sorted(gpus.items()):
-        lent.add({"model": model}, count)
+        lent.add_metric([model], count)
 
-    hist = Family("isense_reclaim_seconds", "histogram",
-                  "Seconds from a training job's submit to its start on GPUs taken back from workers.")
-    for le, count in counters.reclaims.cumulative():
-        hist.add({"le": le}, count, "_bucket")
-    hist.add(None, counters.reclaims.total, "_sum")
-    hist.add(None, counters.reclaims.count, "_count")
+    hist = HistogramMetricFamily(
+        "isense_reclaim_seconds", "Seconds from a training job's submit to its start on GPUs taken back from workers.",
+        buckets=counters.reclaims.cumulative(), sum_value=counters.reclaims.total)
     return [tokens_in, tokens_out, tokens_cached, requests, gross, operator, workers, lent, hist]
 
 
-def gateway_families(stats: Mapping) -> list[Family]:
-    """From Registry.snapshot(): {"workers": [{model, state, outstanding, ...}], "models": {name: counters}}."""
-    live = Family("isense_gateway_live_workers", "gauge", "Workers the gateway routes to, by model.")
-    draining = Family("isense_gateway_draining_workers", "gauge", "Workers finishing their requests, by model.")
-    outstanding = Family("isense_gateway_outstanding_requests", "gauge", "Requests on workers now, by model.")
-    in_flight = Family("isense_gateway_in_flight_requests", "gauge", "Requests inside the gateway now, by model.")
-    accepted = Family("isense_gateway_requests_total", "counter",
-                      "Requests accepted by the gateway since it started, by model.")
-    retries = Family("isense_gateway_retries_total", "counter", "Extra attempts after a worker failed, by model.")
-    rejected = Family("isense_gateway_rejected_total", "counter",
-                      "Requests answered 429 (no live worker) since the gateway started, by model.")
-    models = dict(stats.get("models") or {})
-    per_model: dict[str, list[int]] = {name: [0, 0, 0] for name in models}
-    for w in stats.get("workers") or []:
-        counts = per_model.setdefault(str(w.get("model", "")), [0, 0, 0])
-        counts[0 if w.get("state") == "serving" else 1] += 1
-        counts[2] += int(w.get("outstanding") or 0)
-    for name in sorted(per_model):
-        labels = {"model": name}
-        live_n, draining_n, outstanding_n = per_model[name]
-        live.add(labels, live_n)
-        draining.add(labels, draining_n)
-        outstanding.add(labels, outstanding_n)
-        counters = models.get(name) or {}
-        in_flight.add(labels, int(counters.get("in_flight", 0)))
-        accepted.add(labels, int(counters.get("requests", 0)))
-        retries.add(labels, int(counters.get("retries", 0)))
-        rejected.add(labels, int(counters.get("rejected", 0)))
-    return [live, draining, outstanding, in_flight, accepted, retries, rejected]
+class LedgerCollector(Collector):
+    """The ledger's side of /metrics: running totals, refreshed by each collect().
 
-
-# --- the source and the route ----------------------------------------------------------
-
-class MetricsSource:
-    """The ledger's side of /metrics: running totals, one scrape at a time.
-
-    Each scrape opens the ledger read-only and closes it again (well under a
-    millisecond): scrapes run on executor threads, and a connection stays on its thread.
+    collect() opens the ledger read-only and closes it again (well under a millisecond
+    once the first scrape has summed the requests table): call it off the event loop.
+    Scrapes take turns (a lock): the running totals are not shared between threads.
     """
 
-    def __init__(self, ledger_path, model_gpus: Mapping[str, int] | None = None,
+    def __init__(self, ledger_path, model_gpus: Mapping[str, int] | None = None, *, currency: str | None = None,
                  clock: Callable[[], float] = time.time):
         self.path = Path(ledger_path)
         self.model_gpus = dict(model_gpus or {})
+        self.currency = currency or None
         self.clock = clock
         self.counters = LedgerCounters()
         self.error: str | None = None
         self._lock = threading.Lock()
 
-    def scrape(self, gateway_stats: Mapping | None = None) -> str:
-        """The whole exposition text; reads the ledger (call it off the event loop)."""
-        started = time.perf_counter()
+    def collect(self) -> Iterator:
         with self._lock:
             up = self._refresh()
-            families = ledger_families(self.counters, self.model_gpus) if up else []
-        if gateway_stats is not None:
-            families += gateway_families(gateway_stats)
-        ledger_up = Family("isense_ledger_up", "gauge", "1 when the last scrape could read the ledger.")
-        ledger_up.add(None, 1 if up else 0)
-        took = Family("isense_metrics_scrape_seconds", "gauge", "Time this scrape took to read and render.")
-        took.add(None, round(time.perf_counter() - started, 6))
-        return exposition([*families, ledger_up, took])
+            families = ledger_families(self.counters, self.model_gpus, self.currency) if up else []
+        yield from families
+        yield _gauge("isense_ledger_up", "1 when the last scrape could read the ledger.", value=1 if up else 0)
 
     def _refresh(self) -> bool:
         import sqlite3
@@ -289,19 +227,105 @@ class MetricsSource:
         return True
 
 
+class GatewayCollector(Collector):
+    """The gateway's side of /metrics, over one Registry.snapshot():
+    {"workers": [{model, state, outstanding, ...}], "models": {name: ModelStats.as_dict()}}.
+
+    Take the snapshot on the event loop; collect() may then run on any thread. Every
+    model in `models` (the configured ones) has its series, at 0 until it is used.
+    """
+
+    def __init__(self, stats: Mapping, models: Iterable[str] = ()):
+        self.stats = stats
+        self.models = tuple(models)
+
+    def collect(self) -> Iterator:
+        live = _gauge("isense_gateway_live_workers", "Workers the gateway routes to, by model.", ["model"])
+        draining = _gauge("isense_gateway_draining_workers", "Workers finishing their requests, by model.", ["model"])
+        outstanding = _gauge("isense_gateway_outstanding_requests", "Requests on workers now, by model.", ["model"])
+        in_flight = _gauge("isense_gateway_in_flight_requests", "Requests inside the gateway now, by model.", ["model"])
+        accepted = _counter("isense_gateway_requests_total",
+                            "Requests accepted by the gateway since it started, by model.", ["model"])
+        retries = _counter("isense_gateway_retries_total", "Extra attempts after a worker failed, by model.", ["model"])
+        rejected = _counter("isense_gateway_rejected_total",
+                            "Requests answered 429 (no live worker) since the gateway started, by model.", ["model"])
+        models = dict(self.stats.get("models") or {})
+        per_model: dict[str, list[int]] = {name: [0, 0, 0] for name in [*self.models, *models]}
+        for w in self.stats.get("workers") or []:
+            counts = per_model.setdefault(str(w.get("model", "")), [0, 0, 0])
+            counts[0 if w.get("state") == "serving" else 1] += 1
+            counts[2] += int(w.get("outstanding") or 0)
+        for name in sorted(per_model):
+            live_n, draining_n, outstanding_n = per_model[name]
+            live.add_metric([name], live_n)
+            draining.add_metric([name], draining_n)
+            outstanding.add_metric([name], outstanding_n)
+            counters = models.get(name) or {}
+            in_flight.add_metric([name], int(counters.get("in_flight", 0)))
+            accepted.add_metric([name], int(counters.get("requests", 0)))
+            retries.add_metric([name], int(counters.get("retries", 0)))
+            rejected.add_metric([name], int(counters.get("rejected", 0)))
+        yield from (live, draining, outstanding, in_flight, accepted, retries, rejected)
+
+
+class _Scrape(Collector):
+    """One scrape: the ledger, then the gateway (if any), then how long the two took."""
+
+    def __init__(self, parts: list[Collector]):
+        self.parts = parts
+
+    def collect(self) -> Iterator:
+        started = time.perf_counter()
+        for part in self.parts:
+            yield from part.collect()
+        yield _gauge("isense_metrics_scrape_seconds", "Time this scrape took to read the ledger and gateway figures.",
+                     value=round(time.perf_counter() - started, 6))
+
+
+class MetricsSource:
+    """Everything /metrics serves: the ledger collector, kept between scrapes, and a
+    gateway collector made per scrape from a registry snapshot."""
+
+    def __init__(self, ledger_path, model_gpus: Mapping[str, int] | None = None, *, currency: str | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.ledger = LedgerCollector(ledger_path, model_gpus, currency=currency, clock=clock)
+
+    @property
+    def counters(self) -> LedgerCounters:
+        return self.ledger.counters
+
+    def collector(self, gateway_stats: Mapping | None = None) -> Collector:
+        parts: list[Collector] = [self.ledger]
+        if gateway_stats is not None:
+            parts.append(GatewayCollector(gateway_stats, self.ledger.model_gpus))
+        return _Scrape(parts)
+
+    def render(self, gateway_stats: Mapping | None = None, accept: str = "") -> tuple[bytes, str]:
+        """(body, Content-Type) for a scraper's Accept header: Prometheus' text format, or
+        OpenMetrics when asked for. Reads the ledger: call it off the event loop."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.collector(gateway_stats)), content_type
+
+    def scrape(self, gateway_stats: Mapping | None = None) -> str:
+        """The text format (0.0.4), as `curl` gets it."""
+        return self.render(gateway_stats)[0].decode()
+
+
+# --- the route ----------------------------------------------------------------------------
+
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 def make_metrics_route(ledger_path, *, gateway_stats: Callable[[], Mapping] | None = None,
-                       model_gpus: Mapping[str, int] | None = None, allow: Iterable[str] | None = LOOPBACK,
-                       source: MetricsSource | None = None):
+                       model_gpus: Mapping[str, int] | None = None, currency: str | None = None,
+                       allow: Iterable[str] | None = LOOPBACK, source: MetricsSource | None = None):
     """An aiohttp handler for GET /metrics.
 
     `gateway_stats`: called on the event loop (the registry is not thread-safe), e.g.
-    `gateway.registry.snapshot`; the ledger is read in the default executor so a scrape
-    never stalls the gateway. `allow`: networks that may scrape (CIDR strings; default
-    loopback only, since the daemon's port also faces API clients and the figures are
-    the operator's revenue); None allows everyone.
+    `gateway.registry.snapshot`; the ledger is read and the answer rendered in the
+    default executor, so a scrape never stalls the gateway. `allow`: networks that may
+    scrape (CIDR strings; default loopback only, since the daemon's port also faces API
+    clients and the figures are the operator's revenue); None allows everyone.
     """
     import asyncio
     import ipaddress
@@ -310,7 +334,7 @@ def make_metrics_route(ledger_path, *, gateway_stats: Callable[[], Mapping] | No
 
     from isense_slurm.gateway.errors import error_response
 
-    metrics = source or MetricsSource(ledger_path, model_gpus)
+    metrics = source or MetricsSource(ledger_path, model_gpus, currency=currency)
     networks = None if allow is None else [ipaddress.ip_network(n, strict=False) for n in allow]
 
     def allowed(remote: str | None) -> bool:
@@ -328,8 +352,17 @@ def make_metrics_route(ledger_path, *, gateway_stats: Callable[[], Mapping] | No
         if not allowed(request.remote):
             return error_response(403, f"/metrics is not served to {request.remote}")
         stats = gateway_stats() if gateway_stats is not None else None
-        text = await asyncio.get_running_loop().run_in_executor(None, metrics.scrape, stats)
-        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+        accept = ",".join(request.headers.getall("Accept", []))
+        body, content_type = await asyncio.get_running_loop().run_in_executor(None, metrics.render, stats, accept)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     handle_metrics.source = metrics
     return handle_metrics
+
+
+def metrics_routes(cfg, gateway_stats: Callable[[], Mapping] | None = None) -> list[tuple]:
+    """[("GET", "/metrics", handler)] for a config: its ledger, models and currency;
+    `gateway_stats` (Registry.snapshot) where the process runs the gateway."""
+    handler = make_metrics_route(cfg.ledger.path, gateway_stats=gateway_stats,
+                                 model_gpus={m.name: m.gpus for m in cfg.models}, currency=cfg.revenue.currency)
+    return [("GET", "/metrics", handler)]

@@ -68,3 +68,14 @@ def test_bad_exports_keys_name_the_key(tmp_path, line, message):
             'price = { input_per_mtok = 1, output_per_mtok = 1 }\n')
     with pytest.raises(ConfigError, match=message):
         parse_config(text, tmp_path / "c.toml")
+
+
+def test_config_check_finds_a_bad_cron_as_serve_would(tmp_path, capsys):
+    """The admin guide: exit 2 from `isense serve` is a config error that `isense config
+    check` names; so config check parses [exports] cron in full too."""
+    from isense_slurm.cli import main
+
+    config, _ = make_world(tmp_path)
+    config.write_text(config.read_text() + '\n[exports]\ncron = "61 0 * * *"\ndir = "/tmp"\n')
+    assert main(["config", "check", str(config)]) == 2
+    assert "exports.cron" in capsys.readouterr().err
