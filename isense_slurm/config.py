@@ -50,6 +50,11 @@ class SlurmConfig:
     job_dir: Path
     # File the job_submit hook rewrites on each submit (None: no hook, Slurm reclaims alone).
     submit_wake: Path | None = None
+    # No crash loops: after this many workers of a model on a node in a row end before
+    # serving, that pair backs off backoff_seconds, doubled per further failure, capped.
+    backoff_after_failures: int = 3
+    backoff_seconds: float = 60.0
+    backoff_max_seconds: float = 1800.0
 
     def available_at(self, dt: datetime) -> bool:
         """Whether lending is allowed at wall time `dt` (no windows: always)."""
@@ -186,6 +191,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             "max_job_minutes": cfg.slurm.max_job_minutes,
             "job_dir": str(cfg.slurm.job_dir),
             "submit_wake": str(cfg.slurm.submit_wake or ""),
+            "backoff_after_failures": cfg.slurm.backoff_after_failures,
+            "backoff_seconds": cfg.slurm.backoff_seconds,
+            "backoff_max_seconds": cfg.slurm.backoff_max_seconds,
         },
         "gateway": {
             "listen": cfg.gateway.listen,
@@ -475,7 +483,8 @@ class _Table:
 
 
 _SLURM_KEYS = ["lend_partition", "service_account", "pools", "max_lend_share", "min_idle_seconds",
-               "availability", "tick_seconds", "drain_seconds", "max_job_minutes", "job_dir", "submit_wake"]
+               "availability", "tick_seconds", "drain_seconds", "max_job_minutes", "job_dir", "submit_wake",
+               "backoff_after_failures", "backoff_seconds", "backoff_max_seconds"]
 _GATEWAY_KEYS = ["listen", "advertise_url", "max_body_bytes", "retry_after_seconds",
                  "heartbeat_timeout_seconds"]
 _WORKER_KEYS = ["vllm_executable", "startup_timeout_seconds", "heartbeat_seconds", "env",
@@ -538,7 +547,17 @@ def _slurm(t: _Table) -> SlurmConfig:
         max_job_minutes=t.integer("max_job_minutes", 240, minimum=1),
         job_dir=t.folder_path("job_dir", "/var/lib/isense/jobs"),
         submit_wake=t.string("submit_wake", "", empty_ok=True, check=_absolute_file) or None,
+        **_backoff(t),
     )
+
+
+def _backoff(t: _Table) -> dict[str, Any]:
+    after = t.integer("backoff_after_failures", 3, minimum=1)
+    first = t.number("backoff_seconds", 60.0, above=0)
+    cap = t.number("backoff_max_seconds", max(1800.0, first), above=0)
+    if cap < first:
+        raise t.fail("backoff_max_seconds", f"must be at least backoff_seconds ({first:g}), got {cap:g}")
+    return {"backoff_after_failures": after, "backoff_seconds": first, "backoff_max_seconds": cap}
 
 
 def _absolute_file(value: str) -> Path | str:

@@ -8,6 +8,10 @@ host whether isense can lend and reclaim: preemption type and modes, the lend
 partition's tier against the pools' partitions, GraceTime, KillWait against the drain
 budget, Prolog/Epilog running the isense hooks, PrologFlags, the SPANK plugin, the
 service account, the worker secret, the ledger, the job dir and the config file.
+As the service account (runuser, when run as root): whether `isense worker` and the
+configured vLLM start (`isense worker --help`; vLLM's interpreter finds the vllm package,
+or `<vllm_executable> --version`). When `isense serve` runs on this host: the nodes it
+holds back because their workers end before they serve, with the last failure.
 One line per finding: OK, WARN or FAIL, and after -> what to change.
 """
 EPILOG = "exit status: 0 no FAIL, 1 at least one FAIL, 2 usage or config error."

@@ -11,6 +11,11 @@ last minute; tokens (in + out) and the operator's earnings today (UTC day).
 Slurm is read through its commands (sinfo/squeue/scontrol) or, with --from-json, from
 saved output; the ledger is only read, never written. A table on a terminal, plain
 columns when piped (easy to awk), JSON with --json.
+
+Nodes held back: when workers of a model keep ending before they serve, the controller
+stops sending that model to that node for a growing back-off. When `isense serve` runs
+on this host ([gateway] listen), WORKERS counts these pairs as "held" and a line per
+pair says why (on stderr when piped; "held_back" in JSON).
 """
 EPILOG = """\
 examples:
@@ -48,8 +53,9 @@ def backend_for(args):
     return default_backend()
 
 
-def collect(args, cfg, backend, conn, now: float):
-    """One StatusReport from the backend and the (possibly absent) ledger connection."""
+def collect(args, cfg, backend, conn, now: float, held_back=()):
+    """One StatusReport from the backend and the (possibly absent) ledger connection;
+    `held_back`: the running controller's held (node, model) pairs."""
     from datetime import datetime, timezone
 
     from isense_slurm.report import status_inputs
@@ -67,6 +73,7 @@ def collect(args, cfg, backend, conn, now: float):
         day_start=status_inputs.day_start(now),
         view="node" if args.per_node else "partition",
         partition=args.partition,
+        held_back=held_back,
     )
 
 
@@ -80,9 +87,14 @@ def run(args) -> int:
 
     cfg = load_config(args.config)
     backend = backend_for(args)
+    held = []
+    if not args.from_json:  # a saved snapshot: the daemon's state now would not match it
+        from isense_slurm.report.controller_state import held_back, read_controller
+
+        held = held_back(read_controller(cfg)[0])
     conn, warning = open_ledger(args.ledger, cfg.ledger.path)
     try:
-        report = collect(args, cfg, backend, conn, time.time())
+        report = collect(args, cfg, backend, conn, time.time(), held_back=held)
     finally:
         if conn is not None:
             conn.close()
@@ -98,4 +110,6 @@ def run(args) -> int:
         status_view.print_table(report, console)
     else:
         sys.stdout.write(status_view.to_plain(report))
+        for line in status_view.held_lines(report):
+            print(f"isense: {line}", file=sys.stderr)
     return 0

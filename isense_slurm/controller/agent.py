@@ -11,6 +11,11 @@ After a restart the picture is rebuilt: workers come from squeue (the service
 account's isense-* jobs in the lend partition), and the ledger is reconciled with
 them (workers it lacks are recorded as lent; workers it holds open that Slurm has let
 go are closed with the reason Slurm gives).
+
+No crash loops: the worker watch (controller/failures.py) counts the workers that end
+before they serve; the planner holds their (node, model) back with an exponential
+back-off. One log line when a hold starts (with the failed job's last output line),
+one when it grows, one when it ends; GET /internal/controller lists the holds.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from isense_slurm.controller.act import Actor, Outcome
+from isense_slurm.controller.failures import WorkerWatch
 from isense_slurm.controller.make_way import WayMaker
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Observation, Observer, Scope
 from isense_slurm.controller.recorder import end_reason_of_finished
 from isense_slurm.errors import SlurmError
-from isense_slurm.planner import Demand, Plan, Policy, Submit, make_plan
+from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, make_plan
 
 log = logging.getLogger("isense.controller")
 
@@ -39,7 +46,7 @@ ENDED_GRACE_SECONDS = 30.0  # let the epilog's worker_end (better reason) arrive
 class Agent:
     def __init__(self, cfg, slurm, *, ledger=None, demand: Callable[[], Iterable[Demand]] | None = None,
                  dry_run: bool = False, report: Callable[[Plan], None] | None = None,
-                 plugin: bool | None = None):
+                 plugin: bool | None = None, served: Callable[[str], bool | None] | None = None):
         self.cfg = cfg
         self.slurm = slurm
         self.ledger = ledger
@@ -51,6 +58,11 @@ class Agent:
         self.actor = Actor(cfg, slurm, self.memory, plugin=plugin, on_lent=self._record_lent)
         # Runs on the job_submit hook's wake, beside the ticks (controller/make_way.py).
         self.way = WayMaker(Scope.from_config(cfg), slurm, self.memory, dry_run=dry_run)
+        # Whether a worker ever served: the ledger (the gateway records registrations).
+        if served is None and ledger is not None:
+            served = self._served_in_ledger
+        self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.way.stopped)
+        self._holds: dict[tuple[str, str], Hold] = {}
         self.tick_seconds = float(cfg.slurm.tick_seconds)
         self.scheduler = None
         self.ticks = 0
@@ -137,7 +149,9 @@ class Agent:
             log.info("Slurm answers again")
         self.last_error = None
         self.way.note_nodes(self.observer.last_nodes)
-        plan = make_plan(observation.snapshot, self.policy)
+        self.watch.update(observation, self.memory, now)
+        snapshot = replace(observation.snapshot, failures=self.watch.records())
+        plan = make_plan(snapshot, self.policy)
         self.last_plan = plan
         if self.report is not None:
             self.report(plan)
@@ -145,6 +159,12 @@ class Agent:
             return plan
         self._reconcile(observation)
         outcomes = self.actor.apply(plan, now) if plan.actions else []
+        for outcome in outcomes:
+            if outcome.error is None and isinstance(outcome.action, Submit):
+                self.watch.follow(outcome.job_id, outcome.action.node, outcome.action.model)
+            elif outcome.error is None and isinstance(outcome.action, Cancel):
+                self.watch.note_stopped([outcome.action.job_id])
+        self._log_holds(plan, now)
         self._log(plan, outcomes)
         self._schedule_dwell_end(observation, now)
         return plan
@@ -160,6 +180,24 @@ class Agent:
                 log.info("%s", line)
         for outcome in outcomes:
             (log.info if outcome.error is None else log.error)("%s", outcome.line())
+
+    def _log_holds(self, plan: Plan, now: datetime) -> None:
+        """One line when a (node, model) starts being held back, one when its back-off
+        grows (a failed try, at most one per back-off), one when it is released."""
+        holds = {(h.node, h.model): h for h in plan.holds}
+        for key, h in holds.items():
+            before = self._holds.get(key)
+            if before is None:
+                log.warning("holding back %s on %s: %s", h.model, h.node, h.text(now))
+            elif h.failures > before.failures:
+                log.info("still holding back %s on %s: %s", h.model, h.node, h.text(now))
+        for key in self._holds.keys() - holds.keys():
+            log.info("released %s on %s: a worker served", key[1], key[0])
+        self._holds = holds
+
+    def _served_in_ledger(self, job_id: str) -> bool | None:
+        run = self.ledger.worker(job_id)
+        return run is not None and run.serving_at is not None
 
     def _schedule_dwell_end(self, observation: Observation, now: datetime) -> None:
         dwell = timedelta(seconds=self.policy.min_idle_seconds)
@@ -220,4 +258,17 @@ class Agent:
             "dry_run": self.dry_run,
             "make_way": {"passes": self.way.passes, "workers_stopped": self.way.released},
             "plan": list(self.last_plan.explanations) if self.last_plan else [],
+            "held_back": self.held_back(),
         }
+
+    def held_back(self) -> list[dict]:
+        """The (node, model) pairs held back after the last plan, for reports and doctor."""
+        if self.last_plan is None:
+            return []
+        now = datetime.now()
+        return [
+            {"node": h.node, "model": h.model, "failures": h.failures, "state": h.state(now),
+             "backoff_seconds": h.backoff_seconds, "until": h.until.timestamp(), "trying": h.trying,
+             "last_job_id": h.last_job_id, "last_reason": h.last_reason, "text": h.text(now)}
+            for h in self.last_plan.holds
+        ]

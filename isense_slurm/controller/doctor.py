@@ -53,6 +53,12 @@ class Facts:
     job_dir_problem: str | None = None
     config_problem: str | None = None  # the service account cannot read the config file
     wake_problem: str | None = None  # [slurm] submit_wake's folder, as this host sees it
+    # What a worker job starts, run as the service account (doctor_exec.py); empty: not run.
+    executables: list = field(default_factory=list)  # doctor_exec.ExecCheck
+    executables_skipped: str | None = None  # why they could not be run
+    # The running controller's (node, model) pairs held back (GET /internal/controller);
+    # None: no `isense serve` answers on this host.
+    held_back: list[dict] | None = None
 
 
 def _seconds(text: str | None) -> float | None:
@@ -112,6 +118,35 @@ def check(cfg, facts: Facts) -> list[Finding]:
              f"chmod o+r {cfg.path} (worker jobs read it as {s.service_account}; keep secrets out of it)")
     elif facts.account is not None:
         ok(f"config {cfg.path} is readable by {s.service_account}")
+    out.extend(_check_workers_start(cfg, facts))
+    return out
+
+
+def _check_workers_start(cfg, facts: Facts) -> list[Finding]:
+    """Whether the service account can start a worker and its vLLM; whether the running
+    controller holds nodes back because workers end before they serve."""
+    s = cfg.slurm
+    out: list[Finding] = []
+    if facts.executables_skipped and facts.account is not None:
+        out.append(Finding("WARN", f"worker and vLLM executables not tried as {s.service_account}: "
+                                   f"{facts.executables_skipped}", "run isense doctor as root"))
+    for c in facts.executables:
+        if c.problem is None:
+            out.append(Finding("OK", f"{c.what} starts as {s.service_account} ({c.command})"))
+        else:
+            fix = ("make it and its folders readable and executable by the service account"
+                   if c.what.startswith("worker") else
+                   f"fix [worker] vllm_executable (the vLLM of the nodes' virtualenv), or its permissions")
+            out.append(Finding("FAIL", f"{c.what} cannot start as {s.service_account}: {c.command}: {c.problem}",
+                               fix))
+    if facts.held_back is not None:
+        for h in facts.held_back:
+            out.append(Finding(
+                "FAIL", f"controller holds back {h.get('model')} on {h.get('node')}: {h.get('text') or h.get('last_reason')}",
+                f"read {s.job_dir}/isense-{h.get('last_job_id')}.out and fix the cause; one worker tries after the"
+                " back-off, and one that serves ends it"))
+        if not facts.held_back:
+            out.append(Finding("OK", "isense serve answers: no node held back for failing workers"))
     return out
 
 
@@ -315,6 +350,16 @@ def gather(cfg, slurm) -> Facts:
     config = Path(cfg.path).resolve()
     if facts.account is not None and config.exists() and not _readable_path(config, *facts.account):
         facts.config_problem = f"not readable by {cfg.slurm.service_account}"
+    if facts.account is not None:
+        from isense_slurm.controller.act import isense_executable
+        from isense_slurm.controller.doctor_exec import check_executables
+
+        facts.executables, facts.executables_skipped = check_executables(cfg, isense_executable())
+    from isense_slurm.report.controller_state import read_controller
+
+    state, _ = read_controller(cfg)
+    if state is not None:
+        facts.held_back = [h for h in state.get("held_back") or [] if isinstance(h, dict)]
     return facts
 
 

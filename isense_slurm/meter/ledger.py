@@ -265,6 +265,11 @@ class Ledger:
             rows = list(self.db.query(f"SELECT {_WORKER_COLUMNS} FROM workers {where} ORDER BY started_at, id"))
         return [WorkerInfo(**row) for row in rows]
 
+    def worker(self, job_id) -> WorkerInfo | None:
+        """The latest run of one worker job, or None (the controller asks whether it served)."""
+        with self._lock:
+            return self._latest_worker(str(job_id))
+
     def _latest_worker(self, job_id: str) -> WorkerInfo | None:
         row = self.db.execute(
             f"SELECT {_WORKER_COLUMNS} FROM workers WHERE job_id = ? ORDER BY run DESC LIMIT 1", [job_id]

@@ -16,11 +16,15 @@ Cancels: every non-draining worker outside the windows; pending workers whose no
 training has filled (REQUEUE'd workers); pending workers stuck on a reason Slurm will
 not clear; youngest workers (pending first) while over the share, with no new
 submits in that tick.
+No crash loops (backoff.py): a (node, model) whose workers keep ending before they serve
+is held back, with an exponential back-off, and then tried with one worker.
 """
 
+from isense_slurm.planner.backoff import Hold, WorkerEnd, note_end, note_served
 from isense_slurm.planner.decide import make_plan
 from isense_slurm.planner.inputs import (
     Demand,
+    Failures,
     ModelSpec,
     PendingTraining,
     Policy,
@@ -33,6 +37,7 @@ from isense_slurm.planner.inputs import (
 from isense_slurm.planner.plan import Action, Cancel, Plan, Submit
 
 __all__ = [
-    "Action", "Cancel", "Demand", "ModelSpec", "PendingTraining", "Plan", "Policy", "PoolNode",
-    "Reservation", "Snapshot", "Submit", "Worker", "WorkerState", "make_plan",
+    "Action", "Cancel", "Demand", "Failures", "Hold", "ModelSpec", "PendingTraining", "Plan", "Policy", "PoolNode",
+    "Reservation", "Snapshot", "Submit", "Worker", "WorkerEnd", "WorkerState", "make_plan", "note_end",
+    "note_served",
 ]

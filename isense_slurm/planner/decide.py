@@ -1,7 +1,8 @@
 """make_plan: one tick's decisions from one snapshot. Pure and deterministic.
 
 Order of a plan: a summary line, the cancels (by job id), then one line per node in
-natural name order (with its submits), then models that could not be placed.
+natural name order (with its submits), then models that could not be placed, then the
+(node, model) pairs held back after workers that ended before serving (backoff.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from isense_slurm.config_windows import available_at, available_until
+from isense_slurm.planner.backoff import Hold, clock_s, hold_line, holds
 from isense_slurm.planner.cancel import (
     cancels_blocked,
     cancels_outside_window,
@@ -26,6 +28,10 @@ from isense_slurm.planner.text import clock, gpus, natural_key, seconds
 
 def make_plan(snapshot: Snapshot, policy: Policy) -> Plan:
     uses = node_uses(snapshot)
+    held = holds(snapshot.failures, snapshot.workers, policy)
+    held_by_node: dict[str, dict[str, Hold]] = {}
+    for h in held:
+        held_by_node.setdefault(h.node, {})[h.model] = h
     cap, total = share_cap(snapshot, policy.max_lend_share)
     lent = lent_gpus(snapshot.workers, uses)
     available = available_at(list(policy.availability), snapshot.now)
@@ -65,14 +71,18 @@ def make_plan(snapshot: Snapshot, policy: Policy) -> Plan:
                 f" max_lend_share {policy.max_lend_share:g})"
             )
             continue
-        submits = _fill(hole, policy, chooser, cap - planned)
+        here = held_by_node.get(hole.node, {})
+        blocked = [h for h in here.values() if h.blocks(snapshot.now)]
+        trial = frozenset(m for m, h in here.items() if not h.blocks(snapshot.now))
+        submits = _fill(hole, policy, chooser, cap - planned, frozenset(h.model for h in blocked), trial)
         planned += sum(s.gpus for s in submits)
         actions += submits
-        node_lines[hole.node] = _lend_line(hole, submits, cap - planned, chooser, policy)
+        node_lines[hole.node] = _lend_line(hole, submits, cap - planned, chooser, policy, blocked, snapshot.now)
 
     lines += [node_lines[name] for name in sorted(node_lines, key=natural_key)]
     lines += chooser.skipped_lines()
-    return Plan(tuple(actions), tuple(lines))
+    lines += [hold_line(h, snapshot.now) for h in held]
+    return Plan(tuple(actions), tuple(lines), tuple(held))
 
 
 def _hole(use: NodeUse, snapshot: Snapshot, policy: Policy, available: bool, window_end: datetime | None) -> Hole | str:
@@ -85,9 +95,13 @@ def _hole(use: NodeUse, snapshot: Snapshot, policy: Policy, available: bool, win
     return reason if reason is not None else fit_hole(use, snapshot, policy, window_end)
 
 
-def _lend_line(hole: Hole, submits: list[Submit], room: int, chooser: ModelChooser, policy: Policy) -> str:
+def _lend_line(hole: Hole, submits: list[Submit], room: int, chooser: ModelChooser, policy: Policy,
+               blocked: list[Hold], now: datetime) -> str:
     left = hole.free - sum(s.gpus for s in submits)
+    held = _held_note(blocked, now)
     if not submits:
+        if held and chooser.smallest() is not None:
+            return f"not lending {hole.node}: {gpus(left)} free, but {held}"
         return f"not lending {hole.node}: {_unfit(left, room, chooser)}"
     counts: dict[str, int] = {}
     for s in submits:
@@ -102,7 +116,20 @@ def _lend_line(hole: Hole, submits: list[Submit], room: int, chooser: ModelChoos
     )
     if left:
         line += f"; {_unfit(left, room, chooser)}"
+    if held:
+        line += f"; {held}"
     return line
+
+
+def _held_note(blocked: list[Hold], now: datetime) -> str:
+    """'tiny-llama held back after 3 failed workers, until 14:05:00' (hold lines say more)."""
+    parts = []
+    for h in sorted(blocked, key=lambda h: natural_key(h.model)):
+        if h.waiting(now):
+            parts.append(f"{h.model} held back after {h.failures} failed workers, until {clock_s(h.until, now)}")
+        else:
+            parts.append(f"{h.model} held back while worker {h.trying} tries")
+    return "; ".join(parts)
 
 
 def _window_end(policy: Policy, snapshot: Snapshot) -> datetime | None:
@@ -130,17 +157,23 @@ def _cancels(snapshot: Snapshot, policy: Policy, uses: dict[str, NodeUse], avail
     return cancels + over, bool(over)
 
 
-def _fill(hole: Hole, policy: Policy, chooser: ModelChooser, room: int) -> list[Submit]:
-    """Workers for this node's free GPUs, in groups of each chosen model's size."""
+def _fill(hole: Hole, policy: Policy, chooser: ModelChooser, room: int, blocked: frozenset[str] = frozenset(),
+          trial: frozenset[str] = frozenset()) -> list[Submit]:
+    """Workers for this node's free GPUs, in groups of each chosen model's size. Models in
+    `blocked` are held back here; of each model in `trial`, one worker may try."""
     submits, free = [], hole.free
     time_min = min(policy.time_min_minutes, hole.limit_minutes)
-    while free > 0 and room > 0 and (model := chooser.pick(hole.node, free, room)) is not None:
+    exclude = set(blocked)
+    while free > 0 and room > 0 and (model := chooser.pick(hole.node, free, room, frozenset(exclude))) is not None:
         chooser.take(model)
+        if model.name in trial:
+            exclude.add(model.name)
         free -= model.gpus
         room -= model.gpus
         reason = (
             f"idle {seconds(hole.idle_seconds)} s >= dwell {seconds(policy.min_idle_seconds)} s;"
             f" limit by {hole.limit_reason}; {chooser.why(model)}"
+            + ("; one worker tries after the back-off" if model.name in trial else "")
         )
         submits.append(Submit(hole.node, model.gpus, model.name, hole.limit_minutes, time_min, reason))
     return submits

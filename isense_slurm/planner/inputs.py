@@ -50,6 +50,12 @@ class Policy:
     end_margin_seconds: float = 30.0
     # Pending workers with a reason outside STARTABLE_REASONS are cancelled after this.
     stuck_pending_seconds: float = 120.0
+    # No crash loops (planner/backoff.py): after this many workers of a model on a node in
+    # a row ended before serving, that pair waits backoff_seconds, doubled by each further
+    # failure up to backoff_max_seconds, then one worker may try.
+    backoff_after_failures: int = 3
+    backoff_seconds: float = 60.0
+    backoff_max_seconds: float = 1800.0
 
     @classmethod
     def from_config(cls, cfg, **knobs) -> Policy:
@@ -64,6 +70,9 @@ class Policy:
             models=tuple(ModelSpec(m.name, m.gpus, m.weight) for m in cfg.models),
             availability=tuple(s.availability),
             lend_partition=s.lend_partition,
+            backoff_after_failures=s.backoff_after_failures,
+            backoff_seconds=s.backoff_seconds,
+            backoff_max_seconds=s.backoff_max_seconds,
             **knobs,
         )
 
@@ -135,6 +144,19 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class Failures:
+    """Workers of `model` on `node` that ended before serving, in a row (the controller
+    keeps them with planner.backoff.note_end)."""
+
+    node: str
+    model: str
+    count: int
+    last_at: datetime  # when the last one was seen ending
+    last_job_id: str
+    last_reason: str  # "FAILED, exit 1: <its last output line>"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     now: datetime
     nodes: tuple[PoolNode, ...]
@@ -142,3 +164,4 @@ class Snapshot:
     pending_training: tuple[PendingTraining, ...] = ()
     reservations: tuple[Reservation, ...] = ()
     demand: tuple[Demand, ...] = ()
+    failures: tuple[Failures, ...] = ()  # (node, model) pairs whose workers end before serving

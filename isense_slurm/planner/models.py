@@ -43,10 +43,13 @@ class ModelChooser:
     def _priority(self, m: ModelSpec) -> tuple:
         return (self.lent_by_model[m.name] / self.score[m.name], -self.score[m.name], -m.gpus, natural_key(m.name))
 
-    def pick(self, node: str, free: int, room: int) -> ModelSpec | None:
-        """The model for a worker on `free` GPUs of `node` with `room` GPUs left under the share."""
+    def pick(self, node: str, free: int, room: int, exclude: frozenset[str] = frozenset()) -> ModelSpec | None:
+        """The model for a worker on `free` GPUs of `node` with `room` GPUs left under the
+        share; models in `exclude` are held back on this node."""
         ranked = sorted(self.ranked_models, key=self._priority)
         for m in ranked:
+            if m.name in exclude:
+                continue
             if m.gpus <= min(free, room):
                 return m
             # Only a model that would have been chosen is worth a "skipped" line.

@@ -30,6 +30,7 @@ Action = Submit | Cancel
 class Plan:
     actions: tuple[Action, ...] = ()
     explanations: tuple[str, ...] = ()  # one human line per decision, in a stable order
+    holds: tuple = ()  # planner.backoff.Hold: (node, model) pairs held back after failed workers
 
     @property
     def submits(self) -> tuple[Submit, ...]:

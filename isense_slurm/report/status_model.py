@@ -7,7 +7,8 @@ GPUs of a node split into
 - IDLE: the rest, on nodes that can take work; a down or drained node has no idle GPUs.
 A worker's model and state come from the ledger (lent / serving / draining); a worker
 job the ledger does not know yet shows as "lent", its model from a job comment
-"isense:MODEL" when it has one.
+"isense:MODEL" when it has one. A node whose workers of a model keep ending before they
+serve is "held" for that model (the running controller says so; see HeldBack).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from isense_slurm.slurm.hostlist import compact
 from isense_slurm.slurm.models import Job, Node, Partition
 
 VIEWS = ("partition", "node")
-WORKER_STATE_ORDER = ("lent", "serving", "draining")
+WORKER_STATE_ORDER = ("lent", "serving", "draining", "held")
 COMMENT_PREFIX = "isense:"
 
 
@@ -34,6 +35,20 @@ class LedgerFigures:
     last_minute: Mapping[str | None, RequestTotals] = field(default_factory=dict)
     today: Mapping[str | None, RequestTotals] = field(default_factory=dict)
     window_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """A (node, model) pair the controller holds back after workers ended before serving."""
+
+    node: str
+    model: str
+    failures: int  # in a row
+    state: str  # backing-off, trying (one worker after the back-off), may-try
+    until: datetime  # end of the back-off (aware UTC)
+    last_job_id: str
+    last_reason: str  # "FAILED, exit 1: <the worker's last output line>"
+    text: str = ""  # the controller's one-line account
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,7 @@ class Row:
     today: RequestTotals = RequestTotals()
     avail: str | None = None  # the partition's state (UP, DOWN, ...) when known
     is_default: bool = False
+    held: tuple[tuple[str, str], ...] = ()  # (node, model) pairs held back
 
     @property
     def nodelist(self) -> str:
@@ -75,6 +91,8 @@ class Row:
         counts: dict[str, int] = {}
         for w in self.workers:
             counts[w.state] = counts.get(w.state, 0) + 1
+        if self.held:
+            counts["held"] = len(self.held)
         order = {s: i for i, s in enumerate(WORKER_STATE_ORDER)}
         return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
@@ -90,6 +108,7 @@ class StatusReport:
     partition: str | None  # the -p filter
     rows: list[Row]
     total: Row
+    held_back: tuple[HeldBack, ...] = ()  # the controller's, for the nodes shown
 
     def rate(self, count: int) -> float:
         return count / self.window_seconds if self.window_seconds > 0 else 0.0
@@ -108,6 +127,7 @@ def build_status(
     day_start: datetime,
     view: str = "partition",
     partition: str | None = None,
+    held_back: Iterable[HeldBack] = (),
 ) -> StatusReport:
     """Rows per node (view "node") or per partition and node state (view "partition").
 
@@ -119,6 +139,11 @@ def build_status(
     if partition is not None:
         node_list = [n for n in node_list if partition in n.partitions]
     per_node = node_rows(node_list, jobs, figures, lend_partition=lend_partition, service_account=service_account)
+    shown = {n.name for n in node_list}
+    held = tuple(sorted((h for h in held_back if h.node in shown), key=lambda h: (_name_key_of(h.node), h.model)))
+    if held:
+        per_node = [replace(row, held=tuple((h.node, h.model) for h in held if h.node == row.label))
+                    for row in per_node]
     parts = list(partitions)
     if view == "node":
         rows = per_node
@@ -128,7 +153,8 @@ def build_status(
     if partition is None:
         # Requests on nodes Slurm no longer lists (or with no node recorded) count too.
         total = _with_traffic(total, _sum(figures.last_minute.values()), _sum(figures.today.values()))
-    return StatusReport(view, at, day_start, figures.window_seconds, currency, lend_partition, partition, rows, total)
+    return StatusReport(view, at, day_start, figures.window_seconds, currency, lend_partition, partition, rows, total,
+                        held)
 
 
 def node_rows(nodes: list[Node], jobs: Iterable[Job], figures: LedgerFigures, *,
@@ -237,6 +263,7 @@ def _merge(label: str, partitions: tuple[str, ...], state: str, rows: list[Row])
         workers=tuple(workers.values()),
         last_minute=_sum(r.last_minute for r in rows),
         today=_sum(r.today for r in rows),
+        held=tuple(dict.fromkeys(pair for r in rows for pair in r.held)),
     )
 
 
@@ -258,8 +285,11 @@ def _sum(items: Iterable[RequestTotals]) -> RequestTotals:
 
 
 def _name_key(node: Node):
+    return _name_key_of(node.name)
+
+
+def _name_key_of(name: str):
     # n2 before n10, as sinfo sorts.
-    name = node.name
     digits = len(name) - len(name.rstrip("0123456789"))
     if digits:
         return (name[:-digits], int(name[-digits:]), name)

@@ -17,7 +17,7 @@ from isense_slurm.report.status_model import Row, StatusReport
 
 STATE_STYLES = {"idle": "green", "mixed": "yellow", "allocated": "yellow", "down": "red", "drain": "red",
                 "fail": "red", "not_responding": "red"}
-WORKER_STYLES = {"serving": "green", "lent": "cyan", "draining": "magenta"}
+WORKER_STYLES = {"serving": "green", "lent": "cyan", "draining": "magenta", "held": "red"}
 
 
 def columns(report: StatusReport) -> list[tuple[str, bool]]:
@@ -138,12 +138,23 @@ def summary(report: StatusReport) -> str:
     )
 
 
+def held_lines(report: StatusReport) -> list[str]:
+    """One line per (node, model) the controller holds back, and why."""
+    out = []
+    for h in report.held_back:
+        text = h.text or f"{h.failures} workers ended before serving in a row (last: job {h.last_job_id}, {h.last_reason})"
+        out.append(f"held back: {h.model} on {h.node}: {text}")
+    return out
+
+
 def print_table(report: StatusReport, console) -> None:
     if report.rows:
         console.print(to_text(report), end="", soft_wrap=True, highlight=False)
     else:
         console.print("no nodes")
     console.print(summary(report), style="dim", highlight=False, soft_wrap=True)
+    for line in held_lines(report):
+        console.print(line, style="red", highlight=False, soft_wrap=True)
 
 
 def row_dict(report: StatusReport, row: Row) -> dict:
@@ -194,6 +205,12 @@ def to_json(report: StatusReport) -> str:
             "today_since": iso_z(report.day_start),
             "rows": [row_dict(report, row) for row in report.rows],
             "total": total,
+            "held_back": [
+                {"node": h.node, "model": h.model, "failures": h.failures, "state": h.state,
+                 "until": iso_z(h.until), "last_job_id": h.last_job_id, "last_reason": h.last_reason,
+                 "text": h.text}
+                for h in report.held_back
+            ],
         },
         indent=2,
     )
