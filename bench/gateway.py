@@ -46,6 +46,9 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from isense_slurm.secrets import vllm_api_key, worker_token  # noqa: E402
 from waiting import free_port  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+import stats  # noqa: E402
+
 MODEL = "tiny-llama"
 JOB_ID = "bench-1"
 JOB_ID_2 = "bench-2"
@@ -53,11 +56,9 @@ STATE_DIR = Path("/var/lib/isense-dev")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+def percentile(values: list[float], q: float) -> float:
+    """bench/stats.percentile, NaN for no samples (a column of the table, not a figure)."""
+    return stats.percentile(values, q) if values else float("nan")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -541,13 +542,11 @@ def main() -> int:
         summary[f"gateway_added_p50_ms_{tag}"] = r["added_p50_ms"]
         if key in ll and ll[key]["rps"]:
             summary[f"gateway_vs_litellm_rps_{tag}"] = round(r["rps"] / ll[key]["rps"], 2)
-    print(json.dumps(summary))
     if errors:
-        print(f"bench: {errors} request(s) failed: the figures above cover successful ones only",
-              file=sys.stderr)
-        return 1
-    return 0
+        print(f"bench: {errors} request(s) failed: the figures cover successful ones only", file=sys.stderr)
+    summary.pop("errors")
+    return stats.finish(summary, errors)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stats.guarded("gateway", main))

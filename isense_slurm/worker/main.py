@@ -68,6 +68,7 @@ class WorkerPlan:
     fast_reclaim: bool = True
     # Where to note the SIGTERM's time for the node epilog (None outside Slurm).
     sigterm_marker: Path | None = None
+    nice: int = 0  # vLLM's niceness, also given to its session's autogroup
 
 
 def setup_logging() -> None:
@@ -127,6 +128,7 @@ def plan_worker(cfg, model_name: str, *, job_id: str | None = None, port: int | 
         heartbeat_seconds=cfg.worker.heartbeat_seconds,
         drain_seconds=cfg.slurm.drain_seconds,
         sigterm_marker=marker_path(cfg.slurm.job_dir, identity.job_id) if identity.in_slurm else None,
+        nice=cfg.worker.nice,
     )
 
 
@@ -245,6 +247,9 @@ async def _serve(plan: WorkerPlan) -> int:
     t_start = time.monotonic()
     vllm = await vp.VllmProcess.start(plan.cmd, plan.env, plan.log_path)
     log.info("vLLM started: pid %d (process group %d)", vllm.proc.pid, vllm.pgid)
+    problem = vp.lower_session_priority(vllm.proc.pid, plan.nice)
+    if problem:
+        log.warning("vLLM keeps an equal CPU share with other sessions: %s", problem)
     exited = asyncio.ensure_future(vllm.proc.wait())
     stopped = asyncio.ensure_future(stopping.wait())
     register_tried = False

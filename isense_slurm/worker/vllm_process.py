@@ -79,6 +79,28 @@ def niced(cmd: list[str], nice: int) -> list[str]:
     return ["nice", "-n", str(nice), *cmd] if nice else list(cmd)
 
 
+def lower_session_priority(pid: int, nice: int) -> str | None:
+    """Give vLLM's whole session the niceness `nice` in the kernel's autogroup scheduler;
+    None when done or not needed, else why not (for one log line).
+
+    With kernel.sched_autogroup_enabled=1 (the default on many distributions) the CPU
+    is shared between sessions first, and a process's own nice only ranks it within
+    its session. vLLM runs in a session of its own, and so does each Slurm job step:
+    `nice -n` alone would leave vLLM an equal share with a training job starting on the
+    reclaimed node. /proc/<pid>/autogroup sets the nice of the session's group.
+    """
+    if nice <= 0:
+        return None
+    path = Path(f"/proc/{pid}/autogroup")
+    try:
+        path.write_text(f"{nice}\n")
+    except FileNotFoundError:
+        return None  # a kernel without autogroup: plain nice is enough
+    except OSError as err:
+        return f"cannot set {path} to {nice}: {err.strerror}"
+    return None
+
+
 def build_env(base: Mapping[str, str], extra: Mapping[str, str], api_key: str) -> dict[str, str]:
     """os.environ + [worker] env + the API key (vLLM reads VLLM_API_KEY when --api-key is
     absent). /proc/PID/environ is readable only by the process's own user."""
