@@ -64,9 +64,13 @@ class SSEBuffer:
 class StreamState:
     """What one client stream has received so far, across attempts on several workers."""
 
-    def __init__(self, *, chat: bool, client_usage: bool) -> None:
+    def __init__(self, *, chat: bool, client_usage: bool, client_running_usage: bool = False) -> None:
         self.chat = chat
         self.client_usage = client_usage
+        # vLLM started with --enable-force-include-usage puts the running usage in every
+        # chunk (exact billing of a cut attempt); a client sees it only if it asked for
+        # `stream_options.continuous_usage_stats`, as OpenAI-compatible servers do.
+        self.client_running_usage = client_running_usage
         self.texts: dict[int, str] = {}
         self.continuable = True
         self.response_id: str | None = None
@@ -175,7 +179,10 @@ class StreamState:
             self._skip_role = False
             if self.chat and not carries_text and not any(c.get("finish_reason") for c in choices):
                 return None  # the second attempt's "role: assistant" opener
-        if usage and self.continued:  # running usage of a continuation: show the stream's totals
+        if "usage" in chunk and not self.client_running_usage:
+            del chunk["usage"]
+            changed = True
+        elif usage and self.continued:  # running usage of a continuation: show the stream's totals
             chunk["usage"] = self._usage_dict(*self._continued_totals(usage))
             changed = True
         if stripped_abort and not carries_text:

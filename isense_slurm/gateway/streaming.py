@@ -73,7 +73,8 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
     registry = gw.registry
     body, client_usage = upstream_body(call.body)
     payload = json.dumps(body).encode()
-    state = StreamState(chat=call.is_chat, client_usage=client_usage)
+    running = client_usage and body["stream_options"].get("continuous_usage_stats") is True
+    state = StreamState(chat=call.is_chat, client_usage=client_usage, client_running_usage=running)
     response: web.StreamResponse | None = None
     tried: list[str] = []
     failure = "no live worker"

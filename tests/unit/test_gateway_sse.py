@@ -226,8 +226,19 @@ def test_completions_with_echo_or_token_prompt_cannot_be_continued():
     assert continuation_body({"prompt": [1, 2, 3]}, state, chat=False) is None
 
 
+def test_running_usage_reaches_only_a_client_that_asked_for_it():
+    chunk = json.loads(cmpl_chunk("x"))
+    chunk["usage"] = {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+    for asked, running, shown in [(False, False, False), (True, False, False), (True, True, True)]:
+        state = StreamState(chat=False, client_usage=asked, client_running_usage=running)
+        state.start_attempt(continuing=False)
+        out = json.loads(state.on_event(json.dumps(chunk).encode())[6:])
+        assert ("usage" in out) is shown, (asked, running)
+        assert state.usage == chunk["usage"]  # billed from it all the same
+
+
 def test_continuation_shows_running_usage_of_the_whole_stream():
-    state = StreamState(chat=False, client_usage=False)
+    state = StreamState(chat=False, client_usage=True, client_running_usage=True)
     state.start_attempt(continuing=False)
     run(state, [cmpl_chunk("x"), cmpl_chunk("y")])  # cut without usage
     state.attempt_failed()
