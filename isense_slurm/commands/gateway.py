@@ -64,6 +64,7 @@ def run(args) -> int:
     from isense_slurm.config import load_config
     from isense_slurm.errors import ConfigError
     from isense_slurm.gateway.app import serve
+    from isense_slurm.gateway.loop_watch import favour_the_loop
     from isense_slurm.meter.ledger import Ledger
     from isense_slurm.secrets import create_secret, load_secret
 
@@ -71,6 +72,7 @@ def run(args) -> int:
     host, port = listen_address(cfg, args.listen)
 
     daemon_logging.setup("isense-gateway")
+    favour_the_loop()
     log = logging.getLogger("isense")
 
     with Ledger.open(cfg.ledger.path) as ledger:

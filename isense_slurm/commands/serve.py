@@ -109,6 +109,7 @@ def run(args) -> int:
 
     from isense_slurm.controller.daemon import serve
     from isense_slurm.controller.scheduled_exports import check_cron, schedule_exports
+    from isense_slurm.gateway.loop_watch import favour_the_loop
     from isense_slurm.meter.ledger import Ledger
     from isense_slurm.secrets import create_secret, load_secret
 
@@ -119,6 +120,7 @@ def run(args) -> int:
         ledger.sync_prices(cfg.models, cfg.revenue.currency)
     create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
     secret = load_secret(cfg.secrets.dir)
+    favour_the_loop()
     asyncio.run(serve(cfg, slurm, host=host, port=port, secret=secret, with_gateway=not args.no_gateway,
                       scheduled=[export_hook] if export_hook else []))
     return 0

@@ -39,6 +39,7 @@ from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, mak
 log = logging.getLogger("isense.controller")
 
 TICK_JOB = "isense-tick"
+WAKE_GAP_SECONDS = 0.5  # the least time between the starts of two ticks a wake asks for
 RECONCILE_SECONDS = 60.0
 ENDED_GRACE_SECONDS = 30.0  # let the epilog's worker_end (better reason) arrive first
 
@@ -71,6 +72,7 @@ class Agent:
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._again = threading.Event()
+        self._last_start = float("-inf")  # monotonic start of the last tick
         self._reconciled_at: float | None = None
         self._summary = ""
 
@@ -90,9 +92,13 @@ class Agent:
             self.scheduler.shutdown(wait=True)
 
     def wake(self) -> None:
-        """Tick now (thread-safe); if a tick is running, it runs once more."""
+        """Tick now (thread-safe); if a tick is running, it runs once more. Early ticks
+        start at least WAKE_GAP_SECONDS apart: a storm of epilog events (many jobs ending
+        at once) must not keep the controller observing back to back, holding the GIL
+        that the gateway's event loop shares."""
         self._again.set()
-        self._run_at(datetime.now(timezone.utc))
+        delay = max(0.0, self._last_start + WAKE_GAP_SECONDS - time.monotonic())
+        self._run_at(datetime.now(timezone.utc) + timedelta(seconds=delay))
 
     def make_way(self, wake_time: float | None = None) -> None:
         """A job was submitted: stop now the workers it would preempt (thread-safe)."""
@@ -128,9 +134,11 @@ class Agent:
             plan = None
             while True:
                 self._again.clear()
+                self._last_start = time.monotonic()
                 plan = self._tick_once() or plan
                 if not self._again.is_set():
                     return plan
+                time.sleep(max(0.0, self._last_start + WAKE_GAP_SECONDS - time.monotonic()))
         finally:
             self._lock.release()
 

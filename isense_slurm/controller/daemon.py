@@ -5,9 +5,11 @@
     /internal/events (hooks)    -> recorder  -> ledger writes, reclaims; gpus_free wakes the tick
     [slurm] submit_wake file    -> make way: scancel the workers a new training job would preempt
     /internal/controller (GET, localhost)       the last plan, one line per decision
+    /metrics (GET, loopback)    -> report/metrics: Prometheus, the ledger read off the loop
 
-Without the gateway (--no-gateway) the same port serves only the /internal routes, so
-the node hooks still reach the controller.
+Without the gateway (--no-gateway) the same port serves only the /internal routes and
+/metrics (the ledger's figures, no gateway ones), so the node hooks still reach the
+controller.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from isense_slurm.controller.events import make_events_route
 from isense_slurm.controller.make_way import SubmitWatcher
 from isense_slurm.controller.recorder import EventRecorder
 from isense_slurm.errors import IsenseError
+from isense_slurm.report.metrics import metrics_routes
 
 log = logging.getLogger("isense.controller")
 
@@ -70,14 +73,16 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
         gateway = Gateway(cfg, secret=secret, writer=writer, ledger=link)
         agent.observer.demand = GatewayDemand(gateway.registry, loop)
         agent.way.outstanding = gateway.registry.outstanding_by_job
-        app = create_app(gateway, routes)
+        app = create_app(gateway, [*routes, *metrics_routes(cfg, gateway_stats=gateway.registry.snapshot)])
     else:
         app = web.Application()
-        for method, path, handler in routes:
+        for method, path, handler in [*routes, *metrics_routes(cfg)]:
             app.router.add_route(method, path, handler)
 
     watcher = SubmitWatcher(cfg.slurm.submit_wake, agent.make_way) if cfg.slurm.submit_wake else None
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    from isense_slurm.gateway.protocol import GatewayRunner  # JSON bodies for aiohttp's own refusals
+
+    runner = GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
     await runner.setup()
     try:
         try:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from typing import Any, Callable
 
 from aiohttp import web
 
 from isense_slurm.controller.event_schema import EventError, events_of, node_of, validate_event
+from isense_slurm.gateway.validate import Invalid, parse
 from isense_slurm.secrets import check_hook_token
 
 log = logging.getLogger("isense.events")
@@ -52,9 +52,9 @@ def make_events_route(secret: bytes, on_event: Callable[[dict], Any]):
         if len(raw) > MAX_BODY_BYTES:
             return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(raw)
-        except ValueError as err:
-            return _error(400, f"the body is not valid JSON ({err})")
+            body = parse(raw)  # also refuses non-UTF-8, NaN and nesting deep enough to recurse
+        except Invalid as err:
+            return _error(400, err.message)
         try:
             items = events_of(body)
             if len(items) > MAX_EVENTS:

@@ -25,7 +25,10 @@ def bearer(header: str | None) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return token.strip() or None
+    token = token.strip()
+    # Keys and worker tokens are ASCII. Other bytes (aiohttp hands them over
+    # surrogate-escaped) match no key, and must not reach str.encode() (a 500).
+    return token if token and token.isascii() else None
 
 
 class KeyCache:

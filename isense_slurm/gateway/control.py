@@ -10,12 +10,11 @@ GET /health: 200 {"status": "ok", ...} while the process serves (no key needed; 
 nothing secret): for load balancers and `isense doctor`.
 """
 
-import json
-
 from aiohttp import web
 
 from isense_slurm.gateway.auth import bearer
 from isense_slurm.gateway.errors import error_response
+from isense_slurm.gateway.validate import Invalid, parse
 from isense_slurm.secrets import check_worker_token, vllm_api_key
 
 LOCAL_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -24,14 +23,16 @@ LOCAL_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 async def _worker_request(gw, request: web.Request, required: tuple[str, ...]):
     """(payload, None) for an authentic request, else (None, error response)."""
     try:
-        payload = json.loads(await request.read())
-    except (ValueError, web.HTTPRequestEntityTooLarge):
-        return None, error_response(400, "body must be a JSON object")
-    if not isinstance(payload, dict):
-        return None, error_response(400, "body must be a JSON object")
+        payload = parse(await request.read())
+    except Invalid as err:
+        return None, err.response()
+    except (web.HTTPRequestEntityTooLarge, web.RequestPayloadError):
+        return None, error_response(400, "the body could not be read")
     for name in required:
-        if not isinstance(payload.get(name), str) or not payload[name]:
-            return None, error_response(400, f"'{name}' must be a non-empty string", param=name)
+        value = payload.get(name)
+        if not isinstance(value, str) or not value or not value.isprintable() or not value.isascii():
+            return None, error_response(400, f"'{name}' must be a non-empty string of printable ASCII",
+                                        param=name)
     if not check_worker_token(gw.secret, payload["job_id"], bearer(request.headers.get("Authorization"))):
         return None, error_response(401, f"bad worker token for job {payload['job_id']}", code="invalid_worker_token")
     return payload, None

@@ -13,171 +13,27 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 
 import openai
 import pytest
 
 from isense_slurm.meter.ledger import Ledger
-from isense_slurm.secrets import vllm_api_key, worker_token
-from waiting import free_port, stop_process, wait_for
+from gateway_harness import CLIENT_TIMEOUT, ISENSE, MODEL, SPARE, Gateway, Site, error_of, http
+from isense_slurm.secrets import vllm_api_key
+from waiting import free_port, wait_for
 
 pytestmark = pytest.mark.vllm
 
 REPO = Path(__file__).resolve().parents[2]
-ISENSE = Path(sys.executable).with_name("isense")
 DEV_VLLM = REPO / "dev" / "vllm"
-MODEL = "tiny-llama"
-SPARE = "tiny-llama-spare"  # configured, never served: always 429
 MESSAGES = [{"role": "user", "content": "Say something about the sea."}]
 PROMPT = "The sea is"
 EXACT = {"ignore_eos": True}  # random weights may stop early: exact token counts need this
-DRAIN_SECONDS = 0.05  # short, so a SIGTERMed worker's vLLM aborts what is in flight
 WAIT = 300  # generous bound for anything that involves starting vLLM on 2 shared cores
-CLIENT_TIMEOUT = 600  # seconds without a byte before a test's client gives up
-
-
-@dataclass
-class Resp:
-    status_code: int
-    headers: dict
-    text: str
-
-    def json(self):
-        return json.loads(self.text)
-
-
-def http(method: str, url: str, *, headers: dict | None = None, body: bytes | str | None = None,
-         json_body=None, timeout: float = 10) -> Resp:
-    """A plain HTTP request (stdlib), any status."""
-    headers = dict(headers or {})
-    if json_body is not None:
-        body = json.dumps(json_body)
-        headers["Content-Type"] = "application/json"
-    if isinstance(body, str):
-        body = body.encode()
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return Resp(resp.status, dict(resp.headers), resp.read().decode())
-    except urllib.error.HTTPError as err:
-        return Resp(err.code, dict(err.headers), err.read().decode())
-
-
-def write_config(folder: Path, gateway_port: int) -> Path:
-    """dev/isense.dev.toml with this run's ledger, secret, port and drain budget, plus
-    a second model that no worker ever serves."""
-    assert 'vllm_args = [\n' in (REPO / "dev" / "isense.dev.toml").read_text()
-    out, section = [], None
-    for line in (REPO / "dev" / "isense.dev.toml").read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-        key = stripped.split("=")[0].strip() if "=" in stripped and not stripped.startswith("#") else None
-        if section == "[ledger]" and key == "path":
-            line = f'path = "{folder / "ledger.db"}"'
-        elif section == "[secrets]" and key == "dir":
-            line = f'dir = "{folder / "secrets"}"'
-        elif section == "[gateway]" and key == "listen":
-            line = f'listen = "127.0.0.1:{gateway_port}"'
-        elif section == "[gateway]" and key == "advertise_url":
-            line = f'advertise_url = "http://127.0.0.1:{gateway_port}"'
-        elif section == "[slurm]" and key == "drain_seconds":
-            line = f"drain_seconds = {DRAIN_SECONDS}"
-        elif section == "[worker]" and key == "heartbeat_seconds":
-            line = "heartbeat_seconds = 2"
-        out.append(line)
-        if section == "[[models]]" and key == "vllm_args":
-            # A few sequences at a time: requests queue up in vLLM (the tiny model is
-            # otherwise done in a blink), yet a test's few streams all run at once.
-            out.append('  "--max-num-seqs", "4",')
-    out += ["", "[[models]]", f'name = "{SPARE}"', 'path = "/var/lib/isense-dev/models/tiny-llama"',
-            "gpus = 1", "context_length = 512",
-            "price = { input_per_mtok = 0.2, output_per_mtok = 0.8, cached_input_per_mtok = 0.1 }"]
-    path = folder / "isense.toml"
-    path.write_text("\n".join(out) + "\n")
-    return path
-
-
-class Site:
-    """One test run's config, secret, ledger and client key."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        (folder / "secrets").mkdir(mode=0o700)
-        self.secret_hex = os.urandom(32).hex()
-        (folder / "secrets" / "worker.key").write_text(self.secret_hex + "\n")
-        self.secret = self.secret_hex.encode()
-        self.port = free_port()
-        self.config = write_config(folder, self.port)
-        self.ledger_path = folder / "ledger.db"
-        with Ledger.open(self.ledger_path) as ledger:
-            _, self.key = ledger.create_key("tests")
-
-    def rows(self, ids=None) -> dict[str, dict]:
-        with sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM requests").fetchall()
-        found = {r["id"]: dict(r) for r in rows}
-        return found if ids is None else {i: found[i] for i in ids if i in found}
-
-
-class Gateway:
-    """`isense gateway` as a child process."""
-
-    def __init__(self, site: Site, port: int | None = None):
-        self.site = site
-        self.port = port or site.port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(site.folder / f"gateway-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(ISENSE), "--config", str(site.config), "gateway", "--listen", f"127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for(self._ready, 120, "the gateway to answer")
-
-    def _ready(self) -> bool:
-        assert self.proc.poll() is None, f"gateway exited: {self.log_text()}"
-        try:
-            return http("GET", f"{self.url}/v1/models", headers=self.auth(), timeout=2).status_code == 200
-        except OSError:
-            return False
-
-    def auth(self, key: str | None = None) -> dict:
-        return {"Authorization": f"Bearer {key or self.site.key}"}
-
-    def client(self, **kw) -> openai.OpenAI:
-        # A generous read timeout: a request queued behind others on a slow, busy host
-        # may wait minutes for its first byte, and that is not what these tests test.
-        kw = {"max_retries": 0, "timeout": CLIENT_TIMEOUT, **kw}
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.site.key, **kw)
-
-    def registry(self) -> dict:
-        return http("GET", f"{self.url}/internal/workers", timeout=30).json()
-
-    def worker(self, job_id: str) -> dict | None:
-        return next((w for w in self.registry()["workers"] if w["job_id"] == job_id), None)
-
-    def control(self, action: str, payload: dict, token: str | None = None) -> Resp:
-        token = token or worker_token(self.site.secret, payload["job_id"])
-        return http("POST", f"{self.url}/internal/workers/{action}", json_body=payload,
-                    headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-    def log_text(self) -> str:
-        return (self.site.folder / f"gateway-{self.port}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.log.close()
 
 
 class HandRegistration:
@@ -311,6 +167,7 @@ def test_streams_match_vllm_and_ledger_matches_usage(direct, via, site, kind):
     assert text == straight_text
     assert usage is not None and usage.completion_tokens == 20
     assert all(c.choices[0].finish_reason != "abort" for c in chunks if c.choices)
+    assert all(c.usage is None for c in chunks if c.choices)  # usage only in the last chunk, as asked
     row = site.rows([rid])[rid]
     assert (row["prompt_tokens"], row["completion_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
     assert (row["status"], row["streamed"]) == ("ok", 1)
@@ -320,19 +177,13 @@ def test_stream_without_include_usage_gets_no_usage_chunk_but_is_metered(via, si
     rid, _, chunks, usage = collect(via.chat.completions.create(
         model=MODEL, messages=MESSAGES, max_tokens=9, stream=True, extra_body=EXACT))
     assert usage is None and all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)  # not even vLLM's running usage
     assert chunks[-1].choices[0].finish_reason == "length"
     row = site.rows([rid])[rid]
     assert row["completion_tokens"] == 9 and row["prompt_tokens"] > 0
 
 
 # --- refusals ------------------------------------------------------------------------------
-
-
-def error_of(resp: Resp) -> dict:
-    body = resp.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
-    assert body["error"]["message"]
-    return body["error"]
 
 
 CHAT = "/v1/chat/completions"
@@ -581,10 +432,15 @@ def pool(site):
 
 
 def warm_up(client: openai.OpenAI) -> None:
-    """A fresh CPU vLLM answers its first requests slowly: get that out of the way."""
+    """A fresh CPU vLLM answers its first requests slowly (the chat path's first request
+    too): get that out of the way on every worker."""
+    def one(i: int):
+        if i % 2:
+            return client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)
+        return client.completions.create(model=MODEL, prompt=f"{PROMPT} {i}", max_tokens=8)
+
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        list(ex.map(lambda i: client.completions.create(model=MODEL, prompt=f"{PROMPT} {i}", max_tokens=8),
-                    range(8)))
+        list(ex.map(one, range(8)))
 
 
 def freeze_and_pick(workers: list[WorkerProcess], gw: Gateway) -> tuple[WorkerProcess, WorkerProcess] | None:
@@ -688,11 +544,16 @@ class Streams:
             self.done[i] = True
         return rid, "".join(text), chunks, usage
 
-    def all_started(self) -> bool:
-        """Every stream has had bytes (so each is mid-way); fails if one already ended,
-        which would mean this machine outran the test's assumptions."""
-        assert not any(self.done), "a stream ended before every stream had started: raise max_tokens"
-        return all(self.chunks)
+    def started(self, chunks: int) -> bool:
+        """Every stream has had `chunks` chunks; fails if one already ended (an error,
+        or a machine that outran the test's assumptions)."""
+        for i, future in enumerate(self.futures):
+            if future.done():
+                error = future.exception()
+                assert error is None, f"stream {i} failed early: {error!r}"
+                pytest.fail(f"stream {i} ended ({self.chunks[i]} chunks) before the others had "
+                            f"{chunks} (chunks: {self.chunks}): raise max_tokens")
+        return min(self.chunks) >= chunks
 
     def results(self) -> list:
         try:
@@ -719,22 +580,33 @@ def assert_whole_and_metered(site: Site, results: list, max_tokens: int = STREAM
 def test_streams_continue_on_another_worker(site, pool, kind, end):
     """Streams cut mid-way by a real worker going away: drained by its SIGTERM (vLLM
     sends "abort" events), its vLLM crashing (connection reset), or Slurm's job-wide
-    SIGTERM (vLLM and worker at once): the client gets one whole answer with exact usage."""
+    SIGTERM (vLLM and worker at once): the client gets one whole answer with exact usage.
+
+    Deterministic, whatever the machine's speed: a first stream runs alone until it has
+    had a few chunks; the one worker with a request outstanding is then its worker, the
+    victim, and its vLLM is frozen right there, the stream surely mid-way. Five more
+    streams follow (the survivor takes most of them, the frozen victim may queue some);
+    then the victim goes away."""
     gw, ensure = pool
     workers = ensure(2)
     with gw.client() as client:
         warm_up(client)
-        streams = Streams(client, kind, 6)
-        wait_for(streams.all_started, WAIT, "every stream's first chunk", interval=0.005)
-        picked = freeze_and_pick(workers, gw)
-        assert picked, "every stream had started, yet no worker had one outstanding"
-        victim, _ = picked
+        first = Streams(client, kind, 1)
+        wait_for(lambda: first.started(3), WAIT, "the first stream's first chunks", interval=0.002)
+        outstanding = {w["job_id"]: w["outstanding"] for w in gw.registry()["workers"]}
+        (victim,) = [w for w in workers if outstanding.get(w.job_id)]
+        victim.freeze_vllm()
+        assert not first.done[0], "the first stream ended before its worker could be frozen"
+        accepted = gw.registry()["models"][MODEL]["requests"]
+        others = Streams(client, kind, 5)
+        wait_for(lambda: gw.registry()["models"][MODEL]["requests"] >= accepted + 5, WAIT,
+                 "the five other streams at the gateway")
         victim.end(end)
-        results = streams.results()
+        results = first.results() + others.results()
     code = victim.wait()
     assert code == (3 if end == "crash" else 0), victim.logs()  # 3: vLLM died
     rows = assert_whole_and_metered(site, results)
-    assert any(r["attempts"] > 1 for r in rows), "no stream was cut: the test proved nothing"
+    assert rows[0]["attempts"] > 1 and rows[0]["job_id"] != victim.job_id, rows[0]
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
