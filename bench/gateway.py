@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from isense_slurm.secrets import vllm_api_key, worker_token  # noqa: E402
+from isense_slurm.secrets import hook_token, vllm_api_key, worker_token  # noqa: E402
 from waiting import free_port  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -233,10 +233,11 @@ class StandIn:
 # --- control plane under load -----------------------------------------------------------
 
 PROBES = ("registry", "health", "heartbeat", "register")
+EVENT_NODE = "n1"
 
 
 def probe_control_plane(gw_url: str, secret_hex: str, registration: dict, seconds: float,
-                        interval: float, out) -> None:
+                        interval: float, out, events: bool = False) -> None:
     """In a process of its own (so the load generator's GIL does not count): hit each
     control-plane endpoint in turn every `interval` s for `seconds`; put
     {probe: [latency s or None for a failure]} on `out`."""
@@ -249,11 +250,16 @@ def probe_control_plane(gw_url: str, secret_hex: str, registration: dict, second
         "health": lambda: get_json(f"{gw_url}/health"),
         "heartbeat": lambda: post_json(f"{base}/heartbeat", {"job_id": registration["job_id"]}, token),
         "register": lambda: post_json(f"{base}/register", registration, token),
+        # The daemon's hook intake: a node's epilog saying its GPUs are free.
+        "events": lambda: post_json(f"{gw_url}/internal/events", {
+            "kind": "gpus_free", "node": EVENT_NODE, "gpus": [], "time": time.time(), "job_id": ""},
+            hook_token(secret_hex.encode(), EVENT_NODE)),
     }
-    lat: dict[str, list] = {name: [] for name in PROBES}
+    probes = PROBES + (("events",) if events else ())
+    lat: dict[str, list] = {name: [] for name in probes}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for name in PROBES:
+        for name in probes:
             t0 = time.perf_counter()
             try:
                 calls[name]()
@@ -286,13 +292,13 @@ async def stream_load(url: str, key: str, body: bytes, clients: int, seconds: fl
 
 
 def control_plane(gw_url: str, client_key: str, secret_hex: str, registration: dict, *,
-                  streams: int, seconds: float, max_tokens: int) -> dict:
+                  streams: int, seconds: float, max_tokens: int, events: bool = False) -> dict:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     prober = ctx.Process(target=probe_control_plane,
-                         args=(gw_url, secret_hex, registration, seconds, 0.02, out))
+                         args=(gw_url, secret_hex, registration, seconds, 0.02, out, events))
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a story."}],
                        "max_tokens": max_tokens, "stream": True, "ignore_eos": True}).encode()
     prober.start()
@@ -301,7 +307,7 @@ def control_plane(gw_url: str, client_key: str, secret_hex: str, registration: d
     prober.join(30)
     res = {"streams": streams, "seconds": seconds, **load}
     all_ok: list[float] = []
-    for name in PROBES:
+    for name in lat:
         ok = sorted(v for v in lat[name] if v is not None)
         failed = sum(v is None for v in lat[name])
         res["errors"] += failed
@@ -357,7 +363,7 @@ def post_json(url: str, payload: dict, token: str) -> None:
         resp.read()
 
 
-def write_config(tmp: Path, gateway_port: int) -> Path:
+def write_config(tmp: Path, gateway_port: int, serve: bool = False) -> Path:
     text = (REPO / "dev" / "isense.dev.toml").read_text()
     lines = []
     section = None
@@ -372,6 +378,10 @@ def write_config(tmp: Path, gateway_port: int) -> Path:
         elif section == "[gateway]" and stripped.startswith(("listen", "advertise_url")):
             key = stripped.split("=")[0].strip()
             line = f'{key} = "{"" if key == "listen" else "http://"}127.0.0.1:{gateway_port}"'
+        elif serve and section == "[slurm]" and stripped.startswith("max_lend_share"):
+            line = "max_lend_share = 0"  # the controller observes Slurm every tick but lends nothing
+        elif serve and section == "[slurm]" and stripped.startswith("job_dir"):
+            line = f'job_dir = "{tmp / "jobs"}"'
         lines.append(line)
     path = tmp / "isense.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -405,6 +415,9 @@ def main() -> int:
     ap.add_argument("--control-plane-streams", type=int, default=32,
                     help="streams running against 2 vLLMs while the control plane is probed (0: skip)")
     ap.add_argument("--control-plane-seconds", type=float, default=30)
+    ap.add_argument("--serve", action="store_true",
+                    help="run `isense serve` (gateway + controller on one loop, lending nothing, on the dev "
+                         "cluster) instead of `isense gateway`; the control plane probes also POST hook events")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="isense-bench-"))
@@ -414,7 +427,9 @@ def main() -> int:
     secret = secret_hex.encode()
     vllm_port, gateway_port, litellm_port = free_port(), free_port(), free_port()
     vllm_key = vllm_api_key(secret, JOB_ID)
-    cfg = write_config(tmp, gateway_port)
+    if args.serve:
+        sh([str(REPO / "dev/cluster"), "up"])
+    cfg = write_config(tmp, gateway_port, serve=args.serve)
 
     from isense_slurm.meter.ledger import Ledger
 
@@ -432,7 +447,7 @@ def main() -> int:
         print(f"bench: starting the gateway on :{gateway_port}", file=sys.stderr)
         gateway_log = open(tmp / "gateway.log", "wb")
         gateway = subprocess.Popen(
-            [str(REPO / ".venv/bin/isense"), "--config", str(cfg), "gateway"],
+            [str(REPO / ".venv/bin/isense"), "--config", str(cfg), "serve" if args.serve else "gateway"],
             stdout=gateway_log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         gw_url = f"http://127.0.0.1:{gateway_port}"
@@ -497,7 +512,7 @@ def main() -> int:
             second = StandIn(gw_url, secret, JOB_ID_2, f"http://127.0.0.1:{second_port}")
             control = control_plane(gw_url, client_key, secret_hex, second.registration,
                                     streams=args.control_plane_streams, seconds=args.control_plane_seconds,
-                                    max_tokens=64)
+                                    max_tokens=64, events=args.serve)
             second.stop()
             print(f"bench: control plane under {control['streams']} streams: p99 {control['p99_ms']} ms, "
                   f"max {control['max_ms']} ms, errors {control['errors']}", file=sys.stderr)
@@ -527,7 +542,8 @@ def main() -> int:
               f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['added_p50_ms']:>8.2f} {r['added_p99_ms']:>8.2f} "
               f"{r.get('proxy_cpu_ms_per_request', float('nan')):>9.3f} "
               f"{r.get('ledger_rows_per_s', float('nan')):>8.1f} {r['errors']:>4}")
-    summary = {"max_tokens": args.max_tokens, "concurrency": args.concurrency, "results": results}
+    summary = {"server": "isense serve" if args.serve else "isense gateway", "max_tokens": args.max_tokens,
+               "concurrency": args.concurrency, "results": results}
     errors = sum(r["errors"] for r in results)
     if control is not None:
         summary["control_plane"] = control

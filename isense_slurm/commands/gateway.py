@@ -85,11 +85,5 @@ def run(args) -> int:
         raise ConfigError(f"[secrets] dir {cfg.secrets.dir}: cannot create the worker secret "
                           f"({err.strerror})") from None
     secret = load_secret(cfg.secrets.dir)
-    try:
-        import uvloop  # optional: a faster event loop when installed
-
-        uvloop.install()
-    except ImportError:
-        pass
     asyncio.run(serve(cfg, host=host, port=port, secret=secret))
     return 0

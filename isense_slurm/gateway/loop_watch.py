@@ -32,6 +32,14 @@ def favour_the_loop() -> None:
     switching.
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        # uvloop does its socket calls in C without giving the GIL up at each: far fewer
+        # handoffs to wait for, and less CPU per request.
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
 
 
 class LoopWatch:
