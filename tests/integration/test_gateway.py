@@ -140,11 +140,14 @@ def test_completion_matches_vllm_and_ledger_matches_usage(direct, via, site):
     assert (row["prompt_tokens"], row["completion_tokens"]) == (through.usage.prompt_tokens, 12)
 
 
-def collect(stream) -> tuple[str, str, list, object]:
-    """(response id, text, chunks, final usage or None) of a streamed answer."""
+def collect(stream, on_chunk=None) -> tuple[str, str, list, object]:
+    """(response id, text, chunks, final usage or None) of a streamed answer;
+    on_chunk() is called as each chunk arrives."""
     text, chunks, usage, rid = [], [], None, None
     for chunk in stream:
         chunks.append(chunk)
+        if on_chunk is not None:
+            on_chunk()
         rid = rid or chunk.id
         if not chunk.choices:
             usage = chunk.usage
@@ -529,20 +532,13 @@ class Streams:
             s = self.client.chat.completions.create(messages=[{"role": "user", "content": f"Tell me {i}"}], **kw)
         else:
             s = self.client.completions.create(prompt=f"{PROMPT} {i}", **kw)
-        text, chunks, usage, rid = [], [], None, None
+        def seen() -> None:
+            self.chunks[i] += 1
+
         try:
-            for chunk in s:
-                chunks.append(chunk)
-                self.chunks[i] += 1
-                rid = rid or chunk.id
-                if not chunk.choices:
-                    usage = chunk.usage
-                    continue
-                choice = chunk.choices[0]
-                text.append(choice.delta.content or "" if hasattr(choice, "delta") else choice.text or "")
+            return collect(s, on_chunk=seen)
         finally:
             self.done[i] = True
-        return rid, "".join(text), chunks, usage
 
     def started(self, chunks: int) -> bool:
         """Every stream has had `chunks` chunks; fails if one already ended (an error,

@@ -392,6 +392,16 @@ def test_bad_model_path_exits_nonzero_with_the_vllm_log_tail(vllm_installed, sec
                                                              control_plane, tmp_path):
     missing = tmp_path / "no-such-model"
     config = make_config(tmp_path / "isense.toml", secrets_dir, model_path=str(missing))
+    _, stderr = failed_start(config, control_plane, tmp_path)
+    assert "lines of" in stderr and "end of vLLM log" in stderr
+    tail = stderr.split("lines of", 1)[1]
+    assert str(missing) in tail or "no-such-model" in tail  # vLLM's own complaint
+    assert "isense: vLLM exited with code" in stderr
+
+
+def failed_start(config: Path, control_plane, tmp_path: Path) -> tuple["Worker", str]:
+    """Run a worker that must fail before serving: (the worker, its stderr), once it
+    exited 3 without a single call to the control plane."""
     before = len(control_plane.calls)
     w = Worker(config, control_plane.url, tmp_path)
     try:
@@ -400,11 +410,8 @@ def test_bad_model_path_exits_nonzero_with_the_vllm_log_tail(vllm_installed, sec
         w.stop()
     stderr = w.stderr
     assert rc == 3, stderr
-    assert "lines of" in stderr and "end of vLLM log" in stderr
-    tail = stderr.split("lines of", 1)[1]
-    assert str(missing) in tail or "no-such-model" in tail  # vLLM's own complaint
-    assert "isense: vLLM exited with code" in stderr
     assert len(control_plane.calls) == before  # never registered
+    return w, stderr
 
 
 def test_a_vllm_that_is_healthy_but_cannot_complete_is_never_registered(secrets_dir, control_plane,
@@ -415,17 +422,9 @@ def test_a_vllm_that_is_healthy_but_cannot_complete_is_never_registered(secrets_
                         f"runpy.run_path({str(REPO / 'tests/integration/faulty_vllm.py')!r}, run_name='__main__')\n")
     stand_in.chmod(0o755)
     config = make_config(tmp_path / "isense.toml", secrets_dir, vllm_executable=str(stand_in))
-    before = len(control_plane.calls)
-    w = Worker(config, control_plane.url, tmp_path)
-    try:
-        rc = w.proc.wait(timeout=STARTUP_TIMEOUT)
-    finally:
-        w.stop()
-    stderr = w.stderr
-    assert rc == 3, stderr
+    w, stderr = failed_start(config, control_plane, tmp_path)
     assert "vLLM healthy" in stderr
     assert "failed its first completion: HTTP 500" in stderr and "EngineCore encountered an issue" in stderr
-    assert len(control_plane.calls) == before  # never registered
     assert group_members(w.vllm_pgid()) == []  # and the stand-in was stopped
 
 
