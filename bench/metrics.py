@@ -9,11 +9,12 @@ both.
 
     .venv/bin/python bench/metrics.py [--requests 200000] [--add 1000] [--repeat 5]
 
-Last line of output: JSON with the figures (milliseconds).
+Last line of output: JSON with the figures (milliseconds) and `errors`: request rows the
+ledger fill lost, new rows not committed, and scrapes that miss the request counter; it
+exits 1 when there are any.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stats import finish, guarded  # noqa: E402
 from status_world import PRICES, fill_ledger, generate  # noqa: E402
 
 from isense_slurm.meter.rows import RequestRow  # noqa: E402
@@ -38,7 +40,7 @@ def timed_ms(action) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--add", type=int, default=1000, help="new rows between scrapes")
@@ -51,21 +53,29 @@ def main() -> None:
                "models": {m: {"requests": 10, "rejected": 1, "retries": 0, "in_flight": 1} for m in PRICES}}
     with tempfile.TemporaryDirectory(prefix="isense-bench-metrics-") as tmp:
         ledger = Path(tmp) / "ledger.db"
-        fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=0, day_start=day_start)
+        filled = fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=0,
+                             day_start=day_start)
+        failures = [f"ledger fill committed {filled} of {args.requests} rows"] if filled != args.requests else []
         source = MetricsSource(ledger, {m: 1 for m in PRICES}, currency="USD", clock=lambda: now)
         first = timed_ms(lambda: source.scrape(gateway))
         incremental = []
         for r in range(args.repeat):
             with RequestWriter(ledger, prices=PRICES, operator_share=0.7, currency="USD", batch_max=4096) as w:
+                pending = []
                 for i in range(args.add):
                     job, node, model, _ = world.workers[i % len(world.workers)]
-                    w.submit(RequestRow(id=f"new-{r}-{i}", ts=now + r, key_id=1, model=model, job_id=str(job),
+                    pending.append(w.submit(RequestRow(id=f"new-{r}-{i}", ts=now + r, key_id=1, model=model, job_id=str(job),
                                         node=node, prompt_tokens=300, completion_tokens=100, cached_tokens=0,
-                                        status="ok", latency_ms=10.0, streamed=True))
+                                        status="ok", latency_ms=10.0, streamed=True)))
+            lost = sum(1 for f in pending if f.exception() is not None)
+            if lost:
+                failures.append(f"round {r}: {lost} of {args.add} new rows not committed")
             incremental.append(timed_ms(lambda: source.scrape(gateway)))
         idle = statistics.median(timed_ms(lambda: source.scrape(gateway)) for _ in range(args.repeat))
         idle_om = statistics.median(timed_ms(lambda: source.render(gateway, OPENMETRICS)) for _ in range(args.repeat))
         text = source.scrape(gateway)
+        if "isense_requests_total" not in text:
+            failures.append("the scrape has no isense_requests_total")
     figures = {
         "requests": args.requests, "first_scrape_ms": round(first, 1),
         "scrape_with_new_rows_ms": round(statistics.median(incremental), 2), "new_rows": args.add,
@@ -76,8 +86,8 @@ def main() -> None:
           f"{figures['scrape_with_new_rows_ms']} ms; nothing new: {figures['scrape_nothing_new_ms']} ms "
           f"({figures['scrape_nothing_new_openmetrics_ms']} ms in OpenMetrics); "
           f"{figures['exposition_bytes']} bytes")
-    print(json.dumps(figures))
+    return finish({"bench": "metrics", **figures}, len(failures), failures)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded("metrics", main))
