@@ -171,6 +171,10 @@ async def _wait_healthy(session, plan: WorkerPlan) -> float:
     return time.monotonic() - t0
 
 
+class _Stopped(Exception):
+    """A signal came while the worker was starting: drain instead of going on."""
+
+
 class VllmUnhealthy(Exception):
     """vLLM's process lives but its /health stopped answering 200 (a dead engine)."""
 
@@ -318,48 +322,42 @@ async def _serve(plan: WorkerPlan) -> int:
                 _print_tail(vllm)
                 raise VllmFailed(message)
 
-            # 1. Health.
-            health = asyncio.ensure_future(_wait_healthy(session, plan))
-            done = await _first(health, exited, stopped)
-            if stopped in done:
-                await _cancel(health)
-                return await do_drain()
-            if exited in done:
-                await _cancel(health)
-                await fail(f"vLLM exited with code {vllm.proc.returncode} before becoming "
-                           f"healthy (log: {vllm.log_path})")
-            if health.exception() is not None:
-                await fail(f"vLLM not healthy after {plan.startup_timeout:g} s "
-                           f"(worker.startup_timeout_seconds; log: {vllm.log_path})")
-            log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
+            async def start_step(coro, during: str) -> asyncio.Future:
+                """Run one start-up step until it ends; a signal meanwhile raises _Stopped
+                (drain instead), vLLM exiting meanwhile fails the worker."""
+                task = asyncio.ensure_future(coro)
+                done = await _first(task, exited, stopped)
+                if stopped in done:
+                    await _cancel(task)
+                    raise _Stopped
+                if exited in done:
+                    await _cancel(task)
+                    await fail(f"vLLM exited with code {vllm.proc.returncode}{during} (log: {vllm.log_path})")
+                return task
 
-            # 1b. One real completion: /health alone does not prove vLLM can serve.
-            probe = asyncio.ensure_future(vp.probe_completion(
-                session, plan.local_url, plan.model.name, plan.env["VLLM_API_KEY"],
-                timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - t_start))))
-            done = await _first(probe, exited, stopped)
-            if stopped in done:
-                await _cancel(probe)
-                return await do_drain()
-            if exited in done:
-                await _cancel(probe)
-                await fail(f"vLLM exited with code {vllm.proc.returncode} on its first completion "
-                           f"(log: {vllm.log_path})")
-            if probe.exception() is not None:
-                await fail(f"vLLM is healthy but failed its first completion: {probe.exception()} "
-                           f"(log: {vllm.log_path})")
-            log.info("vLLM answered a first completion in %.2f s", probe.result())
+            try:
+                # 1. Health.
+                health = await start_step(_wait_healthy(session, plan), " before becoming healthy")
+                if health.exception() is not None:
+                    await fail(f"vLLM not healthy after {plan.startup_timeout:g} s "
+                               f"(worker.startup_timeout_seconds; log: {vllm.log_path})")
+                log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
 
-            # 2. Registration.
-            register_tried = True
-            register = asyncio.ensure_future(gw.register_until_done(plan.registration))
-            done = await _first(register, exited, stopped)
-            if stopped in done:
-                await _cancel(register)
+                # 1b. One real completion: /health alone does not prove vLLM can serve.
+                probe = await start_step(vp.probe_completion(
+                    session, plan.local_url, plan.model.name, plan.env["VLLM_API_KEY"],
+                    timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - t_start))),
+                    " on its first completion")
+                if probe.exception() is not None:
+                    await fail(f"vLLM is healthy but failed its first completion: {probe.exception()} "
+                               f"(log: {vllm.log_path})")
+                log.info("vLLM answered a first completion in %.2f s", probe.result())
+
+                # 2. Registration.
+                register_tried = True
+                register = await start_step(gw.register_until_done(plan.registration), "")
+            except _Stopped:
                 return await do_drain()
-            if exited in done:
-                await _cancel(register)
-                await fail(f"vLLM exited with code {vllm.proc.returncode} (log: {vllm.log_path})")
             if register.exception() is not None:
                 raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: "
                                          f"{register.exception()}")
