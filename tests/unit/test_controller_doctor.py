@@ -10,7 +10,9 @@ import pytest
 from isense_slurm.config import load_config
 from isense_slurm.controller.doctor import Facts, check
 from isense_slurm.controller.slurm_conf import Site, kill_wait_needed, render
-from isense_slurm.slurm import Node, Partition
+from isense_slurm.slurm import Partition
+
+from doctor_world import healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,21 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def cfg():
     return load_config(REPO / "dev" / "isense.dev.toml")  # drain_seconds 2, pools ["train"]
-
-
-def healthy() -> Facts:
-    nodes = [Node(f"n{i}", "IDLE", gpus_total=4, partitions=("train", "inference")) for i in (1, 2)]
-    return Facts(
-        version="22.05.8",
-        config={"PreemptType": "preempt/partition_prio", "KillWait": "5 sec", "Prolog": "/etc/slurm/prolog.d/*",
-                "Epilog": "/etc/slurm/epilog.d/*", "PrologFlags": "Alloc", "SchedulerType": "sched/backfill",
-                "JobSubmitPlugins": "lua"},
-        partitions=[Partition("train", ("n1", "n2"), priority_tier=10),
-                    Partition("inference", ("n1", "n2"), priority_tier=1, preempt_mode="REQUEUE")],
-        nodes=nodes, plugin=True,
-        prolog_files=["/opt/isense/prolog/isense-prolog"], epilog_files=["/opt/isense/epilog/isense-epilog"],
-        account=(1002, 1002), secret_mode=(0o640, 1002),
-    )
 
 
 def levels(findings) -> dict[str, str]:

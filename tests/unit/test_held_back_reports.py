@@ -15,11 +15,13 @@ import pytest
 
 from isense_slurm.config import load_config
 from isense_slurm.controller import doctor_exec
-from isense_slurm.controller.doctor import Facts, check
+from isense_slurm.controller.doctor import check
 from isense_slurm.report import status_view
 from isense_slurm.report.controller_state import controller_url, held_back, read_controller
 from isense_slurm.report.status_model import HeldBack, LedgerFigures, build_status
 from isense_slurm.slurm import Node, Partition
+
+from doctor_world import healthy
 
 REPO = Path(__file__).resolve().parents[2]
 AT = datetime(2026, 5, 6, 12, 0, tzinfo=timezone.utc)
@@ -109,23 +111,8 @@ def test_status_counts_held_pairs_in_workers_and_says_why():
     assert status_view.worker_text(part.rows[0].worker_states()) == "held"
 
 
-def healthy_facts() -> Facts:
-    nodes = [Node(f"n{i}", "IDLE", gpus_total=4, partitions=("train", "inference")) for i in (1, 2)]
-    return Facts(
-        version="22.05.8",
-        config={"PreemptType": "preempt/partition_prio", "KillWait": "5 sec", "Prolog": "/etc/slurm/prolog.d/*",
-                "Epilog": "/etc/slurm/epilog.d/*", "PrologFlags": "Alloc", "SchedulerType": "sched/backfill",
-                "JobSubmitPlugins": "lua"},
-        partitions=[Partition("train", ("n1", "n2"), priority_tier=10),
-                    Partition("inference", ("n1", "n2"), priority_tier=1, preempt_mode="REQUEUE")],
-        nodes=nodes, plugin=True,
-        prolog_files=["/opt/isense/prolog/isense-prolog"], epilog_files=["/opt/isense/epilog/isense-epilog"],
-        account=(1002, 1002), secret_mode=(0o640, 1002),
-    )
-
-
 def test_doctor_fails_on_executables_that_cannot_start_and_on_held_nodes(cfg):
-    facts = healthy_facts()
+    facts = healthy()
     facts.executables = [doctor_exec.ExecCheck("worker executable", "/opt/isense/bin/isense worker --help"),
                          doctor_exec.ExecCheck("vLLM executable", "/bin/false --version", "exit 1: no output")]
     facts.held_back = [HELD]
