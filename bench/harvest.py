@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from serve_harness import ServeSite  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+from on_slurm import add_slurm_argument, run_inside_if_asked, slurm_release  # noqa: E402
 from stats import finish, guarded, summary  # noqa: E402
 
 GPUS_PER_NODE = 4
@@ -166,7 +167,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=300.0, help="trace window per run")
     ap.add_argument("--pool", default="n1,n2,n3")
+    add_slurm_argument(ap)
     args = ap.parse_args()
+    run_inside_if_asked(args.slurm, __file__, sys.argv[1:])
     pool = args.pool.split(",")
     trace = make_trace(args.seed, pool, args.seconds)
     busy = sum(j.seconds for j in trace)
@@ -182,6 +185,7 @@ def main() -> int:
     failures = [f"without isense: {f}" for f in plain["failed"]] + [f"with isense: {f}" for f in lent["failed"]]
     figures = {
         "bench": "harvest",
+        "slurm": slurm_release(),
         "ran": (f"trace seed {args.seed}: {len(trace)} whole-node training jobs (sleep U(15,45) s, gaps U(30,90) s)"
                 f" on {','.join(pool)} (4 fake GPUs each) over {args.seconds:g} s, replayed without and with"
                 " isense serve (1 CPU vLLM tiny-llama worker per node, dwell 2 s, tick 2 s) on the dev cluster,"

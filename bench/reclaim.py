@@ -45,6 +45,7 @@ from isense_slurm.errors import SlurmError  # noqa: E402
 from isense_slurm.slurm import SubmitOptions  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+from on_slurm import add_slurm_argument, run_inside_if_asked, slurm_release  # noqa: E402
 from stats import finish, guarded  # noqa: E402
 from stats import summary as percentiles  # noqa: E402
 
@@ -121,7 +122,9 @@ def main() -> int:
     ap.add_argument("--train-seconds", type=float, default=4.0)
     ap.add_argument("--timeout", type=float, default=1500, help="give up after this many seconds")
     ap.add_argument("--verbose", action="store_true", help="isense serve -v: its debug lines in the site's serve.log")
+    add_slurm_argument(ap)
     args = ap.parse_args()
+    run_inside_if_asked(args.slurm, __file__, sys.argv[1:])
     pool = args.pool.split(",")
     deadline = time.monotonic() + args.timeout
 
@@ -222,6 +225,7 @@ def main() -> int:
     failures += [f"request: {f}" for f in failed_requests[:5]]
     figures = {
         "bench": "reclaim",
+        "slurm": slurm_release(),
         "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
                 f" dev cluster Slurm 22.05, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
                 f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway; training jobs `sleep {args.train_seconds:g}` pinned with -w;"

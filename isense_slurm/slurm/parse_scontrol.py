@@ -229,15 +229,29 @@ def reservations_from_scontrol(text: str) -> list[Reservation]:
     return [reservation_from_record(r) for r in parse_records(text) if "ReservationName" in r]
 
 
-_CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*=\s?(.*)$")
+_CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*(?:\[\d+\])?)\s*=\s?(.*)$")
+_INDEXED_KEY = re.compile(r"^(.*)\[\d+\]$")
 
 
 def config_from_scontrol(text: str) -> dict[str, str]:
     """`scontrol show config`: "Key = Value" lines as a dict (the first of each key wins;
-    the plugin sections at the end repeat a few names). "(null)" stays as printed."""
+    the plugin sections at the end repeat a few names). "(null)" stays as printed.
+
+    Newer Slurm (seen on 24.11) prints list-valued keys one per line as "Prolog[0] = a",
+    "Prolog[1] = b"; those are joined as "a,b" under the plain key, the way slurm.conf
+    and 22.05 write them."""
     out: dict[str, str] = {}
+    indexed: dict[str, list[str]] = {}
     for line in text.splitlines():
         m = _CONFIG_LINE.match(line.strip())
-        if m:
-            out.setdefault(m.group(1), m.group(2).strip())
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2).strip()
+        item = _INDEXED_KEY.match(key)
+        if item:
+            indexed.setdefault(item.group(1), []).append(value)
+        else:
+            out.setdefault(key, value)
+    for key, values in indexed.items():
+        out.setdefault(key, ",".join(values))
     return out
