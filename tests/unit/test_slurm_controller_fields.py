@@ -19,7 +19,7 @@ from isense_slurm.slurm.parse_scontrol import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
-VERSIONS = ["22.05", "26.05"]
+VERSIONS = ["22.05", "24.11", "26.05"]
 
 
 @pytest.fixture(autouse=True)
