@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/reclaim.py [--preemptions 20] [--baseline 5] [--pool n1,n2,n3]
                                       [--baseline-node n4] [--clients 3] [--train-seconds 4]
-                                      [--controller-down 3]
+                                      [--controller-down 3] [--backend cli|pyslurm]
 
 Runs `isense serve` on its own config (temp ledger, secret, port) lending the pool nodes
 (one CPU vLLM worker of 4 fake GPUs per node), with those nodes' hooks pointed at it.
@@ -122,13 +122,15 @@ def main() -> int:
     ap.add_argument("--train-seconds", type=float, default=4.0)
     ap.add_argument("--timeout", type=float, default=1500, help="give up after this many seconds")
     ap.add_argument("--verbose", action="store_true", help="isense serve -v: its debug lines in the site's serve.log")
+    ap.add_argument("--backend", choices=("cli", "pyslurm"), default="cli",
+                    help="the daemon's [slurm] backend (make way's wake -> SIGTERM goes through it)")
     add_slurm_argument(ap)
     args = ap.parse_args()
     run_inside_if_asked(args.slurm, __file__, sys.argv[1:])
     pool = args.pool.split(",")
     deadline = time.monotonic() + args.timeout
 
-    site = ServeSite(pool, name="bench-reclaim")
+    site = ServeSite(pool, name="bench-reclaim", backend=args.backend)
     samples: list[dict] = []
     baseline: list[float] = []
     down: list[float] = []
@@ -223,11 +225,13 @@ def main() -> int:
     if incomplete:
         failures.append(f"no complete reclaim row in the ledger for training jobs {incomplete[:10]}")
     failures += [f"request: {f}" for f in failed_requests[:5]]
+    release = slurm_release()
     figures = {
         "bench": "reclaim",
-        "slurm": slurm_release(),
+        "slurm": release,
+        "backend": args.backend,
         "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
-                f" dev cluster Slurm 22.05, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
+                f" dev cluster Slurm {release}, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
                 f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway; training jobs `sleep {args.train_seconds:g}` pinned with -w;"
                 f" make way {'on' if make_way_on else 'off'} (job_submit.lua wake file);"
                 f" baseline on {args.baseline_node} outside the pool; 2 shared CPU cores"),

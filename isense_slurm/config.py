@@ -55,6 +55,8 @@ class SlurmConfig:
     backoff_after_failures: int = 3
     backoff_seconds: float = 60.0
     backoff_max_seconds: float = 1800.0
+    # How isense talks to Slurm: "cli" (its commands) or "pyslurm" (its C API, built per Slurm).
+    backend: str = "cli"
 
     def available_at(self, dt: datetime) -> bool:
         """Whether lending is allowed at wall time `dt` (no windows: always)."""
@@ -194,6 +196,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             "backoff_after_failures": cfg.slurm.backoff_after_failures,
             "backoff_seconds": cfg.slurm.backoff_seconds,
             "backoff_max_seconds": cfg.slurm.backoff_max_seconds,
+            "backend": cfg.slurm.backend,
         },
         "gateway": {
             "listen": cfg.gateway.listen,
@@ -484,7 +487,8 @@ class _Table:
 
 _SLURM_KEYS = ["lend_partition", "service_account", "pools", "max_lend_share", "min_idle_seconds",
                "availability", "tick_seconds", "drain_seconds", "max_job_minutes", "job_dir", "submit_wake",
-               "backoff_after_failures", "backoff_seconds", "backoff_max_seconds"]
+               "backoff_after_failures", "backoff_seconds", "backoff_max_seconds", "backend"]
+SLURM_BACKENDS = ("cli", "pyslurm")
 _GATEWAY_KEYS = ["listen", "advertise_url", "max_body_bytes", "retry_after_seconds",
                  "heartbeat_timeout_seconds"]
 _WORKER_KEYS = ["vllm_executable", "startup_timeout_seconds", "heartbeat_seconds", "env",
@@ -548,7 +552,14 @@ def _slurm(t: _Table) -> SlurmConfig:
         job_dir=t.folder_path("job_dir", "/var/lib/isense/jobs"),
         submit_wake=t.string("submit_wake", "", empty_ok=True, check=_absolute_file) or None,
         **_backoff(t),
+        backend=t.string("backend", "cli", check=_backend),
     )
+
+
+def _backend(value: str) -> str:
+    if value not in SLURM_BACKENDS:
+        raise ValueError(f"must be one of {', '.join(map(json.dumps, SLURM_BACKENDS))}, got {_show(value)}")
+    return value
 
 
 def _backoff(t: _Table) -> dict[str, Any]:

@@ -11,7 +11,9 @@ check [FILE]  validate the config (FILE overrides --config and $ISENSE_CONFIG) a
               print the effective settings, defaults filled in, as TOML (or --json)
 path          print which config file would be used and why
 """
-EPILOG = "exit status: 0 valid, 2 missing or invalid (one line naming file, line and key)."
+EPILOG = """\
+exit status: 0 valid, 2 missing or invalid (one line naming file, line and key),
+1 valid but [slurm] backend cannot work on this host (one line says why)."""
 
 
 def add_arguments(parser) -> None:
@@ -43,6 +45,21 @@ def _check(args) -> int:
         print(f"config OK: {cfg.path}")
         print()
         print(to_toml(effective), end="")
+    return _check_backend(cfg.slurm.backend)
+
+
+def _check_backend(kind: str) -> int:
+    """A backend other than Slurm's commands needs more than the file: say when it is missing."""
+    if kind == "cli":
+        return 0
+    import sys
+
+    from isense_slurm.slurm import backend_problem
+
+    problem = backend_problem(kind)
+    if problem:
+        print(f"isense: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -24,10 +24,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from isense_slurm.config import load_config
     from isense_slurm.controller.doctor import check, gather
-    from isense_slurm.slurm import default_backend
+    from isense_slurm.slurm import backend_for
 
     cfg = load_config(args.config)
-    findings = check(cfg, gather(cfg, default_backend(timeout=15)))
+    findings = check(cfg, gather(cfg, backend_for(cfg.slurm, timeout=15)))
     for finding in findings:
         print(finding.line())
     failed = sum(f.level == "FAIL" for f in findings)

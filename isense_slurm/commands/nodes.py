@@ -25,9 +25,8 @@ def run(args) -> int:
     import sys
 
     from isense_slurm.errors import UsageError
-    from isense_slurm.slurm import default_backend
 
-    slurm = default_backend()
+    slurm = _backend(args)
     if args.partition:
         known = [p.name for p in slurm.partitions()]
         if args.partition not in known:
@@ -40,6 +39,16 @@ def run(args) -> int:
     else:
         print(plain(rows(nodes)), end="")
     return 0
+
+
+def _backend(args):
+    """The config's [slurm] backend when there is a config file; Slurm's commands without."""
+    from isense_slurm.config import load_config, resolve_config_path
+    from isense_slurm.slurm import backend_for, default_backend
+
+    if not resolve_config_path(args.config)[0].is_file():
+        return default_backend()
+    return backend_for(load_config(args.config).slurm)
 
 
 def rows(nodes) -> list[tuple[str, ...]]:

@@ -94,14 +94,16 @@ def run(args) -> int:
     from isense_slurm.commands.gateway import _service_gid, listen_address
     from isense_slurm.config import load_config
     from isense_slurm.errors import UsageError
-    from isense_slurm.slurm import default_backend
+    from isense_slurm.slurm import backend_for
 
     cfg = load_config(args.config)
     host, port = listen_address(cfg, args.listen)
     if args.once and (args.no_gateway or args.listen):
         raise UsageError("--once runs one tick without the gateway: --no-gateway and --listen do not apply")
     _logging("isense-serve", args.verbose)
-    slurm = default_backend()
+    slurm = backend_for(cfg.slurm)
+    if hasattr(slurm, "load"):
+        slurm.load()  # [slurm] backend = "pyslurm" without pyslurm: one line now, not at each tick
     if args.dry_run:
         return _dry_run(cfg, slurm, args.once)
     if args.once:

@@ -43,14 +43,15 @@ def add_view_arguments(parser) -> None:
     )
 
 
-def backend_for(args):
+def backend_for(args, cfg=None):
+    """Saved output with --from-json, else the backend of [slurm] backend."""
     if args.from_json:
         from isense_slurm.slurm.file_backend import FileBackend
 
         return FileBackend(args.from_json)
-    from isense_slurm.slurm import default_backend
+    from isense_slurm.slurm import backend_for as configured
 
-    return default_backend()
+    return configured(cfg.slurm if cfg is not None else None)
 
 
 def collect(args, cfg, backend, conn, now: float, held_back=()):
@@ -86,7 +87,7 @@ def run(args) -> int:
     from isense_slurm.report.status_inputs import open_ledger
 
     cfg = load_config(args.config)
-    backend = backend_for(args)
+    backend = backend_for(args, cfg)
     held = []
     if not args.from_json:  # a saved snapshot: the daemon's state now would not match it
         from isense_slurm.report.controller_state import held_back, read_controller

@@ -50,7 +50,7 @@ def run(args) -> int:
     cfg = load_config(args.config)
     from isense_slurm.commands.status import backend_for
 
-    backend = backend_for(args)
+    backend = backend_for(args, cfg)
     conn, warning = open_ledger(args.ledger, cfg.ledger.path)
     console = Console()
     try:

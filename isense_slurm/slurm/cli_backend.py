@@ -31,6 +31,7 @@ from isense_slurm.slurm.submit import Options, sbatch_args
 _DROP_ENV = re.compile(r"^(SBATCH_|SQUEUE_|SINFO_|SCANCEL_|SCONTROL_|SLURM_TIME_FORMAT$)")
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
 _SIGNAL = re.compile(r"^(SIG)?[A-Z0-9]+$")
+_NO_OPTION = re.compile(r"unrecognized option|invalid option")  # getopt's words for an unknown flag
 UNREACHABLE = "Slurm controller is not reachable"
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -67,6 +68,7 @@ class CliBackend:
         self.extra_env = dict(env or {})
         self._version: str | None = None
         self._sbatch_help: str | None = None
+        self._scontrol_json: bool | None = None  # whether `scontrol show node --json` works here
 
     # --- running commands ------------------------------------------------------------
 
@@ -169,18 +171,25 @@ class CliBackend:
             self._version = out.split()[-1] if out else "unknown"
         return self._version
 
-    def _major_minor(self) -> tuple[int, int]:
-        m = re.match(r"(\d+)\.(\d+)", self.version())
-        return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    def _node_json(self) -> dict[str, Any]:
+        # Newer Slurm groups nodes in `sinfo --json`; `scontrol show node --json` (23.02+)
+        # keeps one entry per node. Asked first: an scontrol without --json (22.05) says
+        # so at once, and then this backend asks `sinfo --json` (one entry per node there).
+        if self._scontrol_json is not False:
+            try:
+                doc = self._json(["scontrol", "show", "node", "--json"])
+            except SlurmError as err:
+                if self._scontrol_json or not _NO_OPTION.search(str(err)):
+                    raise
+                self._scontrol_json = False
+            else:
+                self._scontrol_json = True
+                return doc
+        return self._json(["sinfo", "--json"])
 
     def nodes(self, *, partition: str | None = None,
               names: Iterable[str] | None = None) -> list[Node]:
-        # Newer Slurm groups nodes in `sinfo --json`; `scontrol show node --json` (23.02+)
-        # keeps one entry per node. 22.05 has no scontrol --json.
-        if self._major_minor() >= (23, 2):
-            doc = self._json(["scontrol", "show", "node", "--json"])
-        else:
-            doc = self._json(["sinfo", "--json"])
+        doc = self._node_json()
         try:
             nodes = nodes_from_json(doc)
         except (KeyError, TypeError, ValueError) as err:

@@ -43,12 +43,13 @@ MODEL = "tiny-llama"
 
 
 def site_config(template: str, *, root: Path, port: int, pools: list[str], job_dir: Path,
-                min_idle_seconds: float = 2, tick_seconds: float = 2, max_job_minutes: int = 30) -> str:
-    """The dev config with this site's pools, port, ledger, secret and job dir."""
+                min_idle_seconds: float = 2, tick_seconds: float = 2, max_job_minutes: int = 30,
+                backend: str = "cli") -> str:
+    """The dev config with this site's pools, port, ledger, secret, job dir and [slurm] backend."""
     swaps = [
         (r'(?m)^pools = .*$', f"pools = {json.dumps(pools)}"),
         (r'(?m)^min_idle_seconds = .*$', f"min_idle_seconds = {min_idle_seconds:g}"),
-        (r'(?m)^tick_seconds = .*$', f"tick_seconds = {tick_seconds:g}"),
+        (r'(?m)^tick_seconds = .*$', f"tick_seconds = {tick_seconds:g}\nbackend = {json.dumps(backend)}"),
         (r'(?m)^max_job_minutes = .*$', f"max_job_minutes = {max_job_minutes}"),
         (r'(?m)^job_dir = .*$', f'job_dir = "{job_dir}"'),
         (r'(?m)^listen = .*$', f'listen = "127.0.0.1:{port}"'),

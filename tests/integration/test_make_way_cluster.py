@@ -4,6 +4,7 @@ would preempt, so the job starts on the worker's epilog (controller/make_way.py)
 
 The "worker" here is a stand-in batch job with a worker's identity (the service
 account, the lend partition, an isense- name) that exits on SIGTERM: no vLLM needed.
+The pinned-job case runs with each Slurm backend ([slurm] backend = "cli" | "pyslurm").
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from backends import KINDS, make_backend
 from isense_slurm.config import load_config
 from isense_slurm.controller.make_way import SubmitWatcher, WayMaker
 from isense_slurm.controller.memory import Memory
@@ -84,15 +86,17 @@ def test_job_submit_lua_rewrites_the_wake_file_and_leaves_the_job_alone(cluster,
     assert job is not None and job.partition == cluster.train_partition and job.name == "itest-train"
 
 
-def test_a_pinned_training_job_gets_its_worker_stopped_before_slurms_pass(cluster, site):
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_pinned_training_job_gets_its_worker_stopped_before_slurms_pass(cluster, site, kind):
     cfg, workdir, jobs = site
+    slurm = make_backend(kind)
     nodes = free_nodes(cluster)
     assert len(nodes) >= 2, "two idle nodes needed"
     target, other = nodes[-1], nodes[-2]
     victim = stand_in_worker(cluster, workdir, target, jobs)
     bystander = stand_in_worker(cluster, workdir, other, jobs)
 
-    way = WayMaker(Scope.from_config(cfg), cluster.slurm, Memory())
+    way = WayMaker(Scope.from_config(cfg), slurm, Memory())
     decided = []
     watcher = SubmitWatcher(cfg.slurm.submit_wake, lambda mtime: decided.extend(way.run(mtime)))
     watcher.start()

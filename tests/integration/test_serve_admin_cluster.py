@@ -1,4 +1,5 @@
-"""`isense serve --dry-run --once` and `isense doctor` on the real dev cluster."""
+"""`isense serve --dry-run --once`, `isense doctor` and `isense slurm-conf` on the real dev
+cluster."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import subprocess
 
 import pytest
 
-from serve_harness import ISENSE, ServeSite
+from serve_harness import ISENSE, REPO, ServeSite
 
 pytestmark = pytest.mark.cluster
 
@@ -54,3 +55,15 @@ def test_doctor_on_the_dev_cluster(cluster):
     finally:
         s.close()
         s.remove()
+
+
+def test_slurm_conf_is_written_for_the_release_the_cluster_runs(cluster):
+    proc = subprocess.run([str(ISENSE), "--config", str(REPO / "dev" / "isense.dev.toml"), "slurm-conf"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    release = cluster.slurm.version()
+    assert f"# For Slurm {release} (as Slurm here reports it; for another: --slurm-version X.Y)." in lines
+    assert f"PartitionName={cluster.lend_partition} Nodes=n[1-4] PriorityTier=1" in proc.stdout
+    newer = tuple(int(x) for x in release.split(".")[:2]) >= (24, 5)
+    assert any("PrologFlags=RunInJob" in line for line in lines) == newer

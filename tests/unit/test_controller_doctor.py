@@ -9,8 +9,9 @@ import pytest
 
 from isense_slurm.config import load_config
 from isense_slurm.controller.doctor import Facts, check
-from isense_slurm.controller.slurm_conf import Site, kill_wait_needed, render
+from isense_slurm.controller.slurm_conf import ASSUMED_RELEASE, Site, kill_wait_needed, parse_release, render
 from isense_slurm.slurm import Partition
+from isense_slurm.slurm.parse_scontrol import config_from_scontrol
 
 from doctor_world import healthy
 
@@ -136,3 +137,95 @@ def test_slurm_conf_snippets(cfg):
     assert "    /opt/isense/slurmctld/job_submit.lua > /etc/slurm/job_submit.lua" in waking
     unknown = render(replace(site, pool_nodes=None, drain_seconds=10), "x")
     assert "Nodes=<the nodes of train>" in unknown and "KillWait=13" in unknown.splitlines()
+
+
+# What `scontrol show config` printed on the 24.11.5 dev cluster (dev/cluster up --slurm
+# 24.11), the lines the doctor reads: Prolog/Epilog come as Prolog[0] = ... there.
+# 26.05.5 prints these lines the same way.
+CONFIG_24_11 = """\
+Configuration data as of 2026-05-02T10:11:12
+Epilog[0]               = /opt/isense/epilog/isense-epilog
+EpilogMsgTime           = 2000 usec
+JobSubmitPlugins        = lua
+KillWait                = 5 sec
+PreemptMode             = REQUEUE
+PreemptParameters       = (null)
+PreemptType             = preempt/partition_prio
+ProctrackType           = proctrack/linuxproc
+Prolog[0]               = /opt/isense/prolog/isense-prolog
+PrologEpilogTimeout     = 65534
+PrologFlags             = Alloc
+SchedulerParameters     = batch_sched_delay=0
+SchedulerType           = sched/backfill
+SlurmctldHost[0]        = vm(127.0.0.1)
+SlurmUser               = slurm(64030)
+SLURM_VERSION           = 24.11.5
+"""
+
+
+def test_doctor_reads_a_24_11_config_without_false_problems(cfg):
+    facts = healthy()
+    facts.version = "24.11.5"
+    facts.config = config_from_scontrol(CONFIG_24_11)
+    assert [f.line() for f in check(cfg, facts) if f.level != "OK"] == []
+    # Newer flags that imply Alloc print it too (Contain, RunInJob): still OK.
+    facts.config["PrologFlags"] = "Alloc,Contain,RunInJob"
+    assert [f.line() for f in check(cfg, facts) if f.level != "OK"] == []
+
+
+def site_for(version: str, *, wake: bool = True, how: str = "") -> str:
+    site = Site("inference", "isense", "isense", ("train",), ("train",), "n[1-4]", 60, 2.0, Path("/opt/isense"),
+                submit_wake=Path("/var/spool/isense/submit.wake") if wake else None, slurm_version=version,
+                version_from=how)
+    return render(site, "x")
+
+
+def test_release_numbers():
+    assert parse_release("24.11.5") == (24, 11, 5) and parse_release("23.02") == (23, 2, None)
+    assert parse_release("22.05.8-1") == (22, 5, 8) and parse_release("unknown") is None
+
+
+# Each release's notes, by a phrase of each (oldest first): what `isense slurm-conf` adds.
+NOTES = {
+    "concurrent job_submit": "Slurm 23.02+ may run job_submit calls concurrently",
+    "RunInJob": "Not PrologFlags=RunInJob (24.05+",
+    "cgroup.conf": "# ---- cgroup.conf",
+    "--signal=R:": "Slurm 24.11.1+ refuses jobs with `--signal=R:...` while PreemptMode is OFF globally",
+    "OpenMetrics": "Slurm 25.11+ slurmctld serves OpenMetrics",
+}
+
+
+@pytest.mark.parametrize("version, expected", [
+    ("22.05.8", set()),
+    ("23.02", {"concurrent job_submit"}),
+    ("24.05.3", {"concurrent job_submit", "RunInJob", "cgroup.conf"}),
+    ("24.11.0", {"concurrent job_submit", "RunInJob", "cgroup.conf"}),
+    ("24.11", {"concurrent job_submit", "RunInJob", "cgroup.conf", "--signal=R:"}),  # any 24.11 patch
+    ("24.11.5", {"concurrent job_submit", "RunInJob", "cgroup.conf", "--signal=R:"}),
+    ("26.05", set(NOTES)),
+])
+def test_slurm_conf_notes_per_release(version, expected):
+    text = site_for(version, how="--slurm-version")
+    assert {name for name, phrase in NOTES.items() if phrase in text} == expected
+    assert f"# For Slurm {version} (--slurm-version)." in text.splitlines()
+    # What Slurm is told stays the same on every release: the notes are comments.
+    settings = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert settings == [line for line in site_for("22.05.8").splitlines() if line and not line.startswith("#")]
+
+
+def test_slurm_conf_keeps_preemption_on_and_says_workers_use_no_signal():
+    lines = site_for("24.11.5").splitlines()
+    assert "PreemptMode=REQUEUE" in lines
+    note = lines.index("PreemptMode=REQUEUE") + 1
+    assert "isense's workers use no --signal" in lines[note + 1]
+    # isense sets no preempt_* option, so none goes to SchedulerParameters or PreemptParameters.
+    assert not [line for line in lines if "preempt_" in line or line.startswith("PreemptParameters")]
+
+
+def test_slurm_conf_says_which_release_it_assumes():
+    text = site_for("")  # Slurm did not answer and no --slurm-version
+    assert (f"# For Slurm {ASSUMED_RELEASE}, assumed: Slurm did not answer here (for yours: --slurm-version X.Y)."
+            in text.splitlines())
+    assert "RunInJob" in text  # written for the assumed release
+    assert "assumed" in site_for("unknown")  # `sinfo --version` printed nothing readable
+    assert NOTES["concurrent job_submit"] not in site_for("24.11.5", wake=False)  # no job_submit.lua there

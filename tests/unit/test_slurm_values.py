@@ -109,7 +109,7 @@ def test_stderr_summary_prefers_fatal_lines():
 
 def test_missing_binary_is_one_clear_error(tmp_path):
     slurm = CliBackend(bin_dir=str(tmp_path))
-    with pytest.raises(SlurmError, match=r"sinfo: command not found"):
+    with pytest.raises(SlurmError, match=r"scontrol: command not found"):
         slurm.nodes()
 
 
