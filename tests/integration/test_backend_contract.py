@@ -9,6 +9,7 @@ pyslurm skips only on Slurm 26.05 (none exists); elsewhere a missing build fails
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -211,13 +212,20 @@ def test_hold_release_update_and_requeue(cluster, slurm, workdir, jobs):
     # Slurm's words: squeue gives the reason (JobHeldUser), scontrol its description.
     assert held.reason in {cluster.slurm.job(job_id).reason, cluster.slurm.jobs(job_ids=[job_id])[0].reason}
     assert held.restart_count == 1
+    # slurmd revoked the first run's credential when it killed it, and compares times in
+    # whole seconds: a launch within that second is refused ("Job credential revoked")
+    # and the job ends. Slurm's own requeue waits past it; this test forces StartTime, so
+    # it waits too.
+    time.sleep(2)
     slurm.release(job_id)
 
     def started() -> bool:
         # A requeued job waits otherwise; Slurm may set its start time once more as it
         # finishes leaving the node, so ask again until it runs.
-        if state_of(slurm, job_id) == "RUNNING":
+        job = slurm.job(job_id)
+        if job.state == "RUNNING":
             return True
+        assert not job.is_finished, f"job {job_id} ended ({job.state}) instead of running again"
         try:
             slurm.update_job(job_id, {"StartTime": "now"})
         except SlurmError:
