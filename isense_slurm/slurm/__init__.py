@@ -52,7 +52,7 @@ def backend_problem(kind: str) -> str | None:
     if kind != "pyslurm":
         return None
     from isense_slurm.errors import SlurmError
-    from isense_slurm.slurm.pyslurm_backend import load_pyslurm
+    from isense_slurm.slurm.pyslurm_load import load_pyslurm
 
     try:
         version = CliBackend(timeout=10).version()
