@@ -1,4 +1,4 @@
-"""The effective config back in the file's own shape (loadable again), for `isense config show`."""
+"""The effective config back in the file's own shape (loadable again), for `isense config check`."""
 
 from __future__ import annotations
 
