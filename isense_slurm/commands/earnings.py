@@ -31,19 +31,23 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import sys
-    import time
-    from datetime import datetime, timedelta, timezone
-
     from isense_slurm.config import load_config
-    from isense_slurm.errors import UsageError
-    from isense_slurm.meter import earnings as queries
-    from isense_slurm.meter.money import to_nanos
-    from isense_slurm.report import earnings_view
-    from isense_slurm.report.earnings import GROUP_CHOICES, build_report
-    from isense_slurm.periods import BY_CHOICES, buckets, parse_date, period_of, utc_midnight
 
-    # Every flag is checked before the config or the ledger is opened.
+    since, until = _flag_range(args)  # every flag is checked before the config or the ledger is opened
+    cfg = load_config(args.config)
+    report = _report(args, cfg, since, until)
+    _print(args, report)
+    return 0
+
+
+def _flag_range(args):
+    """The --since/--until range (None where not given), after checking every flag."""
+    from datetime import timedelta
+
+    from isense_slurm.errors import UsageError
+    from isense_slurm.periods import BY_CHOICES, parse_date, utc_midnight
+    from isense_slurm.report.earnings import GROUP_CHOICES
+
     if args.by not in BY_CHOICES:
         raise UsageError(f"--by {args.by!r}: use one of {', '.join(BY_CHOICES)}")
     if args.group is not None and args.group not in GROUP_CHOICES:
@@ -54,8 +58,20 @@ def run(args) -> int:
     until = utc_midnight(parse_date(args.until, "--until") + timedelta(days=1)) if args.until else None
     if since and until and since >= until:
         raise UsageError(f"--since {args.since} is after --until {args.until}")
+    return since, until
 
-    cfg = load_config(args.config)
+
+def _report(args, cfg, since, until):
+    """The earnings report from the ledger (read only); open ends run from its first entry to now."""
+    import time
+    from datetime import datetime, timezone
+
+    from isense_slurm.errors import UsageError
+    from isense_slurm.meter import earnings as queries
+    from isense_slurm.meter.money import to_nanos
+    from isense_slurm.periods import buckets, period_of
+    from isense_slurm.report.earnings import build_report
+
     now = time.time()
     conn = queries.open_readonly(args.ledger or cfg.ledger.path)
     try:
@@ -67,7 +83,7 @@ def run(args) -> int:
             until = datetime.fromtimestamp(now, timezone.utc)
         if since >= until:
             raise UsageError(f"--since {args.since}: starts after now; nothing to report yet")
-        report = build_report(
+        return build_report(
             conn,
             buckets(args.by, since, until),
             by=args.by,
@@ -80,6 +96,13 @@ def run(args) -> int:
         )
     finally:
         conn.close()
+
+
+def _print(args, report) -> None:
+    import sys
+
+    from isense_slurm.report import earnings_view
+
     for warning in report.warnings:
         print(f"isense: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -96,4 +119,3 @@ def run(args) -> int:
             earnings_view.print_table(report, console)
         else:
             sys.stdout.write(earnings_view.to_plain(report))
-    return 0

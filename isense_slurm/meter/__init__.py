@@ -1,7 +1,8 @@
 """The meter: the SQLite token ledger, and the only code that writes SQL.
 
 - money.py: integer nanos, revenue and the operator's share.
-- rows.py: the records (RequestRow, KeyInfo, WorkerInfo, PriceEntry, RequestTotals).
+- rows.py: the records (RequestRow, KeyInfo, WorkerInfo, PriceEntry, RequestTotals) and their columns.
+- keys.py: client API keys as text (form, display prefix, stored hash).
 - schema.py: tables and versioned, additive migrations.
 - connection.py: opening the file (WAL, synchronous=NORMAL, busy_timeout, identity check).
 - ledger.py: Ledger (keys, prices, workers, reads).

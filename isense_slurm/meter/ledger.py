@@ -5,9 +5,6 @@ everything else goes through a Ledger. A Ledger serialises its calls with a lock
 one instance may be shared by the threads of a process.
 """
 
-import hashlib
-import re
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -18,8 +15,12 @@ from sqlite_utils import Database
 from isense_slurm.errors import UsageError
 from isense_slurm.meter import money
 from isense_slurm.meter.connection import open_database, transaction
+from isense_slurm.meter.keys import KEY_DISPLAY_CHARS, KEY_NAME, key_hash, new_key_plaintext
 from isense_slurm.meter.rows import (
     END_REASONS,
+    KEY_COLUMNS,
+    RECLAIM_COLUMNS,
+    WORKER_COLUMNS,
     WORKER_STATES,
     KeyInfo,
     PriceEntry,
@@ -28,23 +29,9 @@ from isense_slurm.meter.rows import (
     WorkerInfo,
 )
 
-KEY_PREFIX = "isk-"
-KEY_RANDOM_CHARS = 40
-KEY_DISPLAY_CHARS = 12  # "isk-" and 8 random characters: enough to tell keys apart
-KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 GROUP_COLUMNS = ("model", "key_id", "job_id", "node", "status")
 # Timestamp column set the first time a worker run reaches each state.
 STATE_TIME_COLUMN = {"lent": "started_at", "serving": "serving_at", "draining": "draining_at", "ended": "ended_at"}
-
-
-def key_hash(plaintext: str) -> str:
-    """sha256 hex of a client key. Keys carry 240 random bits, so no salt or slow hash is needed."""
-    return hashlib.sha256(plaintext.encode()).hexdigest()
-
-
-def new_key_plaintext() -> str:
-    # token_urlsafe(30) is exactly 40 url-safe characters (30 bytes in base64).
-    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_CHARS * 3 // 4)
 
 
 class Ledger:
@@ -107,7 +94,7 @@ class Ledger:
 
     def list_keys(self) -> list[KeyInfo]:
         with self._lock:
-            rows = list(self.db.query(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"))
+            rows = list(self.db.query(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
         return [KeyInfo(**row) for row in rows]
 
     def revoke_key(self, id_or_name: int | str) -> KeyInfo:
@@ -115,11 +102,11 @@ class Ledger:
         text = str(id_or_name)
         with self._lock, transaction(self.db.conn):
             if text.isdigit():
-                rows = self.db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", [int(text)])
+                rows = self.db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", [int(text)])
             else:
                 # The active key of that name first; else any (to say it is revoked).
                 rows = self.db.execute(
-                    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE name = ? ORDER BY revoked_at IS NOT NULL, id DESC",
+                    f"SELECT {KEY_COLUMNS} FROM api_keys WHERE name = ? ORDER BY revoked_at IS NOT NULL, id DESC",
                     [text],
                 )
             row = rows.fetchone()
@@ -137,7 +124,7 @@ class Ledger:
         """sha256 hex -> KeyInfo of every active key, for the gateway's in-memory check."""
         with self._lock:
             rows = self.db.execute(
-                f"SELECT hash, {_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
+                f"SELECT hash, {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
             ).fetchall()
         return {row[0]: KeyInfo(*row[1:]) for row in rows}
 
@@ -228,41 +215,48 @@ class Ledger:
         with self._lock, transaction(self.db.conn):
             current = self._latest_worker(job_id)
             if current is None or (current.state == "ended" and state in ("lent", "serving")):
-                run = 0 if current is None else current.run + 1
                 if current is not None:  # a requeued job runs the same script: same model and size
                     given["model"] = model or current.model
                     given["gpus"] = gpu_count if gpu_count is not None else current.gpus
-                row = {"job_id": job_id, "run": run, "state": state, "reason": reason, **given}
-                row.update(started_at=at, serving_at=None, draining_at=None, ended_at=None, updated_at=at)
-                row[STATE_TIME_COLUMN[state]] = at
-                columns = ", ".join(row)
-                self.db.execute(
-                    f"INSERT INTO workers({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
-                )
+                self._insert_run(job_id, 0 if current is None else current.run + 1, state, reason, given, at)
             else:
-                rank = WORKER_STATES.index
-                new_state = state if rank(state) >= rank(current.state) else current.state
-                if state == "ended" and current.state != "ended":
-                    new_reason = reason or current.reason
-                else:
-                    new_reason = current.reason or reason
-                changes = {k: v for k, v in given.items() if v is not None}
-                changes.update(state=new_state, reason=new_reason, updated_at=at)
-                time_column = STATE_TIME_COLUMN[state]
-                if getattr(current, time_column) is None:
-                    changes[time_column] = at
-                assignments = ", ".join(f"{column} = ?" for column in changes)
-                self.db.execute(
-                    f"UPDATE workers SET {assignments} WHERE job_id = ? AND run = ?",
-                    [*changes.values(), job_id, current.run],
-                )
+                self._update_run(current, state, reason, given, at)
             return self._latest_worker(job_id)
+
+    def _insert_run(self, job_id: str, run: int, state: str, reason: str | None, given: dict, at: float) -> None:
+        """A new run of a worker job (its first, or Slurm requeued it)."""
+        row = {"job_id": job_id, "run": run, "state": state, "reason": reason, **given}
+        row.update(started_at=at, serving_at=None, draining_at=None, ended_at=None, updated_at=at)
+        row[STATE_TIME_COLUMN[state]] = at
+        columns = ", ".join(row)
+        self.db.execute(
+            f"INSERT INTO workers({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
+
+    def _update_run(self, current: WorkerInfo, state: str, reason: str | None, given: dict, at: float) -> None:
+        """A later report on the current run: the state only moves forward, first times stay."""
+        rank = WORKER_STATES.index
+        new_state = state if rank(state) >= rank(current.state) else current.state
+        if state == "ended" and current.state != "ended":
+            new_reason = reason or current.reason
+        else:
+            new_reason = current.reason or reason
+        changes = {k: v for k, v in given.items() if v is not None}
+        changes.update(state=new_state, reason=new_reason, updated_at=at)
+        time_column = STATE_TIME_COLUMN[state]
+        if getattr(current, time_column) is None:
+            changes[time_column] = at
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        self.db.execute(
+            f"UPDATE workers SET {assignments} WHERE job_id = ? AND run = ?",
+            [*changes.values(), current.job_id, current.run],
+        )
 
     def workers(self, active_only: bool = False) -> list[WorkerInfo]:
         """Every worker run (oldest first), or only those not ended."""
         where = "WHERE state != 'ended'" if active_only else ""
         with self._lock:
-            rows = list(self.db.query(f"SELECT {_WORKER_COLUMNS} FROM workers {where} ORDER BY started_at, id"))
+            rows = list(self.db.query(f"SELECT {WORKER_COLUMNS} FROM workers {where} ORDER BY started_at, id"))
         return [WorkerInfo(**row) for row in rows]
 
     def worker(self, job_id) -> WorkerInfo | None:
@@ -272,7 +266,7 @@ class Ledger:
 
     def _latest_worker(self, job_id: str) -> WorkerInfo | None:
         row = self.db.execute(
-            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE job_id = ? ORDER BY run DESC LIMIT 1", [job_id]
+            f"SELECT {WORKER_COLUMNS} FROM workers WHERE job_id = ? ORDER BY run DESC LIMIT 1", [job_id]
         ).fetchone()
         return WorkerInfo(*row) if row else None
 
@@ -336,7 +330,7 @@ class Ledger:
             params.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
-            rows = self.db.execute(f"SELECT {_RECLAIM_COLUMNS} FROM reclaims {where} ORDER BY id", params).fetchall()
+            rows = self.db.execute(f"SELECT {RECLAIM_COLUMNS} FROM reclaims {where} ORDER BY id", params).fetchall()
         return [ReclaimInfo(*row) for row in rows]
 
     # -- requests (reads) ---------------------------------------------------------------
@@ -371,16 +365,6 @@ class Ledger:
                 f"SELECT {group_by}, {sums} FROM requests {where} GROUP BY {group_by} ORDER BY {group_by}", params
             ).fetchall()
         return {row[0]: _totals(row[1:]) for row in rows}
-
-
-_KEY_COLUMNS = "id, name, prefix, created_at, revoked_at"
-_RECLAIM_COLUMNS = (
-    "id, training_job_id, node, worker_job_id, submit_time, sigterm_time, gpus_free_time, start_time, created_at"
-)
-_WORKER_COLUMNS = (
-    "job_id, run, state, reason, model, node, gpus, gpu_ids, address, "
-    "started_at, serving_at, draining_at, ended_at, updated_at"
-)
 
 
 def _totals(row) -> RequestTotals:

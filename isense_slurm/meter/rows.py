@@ -112,3 +112,14 @@ class ReclaimInfo:
         if self.submit_time is None or self.start_time is None:
             return None
         return self.start_time - self.submit_time
+
+
+# SELECT lists in the order of KeyInfo's, ReclaimInfo's and WorkerInfo's fields.
+KEY_COLUMNS = "id, name, prefix, created_at, revoked_at"
+RECLAIM_COLUMNS = (
+    "id, training_job_id, node, worker_job_id, submit_time, sigterm_time, gpus_free_time, start_time, created_at"
+)
+WORKER_COLUMNS = (
+    "job_id, run, state, reason, model, node, gpus, gpu_ids, address, "
+    "started_at, serving_at, draining_at, ended_at, updated_at"
+)

@@ -23,7 +23,17 @@ CREATED_BY = "isense-slurm"
 
 def _v1_serving(db: Database) -> None:
     """meta, API keys, price book, workers, requests (the serving issue)."""
-    statements = [
+    for sql in _v1_meta_keys_prices() + _v1_workers_requests():
+        db.execute(sql)
+    db.execute(
+        "INSERT INTO meta(key, value) VALUES ('created_by', ?), ('created_at', ?), ('keys_generation', '0')",
+        [CREATED_BY, repr(time.time())],
+    )
+
+
+def _v1_meta_keys_prices() -> list[str]:
+    """v1's DDL, part one (released: never edit, SQLite keeps this text)."""
+    return [
         """CREATE TABLE meta (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -50,6 +60,12 @@ def _v1_serving(db: Database) -> None:
             effective_from REAL NOT NULL
         )""",
         "CREATE INDEX prices_model_time ON prices(model, effective_from)",
+    ]
+
+
+def _v1_workers_requests() -> list[str]:
+    """v1's DDL, part two (released: never edit, SQLite keeps this text)."""
+    return [
         # One row per run of a worker job: Slurm requeues a preempted job under the
         # same job id, and each run's lent time counts on its own.
         """CREATE TABLE workers (
@@ -100,12 +116,6 @@ def _v1_serving(db: Database) -> None:
         "CREATE INDEX requests_key ON requests(key_id, ts)",
         "CREATE INDEX requests_job ON requests(job_id)",
     ]
-    for sql in statements:
-        db.execute(sql)
-    db.execute(
-        "INSERT INTO meta(key, value) VALUES ('created_by', ?), ('created_at', ?), ('keys_generation', '0')",
-        [CREATED_BY, repr(time.time())],
-    )
 
 
 def _v2_reclaims_exports(db: Database) -> None:

@@ -8,8 +8,7 @@ workers by `state` (workers_state), reclaims by id.
 import sqlite3
 
 from isense_slurm.meter.earnings import _SUMS, request_sums
-from isense_slurm.meter.ledger import _RECLAIM_COLUMNS, _WORKER_COLUMNS
-from isense_slurm.meter.rows import ReclaimInfo, RequestTotals, WorkerInfo
+from isense_slurm.meter.rows import RECLAIM_COLUMNS, WORKER_COLUMNS, ReclaimInfo, RequestTotals, WorkerInfo
 
 # Each distinct node by one index seek (SQLite has no loose index scan of its own).
 _DISTINCT_NODES = (
@@ -47,14 +46,14 @@ def _has_index(conn: sqlite3.Connection, name: str) -> bool:
 def active_workers(conn: sqlite3.Connection) -> dict[str, WorkerInfo]:
     """job id -> its latest run that has not ended (lent, serving or draining)."""
     rows = conn.execute(
-        f"SELECT {_WORKER_COLUMNS} FROM workers WHERE state != 'ended' ORDER BY job_id, run"
+        f"SELECT {WORKER_COLUMNS} FROM workers WHERE state != 'ended' ORDER BY job_id, run"
     ).fetchall()
     return {row[0]: WorkerInfo(*row) for row in rows}  # later runs overwrite earlier ones
 
 
 def recent_reclaims(conn: sqlite3.Connection, limit: int) -> list[ReclaimInfo]:
     """The last `limit` reclaim rows, newest first."""
-    rows = conn.execute(f"SELECT {_RECLAIM_COLUMNS} FROM reclaims ORDER BY id DESC LIMIT ?", [limit]).fetchall()
+    rows = conn.execute(f"SELECT {RECLAIM_COLUMNS} FROM reclaims ORDER BY id DESC LIMIT ?", [limit]).fetchall()
     return [ReclaimInfo(*row) for row in rows]
 
 

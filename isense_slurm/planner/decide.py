@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from isense_slurm.config_windows import available_at, available_until
+from isense_slurm.availability import available_at, available_until
 from isense_slurm.planner.backoff import Hold, clock_s, hold_line, holds
 from isense_slurm.planner.cancel import (
     cancels_blocked,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from isense_slurm.config_windows import Window
+from isense_slurm.availability import Window
 
 
 class WorkerState(StrEnum):

@@ -6,10 +6,13 @@ their output. Typed views in (Node, Partition, Job), actions out (submit, cancel
     idle = [n for n in slurm.nodes(partition="train") if n.usable and n.gpus_idle]
 """
 
+from isense_slurm.errors import SlurmError
 from isense_slurm.slurm.backend import JobId, SlurmBackend
 from isense_slurm.slurm.cli_backend import CliBackend
 from isense_slurm.slurm.hostlist import compact, expand
 from isense_slurm.slurm.models import Job, Node, Partition, Reservation
+from isense_slurm.slurm.pyslurm_backend import PyslurmBackend  # pyslurm itself is imported on first use
+from isense_slurm.slurm.pyslurm_load import load_pyslurm
 from isense_slurm.slurm.submit import SubmitOptions, sbatch_args
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "JobId",
     "Node",
     "Partition",
+    "PyslurmBackend",
     "Reservation",
     "SlurmBackend",
     "SubmitOptions",
@@ -34,8 +38,6 @@ def default_backend(timeout: float = 30.0, *, kind: str = "cli") -> SlurmBackend
     """A backend of `kind`: "cli" (Slurm's command-line tools) or "pyslurm" (its C API,
     imported on first use; see pyslurm_backend.py)."""
     if kind == "pyslurm":
-        from isense_slurm.slurm.pyslurm_backend import PyslurmBackend
-
         return PyslurmBackend(timeout=timeout)
     if kind != "cli":
         raise ValueError(f"unknown Slurm backend {kind!r}")
@@ -51,9 +53,6 @@ def backend_problem(kind: str) -> str | None:
     """Why backend `kind` cannot work on this host (one line), or None when it can."""
     if kind != "pyslurm":
         return None
-    from isense_slurm.errors import SlurmError
-    from isense_slurm.slurm.pyslurm_backend import load_pyslurm
-
     try:
         version = CliBackend(timeout=10).version()
     except SlurmError:

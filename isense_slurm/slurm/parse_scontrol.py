@@ -144,15 +144,7 @@ def job_from_record(r: Record) -> Job:
     state, flags = split_states(states(r.get("JobState")), JOB_BASE_STATES)
     pending = state == "PENDING"
     nodes = () if pending else tuple(expand(r.get("NodeList") or ""))
-    # `-d` detail: Nodes=n[1-2] CPU_IDs=... GRES=gpu:1(IDX:0) per node group.
-    detail_nodes, detail_gres = r.all("Nodes"), r.all("GRES")
-    indices: list[tuple[str, tuple[int, ...]]] = []
-    alloc_gpus = 0
-    for group, gres in zip(detail_nodes, detail_gres):
-        names = expand(group)
-        alloc_gpus += gpu_count(gres) * len(names)
-        if gpu_count(gres):
-            indices.extend((n, gpu_indices(gres)) for n in names)
+    alloc_gpus, indices = _detail_gpus(r)
     node_count = r.int("NumNodes") or len(nodes)
     per_node = gpu_count(r.get("TresPerNode"))
     if not pending and gpu_count(r.get("JOB_GRES")):
@@ -164,11 +156,7 @@ def job_from_record(r: Record) -> Job:
                 or per_node * max(1, node_count)
                 or gpu_count(r.get("TresPerTask")) * max(1, r.int("NumTasks", 1)))
     finished = state not in ("PENDING", "RUNNING", "SUSPENDED") and "COMPLETING" not in flags
-    code = signal = None
-    exit_text = r.get("ExitCode") or ""
-    if finished and re.fullmatch(r"\d+:\d+", exit_text):
-        code, sig = (int(x) for x in exit_text.split(":"))
-        signal = sig or None
+    code, signal = _exit_status(r) if finished else (None, None)
     start = local_time(r.get("StartTime"))
     return Job(
         job_id=job_id,
@@ -199,6 +187,28 @@ def job_from_record(r: Record) -> Job:
         std_out=r.text("StdOut"),
         work_dir=r.text("WorkDir"),
     )
+
+
+def _detail_gpus(r: Record) -> tuple[int, list[tuple[str, tuple[int, ...]]]]:
+    """GPUs allocated in all, and (node, GPU indices) per node, from `-d` detail:
+    Nodes=n[1-2] CPU_IDs=... GRES=gpu:1(IDX:0) per node group."""
+    indices: list[tuple[str, tuple[int, ...]]] = []
+    alloc_gpus = 0
+    for group, gres in zip(r.all("Nodes"), r.all("GRES")):
+        names = expand(group)
+        alloc_gpus += gpu_count(gres) * len(names)
+        if gpu_count(gres):
+            indices.extend((n, gpu_indices(gres)) for n in names)
+    return alloc_gpus, indices
+
+
+def _exit_status(r: Record) -> tuple[int | None, int | None]:
+    """A finished job's (exit code, signal or None) from ExitCode=CODE:SIGNAL."""
+    exit_text = r.get("ExitCode") or ""
+    if not re.fullmatch(r"\d+:\d+", exit_text):
+        return None, None
+    code, sig = (int(x) for x in exit_text.split(":"))
+    return code, sig or None
 
 
 def nodes_from_scontrol(text: str) -> list[Node]:

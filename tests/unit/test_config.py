@@ -348,12 +348,12 @@ def test_advertise_urls(url, ok):
 
 def test_example_is_plain_toml_with_every_known_key():
     """The shipped example documents each key the loader knows (so the docs cannot lag)."""
-    from isense_slurm import config as module
+    from isense_slurm.config import sections as module
     doc = tomllib.loads(EXAMPLE.read_text())
-    assert sorted(doc["slurm"]) == sorted(module._SLURM_KEYS)
-    assert sorted(doc["gateway"]) == sorted(module._GATEWAY_KEYS)
-    assert sorted(doc["worker"]) == sorted(module._WORKER_KEYS)
-    assert sorted(doc["models"][0]) == sorted(module._MODEL_KEYS)
+    assert sorted(doc["slurm"]) == sorted(module.SLURM_KEYS)
+    assert sorted(doc["gateway"]) == sorted(module.GATEWAY_KEYS)
+    assert sorted(doc["worker"]) == sorted(module.WORKER_KEYS)
+    assert sorted(doc["models"][0]) == sorted(module.MODEL_KEYS)
 
 
 # --------------------------------------------------------------------- import weight

@@ -8,7 +8,8 @@ import pytest
 
 from isense_slurm.cli import main
 from isense_slurm.errors import UsageError
-from isense_slurm.meter.ledger import Ledger, key_hash
+from isense_slurm.meter.keys import key_hash
+from isense_slurm.meter.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from isense_slurm.config_windows import parse_window
+from isense_slurm.availability import parse_window
 from isense_slurm.planner import Snapshot, WorkerState, make_plan
 from planner_world import line_for, node, policy, worker
 

@@ -13,16 +13,10 @@ import pytest
 
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm import SubmitOptions
-from isense_slurm.slurm.pyslurm_backend import (
-    PyslurmBackend,
-    _gpus,
-    _node,
-    _partition,
-    _reason,
-    _submit_fields,
-    load_pyslurm,
-    pyslurm_series,
-)
+from isense_slurm.slurm.pyslurm_backend import PyslurmBackend
+from isense_slurm.slurm.pyslurm_convert import gpus_of, node_from, partition_from, reason_of
+from isense_slurm.slurm.pyslurm_load import load_pyslurm, pyslurm_series
+from isense_slurm.slurm.pyslurm_submit import submit_fields
 
 T0 = 1_780_000_000
 
@@ -37,14 +31,14 @@ T0 = 1_780_000_000
     ({}, 0), (None, 0), ("gpu:4", 4),
 ])
 def test_gpus_by_shape(value, gpus):
-    assert _gpus(value) == gpus
+    assert gpus_of(value) == gpus
 
 
 def test_reason_is_the_first_word_as_squeue_gives_it():
-    assert _reason("ReqNodeNotAvail, UnavailableNodes:n1") == "ReqNodeNotAvail"
-    assert _reason("Priority") == "Priority"
-    assert _reason("None") is None and _reason(None) is None
-    assert _reason("job requeued in held state") == "job_requeued_in_held_state"  # as scontrol
+    assert reason_of("ReqNodeNotAvail, UnavailableNodes:n1") == "ReqNodeNotAvail"
+    assert reason_of("Priority") == "Priority"
+    assert reason_of("None") is None and reason_of(None) is None
+    assert reason_of("job requeued in held state") == "job_requeued_in_held_state"  # as scontrol
 
 
 def test_series_of_a_release():
@@ -73,19 +67,19 @@ def node(**kw):
 
 
 def test_node_fields():
-    n = _node(node())
+    n = node_from(node())
     assert (n.name, n.state, n.flags) == ("n1", "MIXED", frozenset({"DRAIN"}))
     assert (n.gpus_total, n.gpus_alloc, n.gpus_idle) == (4, 2, 2)
     assert n.partitions == ("train", "inference") and n.features == ("a100",)
     assert n.reason_time == datetime.fromtimestamp(T0, timezone.utc) and not n.usable
-    n24 = _node(node(state="IDLE", allocated_gres={}, configured_gres={"gpu": 4}))
+    n24 = node_from(node(state="IDLE", allocated_gres={}, configured_gres={"gpu": 4}))
     assert (n24.state, n24.flags, n24.gpus_alloc) == ("IDLE", frozenset(), 0)
 
 
 def test_partition_fields():
-    p = _partition(SimpleNamespace(name="inference", nodes="n[1-2]", priority_tier=1, preempt_mode="REQUEUE",
-                                   state="UP", is_default=False, max_time="UNLIMITED", default_time=None,
-                                   preemption_grace_time=None, total_cpus=16, total_nodes=2))
+    p = partition_from(SimpleNamespace(name="inference", nodes="n[1-2]", priority_tier=1, preempt_mode="REQUEUE",
+                                       state="UP", is_default=False, max_time="UNLIMITED", default_time=None,
+                                       preemption_grace_time=None, total_cpus=16, total_nodes=2))
     assert p.nodes == ("n1", "n2") and p.max_time is None and p.grace_time == 0
     assert p.preempt_mode == "REQUEUE" and p.priority_tier == 1
 
@@ -162,9 +156,9 @@ def test_pending_job_asking_gpus_per_job_is_read_once_from_squeue():
 
 
 def test_node_allocation_from_jobs_where_the_node_tres_lack_gpus():
-    n = _node(node(allocated_gres={}), held={"n1": 3})
+    n = node_from(node(allocated_gres={}), held={"n1": 3})
     assert (n.gpus_total, n.gpus_alloc) == (4, 3)
-    assert _node(node(allocated_gres={"gpu": 1}), held={"n1": 3}).gpus_alloc == 1  # read when listed
+    assert node_from(node(allocated_gres={"gpu": 1}), held={"n1": 3}).gpus_alloc == 1  # read when listed
 
 
 def test_finished_job_exit_and_states():
@@ -175,16 +169,16 @@ def test_finished_job_exit_and_states():
 
 
 def test_submit_fields_map_or_fall_back():
-    fields = _submit_fields(SubmitOptions(partition="train", job_name="x", gres="gpu:2", nodes=1, nodelist="n1",
-                                          time=5, output="/j/%j.out", requeue=False, signal="B:USR1@30",
-                                          hold=True).as_mapping())
+    fields = submit_fields(SubmitOptions(partition="train", job_name="x", gres="gpu:2", nodes=1, nodelist="n1",
+                                         time=5, output="/j/%j.out", requeue=False, signal="B:USR1@30",
+                                         hold=True).as_mapping())
     assert fields["partitions"] == "train" and fields["gres_per_node"] == "gpu:2"
     assert fields["time_limit"] == 5 and fields["is_requeueable"] is False and fields["priority"] == 0
     assert fields["signal"] == {"signal": int(signal.SIGUSR1), "time": 30, "batch_only": True}
-    assert _submit_fields({"time": "1:00:00"})["time_limit"] == "1:00:00"
-    assert _submit_fields({"isense-worker": True}) is None  # a SPANK option: sbatch does it
-    assert _submit_fields(SubmitOptions(extra={"qos": "low"}).as_mapping()) is None
-    assert _submit_fields({}) == {}
+    assert submit_fields({"time": "1:00:00"})["time_limit"] == "1:00:00"
+    assert submit_fields({"isense-worker": True}) is None  # a SPANK option: sbatch does it
+    assert submit_fields(SubmitOptions(extra={"qos": "low"}).as_mapping()) is None
+    assert submit_fields({}) == {}
 
 
 def test_submit_as_another_user_and_plugin_options_go_through_sbatch():

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from isense_slurm.config_windows import (
+from isense_slurm.availability import (
     Window,
     WindowError,
     available_at,
