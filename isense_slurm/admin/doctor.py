@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from isense_slurm.controller.observe import pool_nodes
-from isense_slurm.controller.slurm_conf import kill_wait_needed
+from isense_slurm.admin.slurm_conf import kill_wait_needed
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm import Node, Partition
 
@@ -352,7 +352,7 @@ def gather(cfg, slurm) -> Facts:
         facts.config_problem = f"not readable by {cfg.slurm.service_account}"
     if facts.account is not None:
         from isense_slurm.controller.act import isense_executable
-        from isense_slurm.controller.doctor_exec import check_executables
+        from isense_slurm.admin.doctor_exec import check_executables
 
         facts.executables, facts.executables_skipped = check_executables(cfg, isense_executable())
     from isense_slurm.report.controller_state import read_controller
