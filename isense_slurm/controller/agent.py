@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+from isense_slurm.contracts.states import WorkerStage
+from isense_slurm.contracts.workers import model_of
 from isense_slurm.controller.act import Actor, Outcome
 from isense_slurm.controller.failures import WorkerWatch
 from isense_slurm.controller.make_way import WayMaker
@@ -219,7 +221,8 @@ class Agent:
 
     def _record_lent(self, job_id: str, submit: Submit) -> None:
         if self.ledger is not None:
-            self.ledger.worker_event(job_id, state="lent", node=submit.node, gpus=submit.gpus, model=submit.model)
+            self.ledger.worker_event(job_id, state=WorkerStage.LENT, node=submit.node, gpus=submit.gpus,
+                                     model=submit.model)
 
     def _reconcile(self, observation: Observation) -> None:
         """Ledger <-> Slurm: at start, then every RECONCILE_SECONDS."""
@@ -234,8 +237,8 @@ class Agent:
             for job_id, job in observation.workers.items():
                 if job_id in open_runs or not (job.is_pending or job.is_active):
                     continue
-                self.ledger.worker_event(job_id, state="lent", node=job.nodes[0] if job.nodes else None,
-                                         gpus=job.gpus, model=job.name.removeprefix("isense-"),
+                self.ledger.worker_event(job_id, state=WorkerStage.LENT, node=job.nodes[0] if job.nodes else None,
+                                         gpus=job.gpus, model=model_of(job.name),
                                          at=job.submit_time.timestamp() if job.submit_time else None)
                 log.info("adopted worker %s (%s) from squeue", job_id, job.name)
             wall = time.time()
@@ -251,7 +254,7 @@ class Agent:
                 if job is None and wall - run.updated_at < ENDED_GRACE_SECONDS:
                     continue
                 reason = end_reason_of_finished(job)
-                self.ledger.worker_event(job_id, state="ended", reason=reason, at=ended)
+                self.ledger.worker_event(job_id, state=WorkerStage.ENDED, reason=reason, at=ended)
                 log.info("closed worker %s in the ledger: %s", job_id, reason)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not stop lending
             log.error("ledger reconcile failed: %s", err)

@@ -56,7 +56,7 @@ def preempting_partitions(partitions, lend_partition: str) -> set[str]:
 def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
     """Pending jobs that are not workers and that Slurm may start now, oldest first."""
     out = []
-    for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker(j)),
+    for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker_job(j)),
                     key=lambda j: (j.submit_time is None, j.submit_time or EPOCH, j.job_id)):
         if (j.reason or "") not in STARTABLE_REASONS:
             continue
@@ -78,13 +78,13 @@ def node_uses(nodes, jobs, scope: Scope, memory: Memory,
         if j.is_pending or not holds_gpus(j):
             continue
         job_id = str(j.job_id)
-        leaving = scope.is_worker(j) and (job_id in memory.cancels or j.state != "RUNNING"
+        leaving = scope.is_worker_job(j) and (job_id in memory.cancels or j.state != "RUNNING"
                                           or "COMPLETING" in j.states or j.preempt_time is not None)
         for name in j.nodes:
             held = gpus_on(j, name)
             if leaving:
                 continue
-            if scope.is_worker(j):
+            if scope.is_worker_job(j):
                 workers.setdefault(name, []).append(RunningWorker(job_id, held, outstanding.get(job_id, 0)))
             else:
                 other[name] = other.get(name, 0) + held

@@ -6,8 +6,9 @@ it resolves the pools to nodes, splits each node's GPUs between training and wor
 keeps the dwell clock (idle_since) and adds the workers we submitted that squeue does
 not list yet.
 
-Workers are the service account's jobs in the lend partition named isense-<model>;
-any other job (the service account's too) counts as training: its GPUs are not ours.
+Workers are the service account's jobs in the lend partition named isense-<model>
+(contracts/workers.py); any other job (the service account's too) counts as training:
+its GPUs are not ours.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from isense_slurm.contracts.states import WorkerState
+from isense_slurm.contracts.workers import WorkerRule, model_of
 from isense_slurm.errors import SlurmError
-from isense_slurm.planner import Demand, PendingTraining, PoolNode, Reservation, Snapshot, Worker, WorkerState
+from isense_slurm.planner import Demand, PendingTraining, PoolNode, Reservation, Snapshot, Worker
 from isense_slurm.planner.inputs import STARTABLE_REASONS
 from isense_slurm.controller.memory import Memory
 from isense_slurm.slurm import Job, Node, expand
 
 log = logging.getLogger("isense.controller")
 
-WORKER_PREFIX = "isense-"
 RESERVATION_TTL = 30.0
-
-
-def worker_job_name(model: str) -> str:
-    return WORKER_PREFIX + model
 
 
 def to_local(when: datetime | None) -> datetime | None:
@@ -43,22 +41,17 @@ def to_local(when: datetime | None) -> datetime | None:
     return when.astimezone().replace(tzinfo=None)
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The config's say on what is ours: [slurm] lend_partition, service_account, pools."""
+@dataclass(frozen=True, kw_only=True)
+class Scope(WorkerRule):
+    """The config's say on what is ours: which jobs are workers ([slurm] service_account,
+    lend_partition) and which nodes may be lent ([slurm] pools)."""
 
-    lend_partition: str
-    service_account: str
     pools: tuple[str, ...]
 
     @classmethod
     def from_config(cls, cfg) -> Scope:
         s = cfg.slurm
-        return cls(s.lend_partition, s.service_account, tuple(s.pools))
-
-    def is_worker(self, job: Job) -> bool:
-        return (job.user == self.service_account and job.partition == self.lend_partition
-                and job.name.startswith(WORKER_PREFIX))
+        return cls(lend_partition=s.lend_partition, service_account=s.service_account, pools=tuple(s.pools))
 
 
 def pool_nodes(pools: Iterable[str], nodes: Iterable[Node]) -> list[Node]:
@@ -102,7 +95,7 @@ class Observation:
 
 def _worker(job: Job, scope: Scope, memory: Memory) -> Worker | None:
     job_id = str(job.job_id)
-    model = job.name[len(WORKER_PREFIX):]
+    model = model_of(job.name)
     if job.is_pending:
         node = job.required_nodes[0] if len(job.required_nodes) == 1 else None
         if node is None and job_id in memory.submits:
@@ -127,7 +120,7 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     pool_names = {n.name for n in pool}
     pool_partitions = {p for n in pool for p in n.partitions}
     by_id = {str(j.job_id): j for j in jobs}
-    worker_jobs = {job_id: j for job_id, j in by_id.items() if scope.is_worker(j)}
+    worker_jobs = {job_id: j for job_id, j in by_id.items() if scope.is_worker_job(j)}
 
     workers = [w for j in worker_jobs.values() if (w := _worker(j, scope, memory)) is not None]
     listed = {w.job_id for w in workers}
@@ -167,7 +160,7 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
 
     pending = []
     for j in jobs:
-        if not j.is_pending or scope.is_worker(j):
+        if not j.is_pending or scope.is_worker_job(j):
             continue
         partitions = [p for p in j.partition.split(",") if p]
         if not set(partitions) & pool_partitions:

@@ -12,7 +12,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 
-from isense_slurm.controller.observe import WORKER_PREFIX
+from isense_slurm.contracts.events import EventKind
+from isense_slurm.contracts.states import EndReason, WorkerStage
+from isense_slurm.contracts.workers import is_worker_name
 from isense_slurm.controller.reclaims import ReclaimAssembler
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm import Job
@@ -21,15 +23,15 @@ log = logging.getLogger("isense.controller")
 
 # Slurm's final job state says why a worker ended better than its epilog can.
 _STATE_REASONS = {
-    "PREEMPTED": "preempted",
-    "TIMEOUT": "time_limit",
-    "DEADLINE": "time_limit",
-    "COMPLETED": "completed",
-    "CANCELLED": "completed",  # scancel (ours: share, window, stuck): stopped on request
-    "FAILED": "failed",
-    "NODE_FAIL": "failed",
-    "BOOT_FAIL": "failed",
-    "OUT_OF_MEMORY": "failed",
+    "PREEMPTED": EndReason.PREEMPTED,
+    "TIMEOUT": EndReason.TIME_LIMIT,
+    "DEADLINE": EndReason.TIME_LIMIT,
+    "COMPLETED": EndReason.COMPLETED,
+    "CANCELLED": EndReason.COMPLETED,  # scancel (ours: share, window, stuck): stopped on request
+    "FAILED": EndReason.FAILED,
+    "NODE_FAIL": EndReason.FAILED,
+    "BOOT_FAIL": EndReason.FAILED,
+    "OUT_OF_MEMORY": EndReason.FAILED,
 }
 LIMIT_SLACK_SECONDS = 2.0
 
@@ -43,25 +45,25 @@ def end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | N
     controller stopped to make way for training (`made_way`): it ends COMPLETED (it exits
     on the SIGTERM) or PREEMPTED (Slurm was first), and was preempted.
     """
-    reason = hook_reason or "failed"
+    reason = EndReason(hook_reason or EndReason.FAILED)
     if job is None:
         return reason
     if made_way and job.state in ("COMPLETED", "CANCELLED", "PREEMPTED"):
-        return "preempted"
-    if job.state in _STATE_REASONS and not (job.state == "CANCELLED" and reason == "failed"):
+        return EndReason.PREEMPTED
+    if job.state in _STATE_REASONS and not (job.state == "CANCELLED" and reason == EndReason.FAILED):
         return _STATE_REASONS[job.state]
-    if reason == "preempted" and job.start_time and job.time_limit:
+    if reason == EndReason.PREEMPTED and job.start_time and job.time_limit:
         deadline = job.start_time.timestamp() + job.time_limit * 60
         if (sigterm_time or 0) >= deadline - LIMIT_SLACK_SECONDS:
-            return "time_limit"
+            return EndReason.TIME_LIMIT
     return reason
 
 
 def end_reason_of_finished(job: Job | None) -> str:
     """Reason for a worker the ledger still holds open but Slurm has let go (restart)."""
     if job is None:
-        return "lost"
-    return _STATE_REASONS.get(job.state, "lost")
+        return EndReason.LOST
+    return _STATE_REASONS.get(job.state, EndReason.LOST)
 
 
 class EventRecorder:
@@ -78,7 +80,7 @@ class EventRecorder:
         self._submit_times: dict[str, float | None] = {}
 
     def on_event(self, event: dict) -> None:
-        if event["kind"] == "gpus_free" and self.wake is not None:
+        if event["kind"] == EventKind.GPUS_FREE and self.wake is not None:
             self.wake()
         self._executor.submit(self._safe_handle, event)
 
@@ -92,13 +94,13 @@ class EventRecorder:
             log.exception("hook event %s from %s not recorded", event.get("kind"), event.get("node"))
 
     def handle(self, event: dict) -> None:
-        job = self._job(event["job_id"]) if event["kind"] == "worker_end" else None
+        job = self._job(event["job_id"]) if event["kind"] == EventKind.WORKER_END else None
         # The hooks call every job of the service account in the lend partition a worker;
         # only isense-* jobs are the controller's (others are the admin's own tests).
-        if event["kind"] == "worker_end" and (job is None or job.name.startswith(WORKER_PREFIX)):
+        if event["kind"] == EventKind.WORKER_END and (job is None or is_worker_name(job.name)):
             reason = end_reason(event.get("reason"), job, event.get("sigterm_time"),
                                 made_way=self.made_way is not None and self.made_way(event["job_id"]))
-            self.ledger.worker_event(event["job_id"], state="ended", node=event["node"],
+            self.ledger.worker_event(event["job_id"], state=WorkerStage.ENDED, node=event["node"],
                                      gpus=event.get("gpus") or None, reason=reason, at=event["time"])
         for reclaim in self.assembler.add(event):
             fields = reclaim.ledger_fields()
