@@ -31,12 +31,13 @@ from isense_slurm.contracts.states import WorkerStage
 from isense_slurm.contracts.workers import model_of
 from isense_slurm.controller.act import Actor, Outcome
 from isense_slurm.controller.failures import WorkerWatch
-from isense_slurm.controller.make_way import WayMaker
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Observation, Observer, Scope
-from isense_slurm.controller.recorder import end_reason_of_finished
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, make_plan
+from isense_slurm.reclaim.book import ReclaimBook
+from isense_slurm.reclaim.make_way import WayMaker
+from isense_slurm.reclaim.recorder import end_reason_of_finished
 
 log = logging.getLogger("isense.controller")
 
@@ -59,12 +60,15 @@ class Agent:
         self.memory = Memory()
         self.observer = Observer(Scope.from_config(cfg), slurm, self.memory, demand)
         self.actor = Actor(cfg, slurm, self.memory, plugin=plugin, on_lent=self._record_lent)
-        # Runs on the job_submit hook's wake, beside the ticks (controller/make_way.py).
-        self.way = WayMaker(Scope.from_config(cfg), slurm, self.memory, dry_run=dry_run)
+        # Reclaims in flight: make way writes the submits it catches and the workers it
+        # stops; the event recorder (isense serve) and the worker watch read them.
+        self.reclaims = ReclaimBook(Scope.from_config(cfg))
+        # Runs on the job_submit hook's wake, beside the ticks (reclaim/make_way.py).
+        self.way = WayMaker(Scope.from_config(cfg), slurm, self.memory, dry_run=dry_run, book=self.reclaims)
         # Whether a worker ever served: the ledger (the gateway records registrations).
         if served is None and ledger is not None:
             served = self._served_in_ledger
-        self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.way.stopped)
+        self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.reclaims.made_way)
         self._holds: dict[tuple[str, str], Hold] = {}
         self.tick_seconds = float(cfg.slurm.tick_seconds)
         self.scheduler = None
