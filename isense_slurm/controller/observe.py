@@ -118,7 +118,6 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     """The planner's view of this moment. Updates `memory` (dwell clocks, seen submits)."""
     pool = pool_nodes(scope.pools, nodes)
     pool_names = {n.name for n in pool}
-    pool_partitions = {p for n in pool for p in n.partitions}
     by_id = {str(j.job_id): j for j in jobs}
     worker_jobs = {job_id: j for job_id, j in by_id.items() if scope.is_worker_job(j)}
 
@@ -128,6 +127,22 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     for s in memory.unseen_submits(set(worker_jobs), now):
         workers.append(Worker(s.job_id, s.model, s.gpus, WorkerState.PENDING, s.node, s.at))
 
+    pool_view = _pool_view(pool, by_id, set(worker_jobs), memory, now)
+    for name in list(memory.idle_since):
+        if name not in pool_names:
+            del memory.idle_since[name]
+
+    snapshot = Snapshot(
+        now=now, nodes=tuple(pool_view), workers=tuple(sorted(workers, key=lambda w: w.job_id)),
+        pending_training=tuple(_pending_training(jobs, scope, {p for n in pool for p in n.partitions})),
+        reservations=tuple(_reservations(reservations, pool_names, now)), demand=tuple(demand),
+    )
+    return Observation(snapshot, by_id, worker_jobs)
+
+
+def _pool_view(pool: list[Node], by_id: dict[str, Job], worker_ids: set[str], memory: Memory,
+               now: datetime) -> list[PoolNode]:
+    """Each pool node's GPUs split between training and workers; keeps the dwell clocks."""
     # GPUs per node from the job list too: squeue is read after sinfo, so a job Slurm
     # has just started may hold GPUs that the node view does not show yet.
     worker_held: dict[str, int] = {}
@@ -135,7 +150,7 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     for job_id, j in by_id.items():
         if j.is_pending or not holds_gpus(j):
             continue
-        held = worker_held if job_id in worker_jobs else training_held
+        held = worker_held if job_id in worker_ids else training_held
         for name in j.nodes:
             held[name] = held.get(name, 0) + gpus_on(j, name)
 
@@ -154,10 +169,10 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
             gpus_used_by_training=training, gpus_used_by_workers=workers_here,
             lendable=lendable, state=state, idle_since=idle,
         ))
-    for name in list(memory.idle_since):
-        if name not in pool_names:
-            del memory.idle_since[name]
+    return pool_view
 
+
+def _pending_training(jobs: list[Job], scope: Scope, pool_partitions: set[str]) -> list[PendingTraining]:
     pending = []
     for j in jobs:
         if not j.is_pending or scope.is_worker_job(j):
@@ -171,19 +186,17 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
             expected_nodes=tuple(n for n in j.required_nodes),
             eligible=(j.reason or "") in STARTABLE_REASONS,
         ))
+    return pending
 
+
+def _reservations(reservations: Iterable, pool_names: set[str], now: datetime) -> list[Reservation]:
     resv = []
     for r in reservations:
         start, end = to_local(r.start), to_local(r.end)
         if start is None or end is None or end <= now or not set(r.nodes) & pool_names:
             continue
         resv.append(Reservation(r.name, tuple(r.nodes), start, end))
-
-    snapshot = Snapshot(
-        now=now, nodes=tuple(pool_view), workers=tuple(sorted(workers, key=lambda w: w.job_id)),
-        pending_training=tuple(pending), reservations=tuple(resv), demand=tuple(demand),
-    )
-    return Observation(snapshot, by_id, worker_jobs)
+    return resv
 
 
 class Observer:
