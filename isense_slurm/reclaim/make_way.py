@@ -31,7 +31,7 @@ from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope, gpus_on, holds_gpus
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner.inputs import STARTABLE_REASONS
-from isense_slurm.planner.make_way import NodeUse, Release, RunningWorker, WaitingJob, make_way
+from isense_slurm.planner.make_way import StoppableNode, Release, RunningWorker, WaitingJob, make_way
 from isense_slurm.reclaim.book import ReclaimBook
 
 log = logging.getLogger("isense.controller")
@@ -64,8 +64,8 @@ def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
     return out
 
 
-def node_uses(nodes, jobs, scope: Scope, memory: Memory,
-              outstanding: dict[str, int] | None = None) -> list[NodeUse]:
+def stoppable_nodes(nodes, jobs, scope: Scope, memory: Memory,
+              outstanding: dict[str, int] | None = None) -> list[StoppableNode]:
     """Each node's GPUs: held by others, or by running workers that may still be stopped.
     Workers already on their way out (cancelled, preempted, completing) count as free."""
     outstanding = outstanding or {}
@@ -85,7 +85,7 @@ def node_uses(nodes, jobs, scope: Scope, memory: Memory,
                 workers.setdefault(name, []).append(RunningWorker(job_id, held, outstanding.get(job_id, 0)))
             else:
                 other[name] = other.get(name, 0) + held
-    return [NodeUse(n.name, n.partitions, n.gpus_total, min(n.gpus_total, other.get(n.name, 0)),
+    return [StoppableNode(n.name, n.partitions, n.gpus_total, min(n.gpus_total, other.get(n.name, 0)),
                     tuple(workers.get(n.name, ())), n.usable) for n in nodes]
 
 
@@ -189,7 +189,7 @@ class WayMaker:
                 outstanding = self.outstanding()
             except Exception as err:  # noqa: BLE001 - only steers which worker goes first
                 log.debug("outstanding requests not read: %s", err)
-        uses = node_uses(nodes, jobs, self.scope, self.memory, outstanding)
+        uses = stoppable_nodes(nodes, jobs, self.scope, self.memory, outstanding)
         releases, lines = make_way(waiting, uses, preempting)
         for line in lines:
             (log.info if line.notable else log.debug)("make way: %s (pass %.0f ms)", line.text,

@@ -6,7 +6,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from isense_slurm.reclaim.make_way import node_uses, preempting_partitions, waiting_jobs
+from isense_slurm.reclaim.make_way import stoppable_nodes, preempting_partitions, waiting_jobs
 from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope
@@ -52,19 +52,19 @@ def test_waiting_jobs_skip_workers_and_ineligible_and_keep_submit_order():
         ("2", 4, 2, ()), ("3", 4, 1, ("n2",))]
 
 
-def test_node_uses_split_training_stoppable_and_leaving_workers():
+def test_stoppable_nodes_split_training_stoppable_and_leaving_workers():
     nodes = [Node("n1", "MIXED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
              Node("n2", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
              Node("n3", "IDLE", flags=frozenset({"DRAIN"}), gpus_total=4, partitions=("train",))]
     jobs = [job(1, nodes=("n1",), gpus=2), worker(2, "n1", gpus=2), worker(3, "n2", gpus=4, preempt_time=T0),
             worker(4, "n2", gpus=0, state="PENDING")]
     memory = Memory()
-    uses = {u.name: u for u in node_uses(nodes, jobs, SCOPE, memory, {"2": 7})}
+    uses = {u.name: u for u in stoppable_nodes(nodes, jobs, SCOPE, memory, {"2": 7})}
     assert uses["n1"].gpus_other == 2 and [(w.job_id, w.gpus, w.outstanding) for w in uses["n1"].workers] == [("2", 2, 7)]
     assert uses["n2"].workers == () and uses["n2"].free == 4  # preempted: already leaving
     assert not uses["n3"].usable
     memory.cancelled("2", datetime.now())
-    assert node_uses(nodes, jobs, SCOPE, memory)[0].workers == ()  # cancelled by us: leaving
+    assert stoppable_nodes(nodes, jobs, SCOPE, memory)[0].workers == ()  # cancelled by us: leaving
 
 
 def test_watcher_calls_back_on_each_rewrite_and_not_before(tmp_path):
