@@ -88,7 +88,8 @@ def idle_node(cli: CliBackend) -> str | None:
 def make_way_once(cli: CliBackend, slurm, cfg, workdir: Path, jobs: list[int]) -> tuple[float, float]:
     """(sbatch -> SIGTERM at the worker, the make way pass) in seconds; AssertionError or
     SlurmError when something did not happen."""
-    from isense_slurm.controller.make_way import SubmitWatcher, WayMaker
+    from isense_slurm.reclaim.make_way import WayMaker
+    from isense_slurm.reclaim.submit_watch import SubmitWatcher
     from isense_slurm.controller.memory import Memory
     from isense_slurm.controller.observe import Scope
 

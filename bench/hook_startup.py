@@ -4,7 +4,7 @@
 Runs the real wrapper scripts (prolog/isense-prolog, epilog/isense-epilog: sh ->
 timeout -> python -I -> hook) with a training job's environment, --runs times each, in
 three cases:
-- up:       config valid, the daemon's stand-in (controller.events route) answers;
+- up:       config valid, the daemon's stand-in (reclaim.events route) answers;
 - down:     config valid, nothing listens at gateway.advertise_url (events spooled);
 - broken:   config file is not TOML (logged, events spooled, exit 0).
 The service account in the config is a user that does not exist, so the prolog's

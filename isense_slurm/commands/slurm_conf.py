@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
 def _release_arg(text: str):
     import re
 
-    from isense_slurm.controller.slurm_conf import OLDEST_RELEASE, parse_release
+    from isense_slurm.admin.slurm_conf import OLDEST_RELEASE, parse_release
     from isense_slurm.errors import UsageError
 
     if not re.match(_VERSION_ARG, text.strip()):
@@ -41,9 +41,9 @@ def _release_arg(text: str):
 
 def run(args) -> int:
     from isense_slurm.config import load_config
-    from isense_slurm.controller.doctor import service_group
+    from isense_slurm.admin.doctor import service_group
     from isense_slurm.controller.observe import pool_nodes
-    from isense_slurm.controller.slurm_conf import Site, checkout_root, render
+    from isense_slurm.admin.slurm_conf import Site, checkout_root, render
     from isense_slurm.errors import SlurmError
     from isense_slurm.slurm import backend_for, compact
 

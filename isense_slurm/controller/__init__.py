@@ -1,2 +1,2 @@
-"""The controller side of `isense serve`: what the daemon receives from the node hooks
-(events) and how it turns them into reclaim records (reclaims)."""
+"""The lend loop of `isense serve`: observe Slurm, plan with planner/, act (sbatch/scancel);
+the daemon wiring of the controller, the gateway and the reclaim room."""

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from isense_slurm.controller.memory import Memory, Submitted
-from isense_slurm.controller.observe import worker_job_name
+from isense_slurm.contracts.workers import worker_job_name
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner import Cancel, Plan, Submit
 from isense_slurm.slurm import SubmitOptions

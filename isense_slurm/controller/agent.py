@@ -27,14 +27,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+from isense_slurm.contracts.states import WorkerStage
+from isense_slurm.contracts.workers import model_of
 from isense_slurm.controller.act import Actor, Outcome
 from isense_slurm.controller.failures import WorkerWatch
-from isense_slurm.controller.make_way import WayMaker
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Observation, Observer, Scope
-from isense_slurm.controller.recorder import end_reason_of_finished
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, make_plan
+from isense_slurm.reclaim.book import ReclaimBook
+from isense_slurm.reclaim.make_way import WayMaker
+from isense_slurm.reclaim.recorder import end_reason_of_finished
 
 log = logging.getLogger("isense.controller")
 
@@ -57,12 +60,15 @@ class Agent:
         self.memory = Memory()
         self.observer = Observer(Scope.from_config(cfg), slurm, self.memory, demand)
         self.actor = Actor(cfg, slurm, self.memory, plugin=plugin, on_lent=self._record_lent)
-        # Runs on the job_submit hook's wake, beside the ticks (controller/make_way.py).
-        self.way = WayMaker(Scope.from_config(cfg), slurm, self.memory, dry_run=dry_run)
+        # Reclaims in flight: make way writes the submits it catches and the workers it
+        # stops; the event recorder (isense serve) and the worker watch read them.
+        self.reclaims = ReclaimBook(Scope.from_config(cfg))
+        # Runs on the job_submit hook's wake, beside the ticks (reclaim/make_way.py).
+        self.way = WayMaker(Scope.from_config(cfg), slurm, self.memory, dry_run=dry_run, book=self.reclaims)
         # Whether a worker ever served: the ledger (the gateway records registrations).
         if served is None and ledger is not None:
             served = self._served_in_ledger
-        self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.way.stopped)
+        self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.reclaims.made_way)
         self._holds: dict[tuple[str, str], Hold] = {}
         self.tick_seconds = float(cfg.slurm.tick_seconds)
         self.scheduler = None
@@ -219,7 +225,8 @@ class Agent:
 
     def _record_lent(self, job_id: str, submit: Submit) -> None:
         if self.ledger is not None:
-            self.ledger.worker_event(job_id, state="lent", node=submit.node, gpus=submit.gpus, model=submit.model)
+            self.ledger.worker_event(job_id, state=WorkerStage.LENT, node=submit.node, gpus=submit.gpus,
+                                     model=submit.model)
 
     def _reconcile(self, observation: Observation) -> None:
         """Ledger <-> Slurm: at start, then every RECONCILE_SECONDS."""
@@ -234,8 +241,8 @@ class Agent:
             for job_id, job in observation.workers.items():
                 if job_id in open_runs or not (job.is_pending or job.is_active):
                     continue
-                self.ledger.worker_event(job_id, state="lent", node=job.nodes[0] if job.nodes else None,
-                                         gpus=job.gpus, model=job.name.removeprefix("isense-"),
+                self.ledger.worker_event(job_id, state=WorkerStage.LENT, node=job.nodes[0] if job.nodes else None,
+                                         gpus=job.gpus, model=model_of(job.name),
                                          at=job.submit_time.timestamp() if job.submit_time else None)
                 log.info("adopted worker %s (%s) from squeue", job_id, job.name)
             wall = time.time()
@@ -251,7 +258,7 @@ class Agent:
                 if job is None and wall - run.updated_at < ENDED_GRACE_SECONDS:
                     continue
                 reason = end_reason_of_finished(job)
-                self.ledger.worker_event(job_id, state="ended", reason=reason, at=ended)
+                self.ledger.worker_event(job_id, state=WorkerStage.ENDED, reason=reason, at=ended)
                 log.info("closed worker %s in the ledger: %s", job_id, reason)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not stop lending
             log.error("ledger reconcile failed: %s", err)

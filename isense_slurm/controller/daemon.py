@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from isense_slurm.controller.agent import Agent
-from isense_slurm.controller.events import make_events_route
-from isense_slurm.controller.make_way import SubmitWatcher
-from isense_slurm.controller.recorder import EventRecorder
 from isense_slurm.errors import IsenseError
+from isense_slurm.reclaim.events import make_events_route
+from isense_slurm.reclaim.recorder import EventRecorder
+from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.report.metrics import metrics_routes
 
 log = logging.getLogger("isense.controller")
@@ -54,9 +54,7 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
     loop = asyncio.get_running_loop()
     ledger = await loop.run_in_executor(None, Ledger.open, cfg.ledger.path)  # the controller's connection
     agent = Agent(cfg, slurm, ledger=ledger)
-    recorder = EventRecorder(slurm, ledger, lend_partition=cfg.slurm.lend_partition,
-                             service_account=cfg.slurm.service_account, wake=agent.wake,
-                             made_way=agent.way.stopped, submitted_at=agent.way.submitted_at)
+    recorder = EventRecorder(slurm, ledger, book=agent.reclaims, wake=agent.wake)
     routes = controller_routes(agent, recorder, secret)
     link = writer = None
     if with_gateway:

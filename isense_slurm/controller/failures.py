@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from isense_slurm.contracts.workers import model_of
 from isense_slurm.controller.memory import Memory
-from isense_slurm.controller.observe import WORKER_PREFIX, Observation, holds_gpus
+from isense_slurm.controller.observe import Observation, holds_gpus
 from isense_slurm.planner import Failures, WorkerEnd, note_end, note_served
 from isense_slurm.planner.backoff import is_failure
 
@@ -96,7 +97,7 @@ class WorkerWatch:
             if node is None and job_id in memory.submits:
                 node = memory.submits[job_id].node
             if node is not None:
-                self.watched[job_id] = Watched(node, job.name[len(WORKER_PREFIX):])
+                self.watched[job_id] = Watched(node, model_of(job.name))
         for s in list(memory.submits.values()):
             self.follow(s.job_id, s.node, s.model)
         self.note_stopped(list(memory.cancels))

@@ -6,8 +6,9 @@ it resolves the pools to nodes, splits each node's GPUs between training and wor
 keeps the dwell clock (idle_since) and adds the workers we submitted that squeue does
 not list yet.
 
-Workers are the service account's jobs in the lend partition named isense-<model>;
-any other job (the service account's too) counts as training: its GPUs are not ours.
+Workers are the service account's jobs in the lend partition named isense-<model>
+(contracts/workers.py); any other job (the service account's too) counts as training:
+its GPUs are not ours.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from isense_slurm.contracts.states import WorkerState
+from isense_slurm.contracts.workers import WorkerRule, model_of
 from isense_slurm.errors import SlurmError
-from isense_slurm.planner import Demand, PendingTraining, PoolNode, Reservation, Snapshot, Worker, WorkerState
+from isense_slurm.planner import Demand, PendingTraining, PoolNode, Reservation, Snapshot, Worker
 from isense_slurm.planner.inputs import STARTABLE_REASONS
 from isense_slurm.controller.memory import Memory
 from isense_slurm.slurm import Job, Node, expand
 
 log = logging.getLogger("isense.controller")
 
-WORKER_PREFIX = "isense-"
 RESERVATION_TTL = 30.0
-
-
-def worker_job_name(model: str) -> str:
-    return WORKER_PREFIX + model
 
 
 def to_local(when: datetime | None) -> datetime | None:
@@ -43,22 +41,17 @@ def to_local(when: datetime | None) -> datetime | None:
     return when.astimezone().replace(tzinfo=None)
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The config's say on what is ours: [slurm] lend_partition, service_account, pools."""
+@dataclass(frozen=True, kw_only=True)
+class Scope(WorkerRule):
+    """The config's say on what is ours: which jobs are workers ([slurm] service_account,
+    lend_partition) and which nodes may be lent ([slurm] pools)."""
 
-    lend_partition: str
-    service_account: str
     pools: tuple[str, ...]
 
     @classmethod
     def from_config(cls, cfg) -> Scope:
         s = cfg.slurm
-        return cls(s.lend_partition, s.service_account, tuple(s.pools))
-
-    def is_worker(self, job: Job) -> bool:
-        return (job.user == self.service_account and job.partition == self.lend_partition
-                and job.name.startswith(WORKER_PREFIX))
+        return cls(lend_partition=s.lend_partition, service_account=s.service_account, pools=tuple(s.pools))
 
 
 def pool_nodes(pools: Iterable[str], nodes: Iterable[Node]) -> list[Node]:
@@ -102,7 +95,7 @@ class Observation:
 
 def _worker(job: Job, scope: Scope, memory: Memory) -> Worker | None:
     job_id = str(job.job_id)
-    model = job.name[len(WORKER_PREFIX):]
+    model = model_of(job.name)
     if job.is_pending:
         node = job.required_nodes[0] if len(job.required_nodes) == 1 else None
         if node is None and job_id in memory.submits:
@@ -125,9 +118,8 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     """The planner's view of this moment. Updates `memory` (dwell clocks, seen submits)."""
     pool = pool_nodes(scope.pools, nodes)
     pool_names = {n.name for n in pool}
-    pool_partitions = {p for n in pool for p in n.partitions}
     by_id = {str(j.job_id): j for j in jobs}
-    worker_jobs = {job_id: j for job_id, j in by_id.items() if scope.is_worker(j)}
+    worker_jobs = {job_id: j for job_id, j in by_id.items() if scope.is_worker_job(j)}
 
     workers = [w for j in worker_jobs.values() if (w := _worker(j, scope, memory)) is not None]
     listed = {w.job_id for w in workers}
@@ -135,6 +127,22 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     for s in memory.unseen_submits(set(worker_jobs), now):
         workers.append(Worker(s.job_id, s.model, s.gpus, WorkerState.PENDING, s.node, s.at))
 
+    pool_view = _pool_view(pool, by_id, set(worker_jobs), memory, now)
+    for name in list(memory.idle_since):
+        if name not in pool_names:
+            del memory.idle_since[name]
+
+    snapshot = Snapshot(
+        now=now, nodes=tuple(pool_view), workers=tuple(sorted(workers, key=lambda w: w.job_id)),
+        pending_training=tuple(_pending_training(jobs, scope, {p for n in pool for p in n.partitions})),
+        reservations=tuple(_reservations(reservations, pool_names, now)), demand=tuple(demand),
+    )
+    return Observation(snapshot, by_id, worker_jobs)
+
+
+def _pool_view(pool: list[Node], by_id: dict[str, Job], worker_ids: set[str], memory: Memory,
+               now: datetime) -> list[PoolNode]:
+    """Each pool node's GPUs split between training and workers; keeps the dwell clocks."""
     # GPUs per node from the job list too: squeue is read after sinfo, so a job Slurm
     # has just started may hold GPUs that the node view does not show yet.
     worker_held: dict[str, int] = {}
@@ -142,7 +150,7 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
     for job_id, j in by_id.items():
         if j.is_pending or not holds_gpus(j):
             continue
-        held = worker_held if job_id in worker_jobs else training_held
+        held = worker_held if job_id in worker_ids else training_held
         for name in j.nodes:
             held[name] = held.get(name, 0) + gpus_on(j, name)
 
@@ -161,13 +169,13 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
             gpus_used_by_training=training, gpus_used_by_workers=workers_here,
             lendable=lendable, state=state, idle_since=idle,
         ))
-    for name in list(memory.idle_since):
-        if name not in pool_names:
-            del memory.idle_since[name]
+    return pool_view
 
+
+def _pending_training(jobs: list[Job], scope: Scope, pool_partitions: set[str]) -> list[PendingTraining]:
     pending = []
     for j in jobs:
-        if not j.is_pending or scope.is_worker(j):
+        if not j.is_pending or scope.is_worker_job(j):
             continue
         partitions = [p for p in j.partition.split(",") if p]
         if not set(partitions) & pool_partitions:
@@ -178,19 +186,17 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
             expected_nodes=tuple(n for n in j.required_nodes),
             eligible=(j.reason or "") in STARTABLE_REASONS,
         ))
+    return pending
 
+
+def _reservations(reservations: Iterable, pool_names: set[str], now: datetime) -> list[Reservation]:
     resv = []
     for r in reservations:
         start, end = to_local(r.start), to_local(r.end)
         if start is None or end is None or end <= now or not set(r.nodes) & pool_names:
             continue
         resv.append(Reservation(r.name, tuple(r.nodes), start, end))
-
-    snapshot = Snapshot(
-        now=now, nodes=tuple(pool_view), workers=tuple(sorted(workers, key=lambda w: w.job_id)),
-        pending_training=tuple(pending), reservations=tuple(resv), demand=tuple(demand),
-    )
-    return Observation(snapshot, by_id, worker_jobs)
+    return resv
 
 
 class Observer:

@@ -19,6 +19,8 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
+from isense_slurm.contracts.control import CONTROL_PATH, ControlAction, action_path
+from isense_slurm.contracts.states import RequestStatus, WorkerStage
 from isense_slurm.gateway import control, errors, protocol, proxy, streaming, validate
 from isense_slurm.gateway.auth import KeyCache
 from isense_slurm.gateway.calls import Call
@@ -66,14 +68,14 @@ class Gateway:
             self.ledger.worker_event(
                 worker.job_id, state=state, node=worker.node or None, gpus=worker.gpus or None,
                 model=worker.model, address=worker.url,
-                reason=end_reason(reason) if state == "ended" else None,
+                reason=end_reason(reason) if state == WorkerStage.ENDED else None,
             )
 
     def stats(self, model: str) -> ModelStats:
         return self.registry.model_stats(model)
 
     def _count(self, row) -> None:
-        if row.status == "aborted":
+        if row.status == RequestStatus.ABORTED:
             return
         stats = self.stats(row.model)
         stats.completed += 1
@@ -242,10 +244,10 @@ def create_app(gw: Gateway, routes=()) -> web.Application:
     for path in INFERENCE_PATHS:
         app.router.add_route("*", path, gw.inference)
     app.router.add_route("*", "/v1/models", gw.list_models)
-    for action in ("register", "heartbeat", "deregister"):
-        handler = getattr(control, action)
-        app.router.add_post(f"/internal/workers/{action}", partial(handler, gw))
-    app.router.add_route("*", "/internal/workers", partial(control.workers, gw))
+    for action in ControlAction:
+        handler = getattr(control, action.value)
+        app.router.add_post(action_path(action), partial(handler, gw))
+    app.router.add_route("*", CONTROL_PATH, partial(control.workers, gw))
     app.router.add_route("*", "/health", partial(control.health, gw))
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

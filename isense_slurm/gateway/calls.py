@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.registry import Worker
 
 # What a vanished or failing worker looks like to the client side of aiohttp.
@@ -122,6 +123,6 @@ def attempt_row_id(call: Call, attempt: int) -> str:
 def record_failed_attempt(gw, call: Call, worker, attempt: int, error: str, *, streamed: bool) -> None:
     """A worker failed this attempt: an 'aborted' row with 0 tokens (the client got none of
     them: the retry answers) and one more retry in the model's counters."""
-    gw.record(make_row(call, row_id=attempt_row_id(call, attempt), worker=worker, status="aborted",
+    gw.record(make_row(call, row_id=attempt_row_id(call, attempt), worker=worker, status=RequestStatus.ABORTED,
                        streamed=streamed, error=error, attempts=attempt))
     gw.stats(call.model).retries += 1

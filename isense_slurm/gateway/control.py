@@ -1,10 +1,9 @@
 """The workers' control protocol, and the registry view for the controller and reports.
 
-POST /internal/workers/register   {"job_id","node","gpus","model","url"} -> 200 {"ok": true}
-POST /internal/workers/heartbeat  {"job_id"} -> 200; 404 unknown (the worker registers again)
-POST /internal/workers/deregister {"job_id","reason"} -> 200; no new request goes to it
-Each with `Authorization: Bearer worker_token(secret, job_id)`: only a process that can
-read the gateway's secret (the service account) can speak for a job.
+POST /internal/workers/{register,heartbeat,deregister}: the payloads are in
+contracts/control.py; each answers 200 {"ok": true}. `Authorization: Bearer
+worker_token(secret, job_id)`: only a process that can read the gateway's secret (the
+service account) can speak for a job.
 GET /internal/workers: registry state and per-model counters, from localhost only.
 GET /health: 200 {"status": "ok", ...} while the process serves (no key needed; says
 nothing secret): for load balancers and `isense doctor`.
@@ -12,6 +11,7 @@ nothing secret): for load balancers and `isense doctor`.
 
 from aiohttp import web
 
+from isense_slurm.contracts.control import REQUIRED_FIELDS, ControlAction
 from isense_slurm.gateway.auth import bearer
 from isense_slurm.gateway.errors import error_response
 from isense_slurm.gateway.validate import Invalid, parse
@@ -43,7 +43,7 @@ def _ok(**extra) -> web.Response:
 
 
 async def register(gw, request: web.Request) -> web.Response:
-    payload, refusal = await _worker_request(gw, request, ("job_id", "model", "url"))
+    payload, refusal = await _worker_request(gw, request, REQUIRED_FIELDS[ControlAction.REGISTER])
     if refusal:
         return refusal
     model = payload["model"]
@@ -66,7 +66,7 @@ async def register(gw, request: web.Request) -> web.Response:
 
 
 async def heartbeat(gw, request: web.Request) -> web.Response:
-    payload, refusal = await _worker_request(gw, request, ("job_id",))
+    payload, refusal = await _worker_request(gw, request, REQUIRED_FIELDS[ControlAction.HEARTBEAT])
     if refusal:
         return refusal
     if not gw.registry.heartbeat(payload["job_id"]):
@@ -75,7 +75,7 @@ async def heartbeat(gw, request: web.Request) -> web.Response:
 
 
 async def deregister(gw, request: web.Request) -> web.Response:
-    payload, refusal = await _worker_request(gw, request, ("job_id",))
+    payload, refusal = await _worker_request(gw, request, REQUIRED_FIELDS[ControlAction.DEREGISTER])
     if refusal:
         return refusal
     reason = payload.get("reason")

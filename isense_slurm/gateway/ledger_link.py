@@ -9,10 +9,12 @@ import asyncio
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from isense_slurm.contracts.states import EndReason
+
 log = logging.getLogger("isense.gateway")
 
 # What the ledger accepts as the reason of an 'ended' worker.
-_END_REASONS = {"preempted", "time_limit", "completed", "failed", "lost"}
+_END_REASONS = set(EndReason)
 
 
 def end_reason(reason: str | None) -> str | None:
@@ -21,7 +23,7 @@ def end_reason(reason: str | None) -> str | None:
     if reason in _END_REASONS:
         return reason
     if reason == "heartbeat timeout":
-        return "lost"
+        return EndReason.LOST
     return None
 
 

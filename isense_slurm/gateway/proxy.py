@@ -13,6 +13,7 @@ import logging
 
 from aiohttp import web
 
+from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.calls import (
     JSON,
     MAX_ATTEMPTS,
@@ -67,7 +68,7 @@ async def forward(gw, call: Call) -> web.Response:
                     call,
                     row_id=answer.get("id") or call.response_id,
                     worker=worker,
-                    status="ok",
+                    status=RequestStatus.OK,
                     streamed=False,
                     prompt=prompt,
                     completion=completion,
@@ -82,7 +83,7 @@ async def forward(gw, call: Call) -> web.Response:
         elif 0 < status < 500:
             # The request itself is wrong (vLLM's 4xx): the client gets vLLM's own body.
             row = make_row(
-                call, row_id=call.response_id, worker=worker, status="error", streamed=False,
+                call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=False,
                 error=f"HTTP {status}", attempts=attempt,
             )
             if not await gw.commit(row):

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from isense_slurm.contracts.states import WorkerStage
+
 # After a connection error or 5xx a worker is skipped this long, so a dead vLLM that has
 # not missed its heartbeats yet does not cost every request a failed attempt.
 QUARANTINE_SECONDS = 2.0
@@ -39,7 +41,7 @@ class Worker:
             "gpus": self.gpus,
             "model": self.model,
             "url": self.url,
-            "state": "draining" if self.draining else "serving",
+            "state": WorkerStage.DRAINING if self.draining else WorkerStage.SERVING,
             "outstanding": self.outstanding,
             "served": self.served,
             "failures": self.failures,
@@ -106,7 +108,7 @@ class Registry:
             if was_routed:
                 return worker
         self.by_model.setdefault(model, []).append(worker)
-        self._emit("serving", worker, None)
+        self._emit(WorkerStage.SERVING, worker, None)
         return worker
 
     def heartbeat(self, job_id: str) -> bool:
@@ -129,7 +131,7 @@ class Registry:
             worker.draining = True
             worker.drain_reason = reason
             self._unroute(worker)
-            self._emit("draining", worker, reason)
+            self._emit(WorkerStage.DRAINING, worker, reason)
         self._end_if_idle(worker)
         return True
 
@@ -139,7 +141,7 @@ class Registry:
         gone = [w for w in self.workers.values() if w.last_seen < deadline]
         for worker in gone:
             self._remove(worker)
-            self._emit("ended", worker, worker.drain_reason or "heartbeat timeout")
+            self._emit(WorkerStage.ENDED, worker, worker.drain_reason or "heartbeat timeout")
         return gone
 
     # --- routing ----------------------------------------------------------------
@@ -206,7 +208,7 @@ class Registry:
     def _end_if_idle(self, worker: Worker) -> None:
         if worker.outstanding <= 0 and self.workers.get(worker.job_id) is worker:
             del self.workers[worker.job_id]
-            self._emit("ended", worker, worker.drain_reason)
+            self._emit(WorkerStage.ENDED, worker, worker.drain_reason)
 
     def _unroute(self, worker: Worker) -> None:
         routed = self.by_model.get(worker.model)

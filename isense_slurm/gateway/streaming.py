@@ -14,6 +14,7 @@ import logging
 
 from aiohttp import web
 
+from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.calls import (
     MAX_ATTEMPTS,
     UPSTREAM_ERRORS,
@@ -128,7 +129,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
         if outcome == CLIENT_LEFT:
             prompt, completion, cached = state.partial_totals(current_attempt=True)
             gw.record(make_row(
-                call, row_id=state.response_id or call.response_id, worker=worker, status="partial",
+                call, row_id=state.response_id or call.response_id, worker=worker, status=RequestStatus.PARTIAL,
                 streamed=True, prompt=prompt, completion=completion, cached=cached,
                 error="client disconnected", attempts=attempt,
             ))
@@ -148,7 +149,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def _refused(gw, call: Call, worker, status: int, detail: bytes, attempt: int) -> web.Response:
-    row = make_row(call, row_id=call.response_id, worker=worker, status="error", streamed=True,
+    row = make_row(call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=True,
                    error=f"HTTP {status}", attempts=attempt)
     if not await gw.commit(row):
         return error_response(500, "the answer could not be recorded; please retry")
@@ -157,7 +158,7 @@ async def _refused(gw, call: Call, worker, status: int, detail: bytes, attempt: 
 
 async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: StreamState, attempt: int):
     prompt, completion, cached = state.totals()
-    row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status="ok",
+    row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status=RequestStatus.OK,
                    streamed=True, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
     usage = state.usage_event()
     try:
@@ -179,7 +180,7 @@ async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: S
 async def _cut(gw, call: Call, worker, response, state: StreamState, attempt: int, failure: str):
     prompt, completion, cached = state.partial_totals(current_attempt=False)
     row = make_row(call, row_id=state.response_id or call.response_id, worker=worker,
-                   status="partial" if completion else "error", streamed=True, prompt=prompt,
+                   status=RequestStatus.PARTIAL if completion else RequestStatus.ERROR, streamed=True, prompt=prompt,
                    completion=completion, cached=cached, error=failure, attempts=attempt)
     log.warning("stream %s ended early: %s", call.request_id, failure)
     try:

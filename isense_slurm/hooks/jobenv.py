@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping
 
+from isense_slurm.contracts.workers import WorkerRule
 from isense_slurm.gpu import parse_gpu_list
 
 
@@ -44,5 +45,6 @@ class JobFacts:
         )
 
     def is_worker(self, cfg) -> bool:
-        """An isense worker: the service account's job in the lend partition."""
-        return self.partition == cfg.slurm.lend_partition and self.user == cfg.slurm.service_account
+        """An isense worker: the service account's job in the lend partition (the job name
+        is not in the hook's environment)."""
+        return WorkerRule.from_config(cfg).is_worker(self.user, self.partition)

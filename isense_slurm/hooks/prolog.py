@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pwd
 
+from isense_slurm.contracts.events import cleaned_process, job_start_event
 from isense_slurm.gpu import clean_gpus
 from isense_slurm.hooks.jobenv import JobFacts
 from isense_slurm.hooks.markers import drop_marker, marker_path
@@ -36,8 +37,7 @@ def run(facts: JobFacts, cfg, clock) -> tuple[list[dict], str]:
     elif facts.gpus:
         report = clean_gpus(facts.gpus, service_uid, CLEAN_TIMEOUT_SECONDS, node=facts.node)
         sigkilled = set(report.sigkilled)
-        cleaned = [{"pid": p.pid, "cmd": p.cmd, "gpus": list(p.gpus), "source": p.source,
-                    "sigkill": p.pid in sigkilled} for p in report.found]
+        cleaned = [cleaned_process(p.pid, p.cmd, list(p.gpus), p.source, p.pid in sigkilled) for p in report.found]
         pids = f" (pids {', '.join(str(c['pid']) for c in cleaned)})" if cleaned else ""
         note = (f"cleaned {len(cleaned)} process(es){pids} in {report.total_s * 1000:.0f} ms"
                 f"{' (nvml)' if report.nvml else ''}")
@@ -47,17 +47,12 @@ def run(facts: JobFacts, cfg, clock) -> tuple[list[dict], str]:
             note += f"; other users' processes on these GPUs: {[p.pid for p in report.others]}"
         if report.error:
             note += f"; {report.error}"
-    event = {
-        "kind": "job_start",
-        "job_id": facts.job_id,
-        "node": facts.node,
-        "user": facts.user,
-        "partition": facts.partition,
-        "gpus": facts.gpus,
+    event = job_start_event(
+        job_id=facts.job_id, node=facts.node, user=facts.user, partition=facts.partition, gpus=facts.gpus,
         # When the prolog is done cleaning: the job starts right after.
-        "time": clock(),
-        "cleaned": cleaned,
-        "clean_seconds": round(report.total_s, 4) if report else 0.0,
-        "survivors": report.survivors if report else [],
-    }
+        time=clock(),
+        cleaned=cleaned,
+        clean_seconds=round(report.total_s, 4) if report else 0.0,
+        survivors=report.survivors if report else [],
+    )
     return [event], note

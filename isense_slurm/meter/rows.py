@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass
 
-REQUEST_STATUSES = ("ok", "aborted", "partial", "error")
-WORKER_STATES = ("lent", "serving", "draining", "ended")
-END_REASONS = ("preempted", "time_limit", "completed", "failed", "lost")
+from isense_slurm.contracts.states import EndReason, RequestStatus, WorkerStage
+
+REQUEST_STATUSES = tuple(RequestStatus)
+WORKER_STATES = tuple(WorkerStage)
+END_REASONS = tuple(EndReason)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def is_failure(end: WorkerEnd) -> bool:
     return not end.served and not end.stopped and end.state not in STOPPED_STATES
 
 
-def end_reason(end: WorkerEnd) -> str:
+def failure_line(end: WorkerEnd) -> str:
     """'FAILED, exit 1: <last output line>' (what the operator needs to start looking)."""
     text = end.state or "ended (Slurm no longer lists it)"
     if end.exit_code is not None:
@@ -115,7 +115,7 @@ def note_end(failures: Mapping[tuple[str, str], Failures], end: WorkerEnd) -> di
     elif is_failure(end):
         before = out.get(key)
         out[key] = Failures(end.node, end.model, (before.count if before else 0) + 1, end.at, end.job_id,
-                            end_reason(end))
+                            failure_line(end))
     return out
 
 

@@ -11,15 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from isense_slurm.availability import Window
-
-
-class WorkerState(StrEnum):
-    PENDING = "pending"  # queued in Slurm (or submitted and not yet seen there)
-    RUNNING = "running"
-    DRAINING = "draining"  # got SIGTERM/scancel: leaving, its GPUs not yet free
+from isense_slurm.contracts.states import WorkerState
 
 
 # Slurm pending reasons that mean "will start when GPUs are free": not stuck.

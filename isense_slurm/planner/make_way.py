@@ -41,7 +41,7 @@ class RunningWorker:
 
 
 @dataclass(frozen=True)
-class NodeUse:
+class StoppableNode:
     name: str
     partitions: tuple[str, ...]
     gpus_total: int
@@ -71,7 +71,7 @@ class Release:
     reason: str
 
 
-def make_way(waiting: list[WaitingJob], nodes: list[NodeUse], preempting_partitions: set[str]) \
+def make_way(waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_partitions: set[str]) \
         -> tuple[list[Release], list[Judgement]]:
     """(workers to stop, one judgement per waiting job)."""
     free = {n.name: n.free for n in nodes}
@@ -101,7 +101,7 @@ def make_way(waiting: list[WaitingJob], nodes: list[NodeUse], preempting_partiti
                     and free[n.name] + sum(w.gpus for w in left[n.name]) >= need]
         # Required nodes first, then nodes that fit as they are, then the ones that cost
         # the fewest stopped GPUs.
-        def order(n: NodeUse) -> tuple:
+        def order(n: StoppableNode) -> tuple:
             return (n.name not in job.required_nodes, free[n.name] < need, need - free[n.name],
                     sum(w.outstanding for w in left[n.name]), natural_key(n.name))
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from isense_slurm.contracts.workers import WorkerRule
 from isense_slurm.meter.earnings import add_totals
 from isense_slurm.meter.rows import RequestTotals, WorkerInfo
 from isense_slurm.slurm.hostlist import compact
@@ -163,10 +164,12 @@ def node_rows(nodes: list[Node], jobs: Iterable[Job], figures: LedgerFigures, *,
     lent: dict[str, int] = {}
     train: dict[str, int] = {}
     workers: dict[str, list[WorkerView]] = {}
+    rule = WorkerRule(service_account, lend_partition)
     for job in jobs:
         if not job.is_active or not job.nodes:
             continue
-        is_worker = job.user == service_account and job.partition == lend_partition
+        # Every job of the service account in the lend partition holds lent GPUs, named or not.
+        is_worker = rule.is_worker(job.user, job.partition)
         view = _worker_view(job, figures.workers) if is_worker else None
         for name, gpus in job_gpus_per_node(job).items():
             if name not in wanted:

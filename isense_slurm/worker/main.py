@@ -19,15 +19,14 @@ from pathlib import Path
 
 import aiohttp
 
+from isense_slurm.contracts.control import LeaveReason, Registration
 from isense_slurm.errors import IsenseError, UsageError
 from isense_slurm.hooks.markers import marker_path, write_marker
 from isense_slurm.secrets import load_secret, vllm_api_key, worker_token
 from isense_slurm.worker import vllm_process as vp
 from isense_slurm.worker.drain import StopResult, drain, stop_vllm
 from isense_slurm.worker.identity import WorkerIdentity, identify
-from isense_slurm.worker.registration import (
-    GatewayClient, Registration, RegistrationRefused, UnknownWorker,
-)
+from isense_slurm.worker.registration import GatewayClient, RegistrationRefused, UnknownWorker
 
 log = logging.getLogger("isense.worker")
 
@@ -263,7 +262,7 @@ async def _serve(plan: WorkerPlan) -> int:
 
             async def deregister(timeout: float) -> bool:
                 if register_tried:  # a register request may have landed: take it back
-                    await gw.deregister(ident.job_id, "sigterm", timeout=timeout)
+                    await gw.deregister(ident.job_id, LeaveReason.SIGTERM, timeout=timeout)
                 return register_tried
 
             def in_flight(timeout: float):
@@ -313,7 +312,7 @@ async def _serve(plan: WorkerPlan) -> int:
             async def fail(message: str) -> None:
                 if register_tried:
                     try:
-                        await gw.deregister(ident.job_id, "failed", timeout=2.0)
+                        await gw.deregister(ident.job_id, LeaveReason.FAILED, timeout=2.0)
                         log.info("deregistered (reason: failed)")
                     except Exception as err:  # noqa: BLE001 - the gateway times us out anyway
                         log.warning("deregister failed: %s", str(err) or type(err).__name__)

@@ -1,18 +1,14 @@
-"""The worker's side of the gateway's control protocol.
-
-POST {gateway}/internal/workers/{register,heartbeat,deregister}, each with
-`Authorization: Bearer worker_token(secret, job_id)`:
-  register   {"job_id", "node", "gpus", "model", "url"} -> 200; 401 bad token; 404 unknown model
-  heartbeat  {"job_id"} -> 200; 404 the gateway does not know us (register again)
-  deregister {"job_id", "reason"} -> 200
-"""
+"""The worker's side of the gateway's control protocol (the payloads: contracts/control.py)."""
 
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 
 import aiohttp
+
+from isense_slurm.contracts.control import (
+    ControlAction, Registration, action_path, deregister_payload, heartbeat_payload,
+)
 
 log = logging.getLogger("isense.worker")
 
@@ -26,15 +22,6 @@ class RegistrationRefused(Exception):
 
 class UnknownWorker(Exception):
     """Heartbeat answered 404: the gateway forgot us (restarted, or timed us out)."""
-
-
-@dataclass(frozen=True)
-class Registration:
-    job_id: str
-    node: str
-    gpus: str
-    model: str
-    url: str  # where the gateway reaches this worker's vLLM
 
 
 def _error_text(status: int, body: str) -> str:
@@ -53,12 +40,12 @@ def _error_text(status: int, body: str) -> str:
 class GatewayClient:
     def __init__(self, session: aiohttp.ClientSession, gateway_url: str, token: str):
         self.session = session
-        self.base = gateway_url.rstrip("/") + "/internal/workers/"
+        self.base = gateway_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
 
-    async def _post(self, action: str, payload: dict, timeout: float) -> tuple[int, str]:
+    async def _post(self, action: ControlAction, payload: dict, timeout: float) -> tuple[int, str]:
         async with self.session.post(
-            self.base + action, json=payload, headers=self._headers,
+            self.base + action_path(action), json=payload, headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             return resp.status, await resp.text()
@@ -66,7 +53,7 @@ class GatewayClient:
     async def register(self, reg: Registration, timeout: float = 5.0) -> None:
         """One attempt. Raises RegistrationRefused on 4xx, aiohttp/OS errors or
         RuntimeError (5xx) when a retry may help."""
-        status, body = await self._post("register", reg.__dict__, timeout)
+        status, body = await self._post(ControlAction.REGISTER, reg.payload(), timeout)
         if status == 200:
             return
         if 400 <= status < 500:
@@ -90,13 +77,13 @@ class GatewayClient:
             delay = min(delay * 2, REGISTER_BACKOFF_MAX)
 
     async def heartbeat(self, job_id: str, timeout: float = 5.0) -> None:
-        status, body = await self._post("heartbeat", {"job_id": job_id}, timeout)
+        status, body = await self._post(ControlAction.HEARTBEAT, heartbeat_payload(job_id), timeout)
         if status == 404:
             raise UnknownWorker(_error_text(status, body))
         if status != 200:
             raise RuntimeError(_error_text(status, body))
 
     async def deregister(self, job_id: str, reason: str, timeout: float = 1.0) -> None:
-        status, body = await self._post("deregister", {"job_id": job_id, "reason": reason}, timeout)
+        status, body = await self._post(ControlAction.DEREGISTER, deregister_payload(job_id, reason), timeout)
         if status != 200:
             raise RuntimeError(_error_text(status, body))

@@ -1,5 +1,5 @@
 """Test helpers for the node hooks: a real aiohttp receiver built on
-controller.events.make_events_route (the daemon's stand-in), and a config for the
+reclaim.events.make_events_route (the daemon's stand-in), and a config for the
 hooks pointing at it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from isense_slurm.controller.events import make_events_route
+from isense_slurm.reclaim.events import make_events_route
 from waiting import free_port
 
 REPO = Path(__file__).resolve().parents[2]

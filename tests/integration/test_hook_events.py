@@ -1,5 +1,5 @@
 """Hook events over real HTTP: the hooks' sender and spool against the daemon's route
-(controller.events), and whole prolog/epilog runs with a real config and secret.
+(reclaim.events), and whole prolog/epilog runs with a real config and secret.
 No Slurm here: the job's environment is given as Slurm gives it (see the notes). The
 service account is a user that does not exist, so these prologs clean nothing on this
 shared host (test_gpu_clean and the cluster tests cover cleaning)."""

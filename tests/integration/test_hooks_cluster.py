@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hook_receiver import EventReceiver, free_port, write_hook_config
-from isense_slurm.controller.reclaims import ReclaimAssembler
+from isense_slurm.reclaim.assembler import ReclaimAssembler
 from isense_slurm.errors import SlurmError
 from isense_slurm.hooks.spool import Spool
 from isense_slurm.secrets import create_secret, load_secret

@@ -1,6 +1,6 @@
 """Make way on the real dev cluster: slurmctld's job_submit.lua rewrites the wake file on
 each submit, and the controller's WayMaker stops the worker a pinned training job
-would preempt, so the job starts on the worker's epilog (controller/make_way.py).
+would preempt, so the job starts on the worker's epilog (reclaim/make_way.py).
 
 The "worker" here is a stand-in batch job with a worker's identity (the service
 account, the lend partition, an isense- name) that exits on SIGTERM: no vLLM needed.
@@ -18,7 +18,8 @@ import pytest
 
 from backends import KINDS, make_backend
 from isense_slurm.config import load_config
-from isense_slurm.controller.make_way import SubmitWatcher, WayMaker
+from isense_slurm.reclaim.make_way import WayMaker
+from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope
 from isense_slurm.errors import SlurmError
@@ -108,7 +109,7 @@ def test_a_pinned_training_job_gets_its_worker_stopped_before_slurms_pass(cluste
     assert [(r.worker_job_id, r.node, r.for_job_id) for r in decided] == [(str(victim), target, str(job_id))]
     # The submit time to the ms: inside Slurm's whole second, before the job started.
     second = cluster.slurm.job(job_id).submit_time.timestamp()
-    assert second <= way.submitted_at(str(job_id)) < min(second + 1, float(started.read_text()))
+    assert second <= way.book.submitted_at(str(job_id)) < min(second + 1, float(started.read_text()))
     assert cluster.slurm.job(victim).is_finished or "COMPLETING" in cluster.slurm.job(victim).states
     assert cluster.slurm.job(bystander).state == "RUNNING"  # only the worker in the way
 

@@ -1,7 +1,7 @@
 """A Slurm site that passes every `isense doctor` check: the facts the doctor tests start
 from and change one thing of."""
 
-from isense_slurm.controller.doctor import Facts
+from isense_slurm.admin.doctor import Facts
 from isense_slurm.slurm import Node, Partition
 
 

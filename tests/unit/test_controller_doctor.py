@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from isense_slurm.config import load_config
-from isense_slurm.controller.doctor import Facts, check
-from isense_slurm.controller.slurm_conf import ASSUMED_RELEASE, Site, kill_wait_needed, parse_release, render
+from isense_slurm.admin.doctor import Facts, check
+from isense_slurm.admin.slurm_conf import ASSUMED_RELEASE, Site, kill_wait_needed, parse_release, render
 from isense_slurm.slurm import Partition
 from isense_slurm.slurm.parse_scontrol import config_from_scontrol
 

@@ -1,4 +1,4 @@
-"""controller/make_way.py: Slurm views -> make_way inputs, and the wake-file watcher."""
+"""reclaim/make_way.py: Slurm views -> make_way inputs, and the wake-file watcher."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from isense_slurm.controller.make_way import SubmitWatcher, node_uses, preempting_partitions, waiting_jobs
+from isense_slurm.reclaim.make_way import stoppable_nodes, preempting_partitions, waiting_jobs
+from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope
 from isense_slurm.slurm import Job, Node, Partition
@@ -51,19 +52,19 @@ def test_waiting_jobs_skip_workers_and_ineligible_and_keep_submit_order():
         ("2", 4, 2, ()), ("3", 4, 1, ("n2",))]
 
 
-def test_node_uses_split_training_stoppable_and_leaving_workers():
+def test_stoppable_nodes_split_training_stoppable_and_leaving_workers():
     nodes = [Node("n1", "MIXED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
              Node("n2", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
              Node("n3", "IDLE", flags=frozenset({"DRAIN"}), gpus_total=4, partitions=("train",))]
     jobs = [job(1, nodes=("n1",), gpus=2), worker(2, "n1", gpus=2), worker(3, "n2", gpus=4, preempt_time=T0),
             worker(4, "n2", gpus=0, state="PENDING")]
     memory = Memory()
-    uses = {u.name: u for u in node_uses(nodes, jobs, SCOPE, memory, {"2": 7})}
+    uses = {u.name: u for u in stoppable_nodes(nodes, jobs, SCOPE, memory, {"2": 7})}
     assert uses["n1"].gpus_other == 2 and [(w.job_id, w.gpus, w.outstanding) for w in uses["n1"].workers] == [("2", 2, 7)]
     assert uses["n2"].workers == () and uses["n2"].free == 4  # preempted: already leaving
     assert not uses["n3"].usable
     memory.cancelled("2", datetime.now())
-    assert node_uses(nodes, jobs, SCOPE, memory)[0].workers == ()  # cancelled by us: leaving
+    assert stoppable_nodes(nodes, jobs, SCOPE, memory)[0].workers == ()  # cancelled by us: leaving
 
 
 def test_watcher_calls_back_on_each_rewrite_and_not_before(tmp_path):
@@ -146,7 +147,7 @@ class CountingSlurm:
 
 
 def test_a_pass_uses_the_ticks_nodes_and_signals_the_worker_in_the_way():
-    from isense_slurm.controller.make_way import WayMaker
+    from isense_slurm.reclaim.make_way import WayMaker
 
     parts = ("train", "inference")
     nodes = [Node("n1", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=parts)]
@@ -159,7 +160,7 @@ def test_a_pass_uses_the_ticks_nodes_and_signals_the_worker_in_the_way():
     way.note_nodes(nodes)  # as a tick does
     releases = way.run()
     assert [(r.worker_job_id, r.for_job_id) for r in releases] == [("7", "8")]
-    assert slurm.signalled == [("7", "TERM")] and "7" in memory.cancels and way.stopped("7")
+    assert slurm.signalled == [("7", "TERM")] and "7" in memory.cancels and way.book.made_way("7")
     assert "nodes" not in slurm.calls  # the tick's list was fresh
     slurm.calls.clear()
     clock[0] += 31  # no tick for a while: sinfo again
@@ -168,7 +169,7 @@ def test_a_pass_uses_the_ticks_nodes_and_signals_the_worker_in_the_way():
 
 
 def test_wake_time_becomes_the_submit_time_within_slurms_second():
-    from isense_slurm.controller.make_way import WayMaker
+    from isense_slurm.reclaim.make_way import WayMaker
 
     nodes = [Node("n1", "IDLE", gpus_total=4, partitions=("train", "inference"))]
     second = T0 + timedelta(seconds=5)
@@ -178,7 +179,7 @@ def test_wake_time_becomes_the_submit_time_within_slurms_second():
     way = WayMaker(SCOPE, slurm, Memory())
     wake = second.timestamp() + 0.734
     way.run(wake)
-    assert way.submitted_at("8") == wake  # Slurm says .000; the wake knows .734
-    assert way.submitted_at("9") is None  # an older job: not this wake's
+    assert way.book.submitted_at("8") == wake  # Slurm says .000; the wake knows .734
+    assert way.book.submitted_at("9") is None  # an older job: not this wake's
     way.run(wake + 0.5)
-    assert way.submitted_at("8") == wake  # the first wake that saw it wins
+    assert way.book.submitted_at("8") == wake  # the first wake that saw it wins

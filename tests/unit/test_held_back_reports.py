@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from isense_slurm.config import load_config
-from isense_slurm.controller import doctor_exec
-from isense_slurm.controller.doctor import check
+from isense_slurm.admin import doctor_exec
+from isense_slurm.admin.doctor import check
 from isense_slurm.report import status_view
 from isense_slurm.report.controller_state import controller_url, held_back, read_controller
 from isense_slurm.report.status_model import HeldBack, LedgerFigures, build_status

@@ -2,7 +2,7 @@
 
 import pytest
 
-from isense_slurm.controller.event_schema import EventError, events_of, validate_event
+from isense_slurm.contracts.events import EventError, events_of, validate_event
 
 
 def job_start(**over):

@@ -1,6 +1,6 @@
 """Ledger.record_reclaim: one row per (training job, node), filled in any order."""
 
-from isense_slurm.controller.reclaims import Reclaim
+from isense_slurm.reclaim.assembler import Reclaim
 from isense_slurm.meter.ledger import Ledger
 
 T = 1_700_000_000.0

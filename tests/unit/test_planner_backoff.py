@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from isense_slurm.planner import Failures, ModelSpec, Snapshot, WorkerEnd, WorkerState, make_plan, note_end, note_served
-from isense_slurm.planner.backoff import backoff_seconds, end_reason, holds, is_failure
+from isense_slurm.planner.backoff import backoff_seconds, failure_line, holds, is_failure
 from planner_world import T0, TINY, line_for, node, nodes, policy, submits_on, worker
 
 SMALL = ModelSpec("small", 1)
@@ -50,8 +50,8 @@ def test_a_worker_that_exits_without_serving_fails_whatever_its_exit_code():
     assert is_failure(end(state="COMPLETED", exit_code=0))
     assert is_failure(end(state="NODE_FAIL", exit_code=None))
     assert is_failure(end(state="", exit_code=None, last_line=""))
-    assert end_reason(end(state="", exit_code=None, last_line="")) == "ended (Slurm no longer lists it), no output"
-    long = end_reason(end(last_line="x" * 500 + "\n"))
+    assert failure_line(end(state="", exit_code=None, last_line="")) == "ended (Slurm no longer lists it), no output"
+    long = failure_line(end(last_line="x" * 500 + "\n"))
     assert long.startswith("FAILED, exit 1: xxx") and long.endswith("...") and len(long) < 240
 
 

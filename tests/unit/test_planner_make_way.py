@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from isense_slurm.planner.make_way import NodeUse, RunningWorker, WaitingJob, make_way
+from isense_slurm.planner.make_way import StoppableNode, RunningWorker, WaitingJob, make_way
 
 PARTS = ("train", "inference")
 PREEMPTING = {"train"}
 
 
 def node(name, *, other=0, workers=(), total=4, usable=True, partitions=PARTS):
-    return NodeUse(name, partitions, total, other, tuple(RunningWorker(j, g, o) for j, g, o in workers), usable)
+    return StoppableNode(name, partitions, total, other, tuple(RunningWorker(j, g, o) for j, g, o in workers), usable)
 
 
 def waiting(job_id, gpus=4, *, nodes=1, required=(), partitions=("train",)):

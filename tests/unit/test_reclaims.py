@@ -1,6 +1,6 @@
 """Pairing a worker's SIGTERM and epilog with the training job's prolog into reclaim records."""
 
-from isense_slurm.controller.reclaims import Reclaim, ReclaimAssembler
+from isense_slurm.reclaim.assembler import Reclaim, ReclaimAssembler
 
 T = 1_700_000_000.0
 

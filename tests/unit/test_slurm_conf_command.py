@@ -9,7 +9,7 @@ import pytest
 
 import isense_slurm.slurm as slurm_pkg
 from isense_slurm.cli import main
-from isense_slurm.controller.slurm_conf import ASSUMED_RELEASE
+from isense_slurm.admin.slurm_conf import ASSUMED_RELEASE
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm.file_backend import FileBackend
 

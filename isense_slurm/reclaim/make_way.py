@@ -1,7 +1,7 @@
 """The fast half of reclaim: on a training job's submit, stop the workers it will take.
 
     job_submit.lua (in slurmctld) --writes--> [slurm] submit_wake file
-    SubmitWatcher (stat every 25 ms) --> WayMaker.run(): squeue (nodes from the last tick,
+    SubmitWatcher (reclaim/submit_watch.py, stat every 25 ms) --> WayMaker.run(): squeue (nodes from the last tick,
     partitions cached),
     planner.make_way -> SIGTERM to the batch step of each worker Slurm would preempt
     (scancel --batch --signal=TERM) -> the worker kills vLLM and exits -> the job ends
@@ -21,25 +21,22 @@ worker cancelled twice is cancelled once.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
+# The lend loop's views and memory: make way reads Slurm the way a tick does.
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope, gpus_on, holds_gpus
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner.inputs import STARTABLE_REASONS
-from isense_slurm.planner.make_way import NodeUse, Release, RunningWorker, WaitingJob, make_way
+from isense_slurm.planner.make_way import StoppableNode, Release, RunningWorker, WaitingJob, make_way
+from isense_slurm.reclaim.book import ReclaimBook
 
 log = logging.getLogger("isense.controller")
 
-POLL_SECONDS = 0.025
 NODES_TTL = 30.0  # the tick's node list is used while this fresh (nodes' GPUs and partitions change rarely)
-SUBMIT_SLACK_SECONDS = 0.05  # the wake may be written a hair before Slurm stamps the job
-REMEMBER_SECONDS = 3600.0  # how long a stopped worker is known as "made way" (its epilog comes in seconds)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
 EPOCH = datetime.fromtimestamp(0, timezone.utc)  # sorts jobs without a submit time (Slurm's are aware UTC)
@@ -56,7 +53,7 @@ def preempting_partitions(partitions, lend_partition: str) -> set[str]:
 def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
     """Pending jobs that are not workers and that Slurm may start now, oldest first."""
     out = []
-    for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker(j)),
+    for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker_job(j)),
                     key=lambda j: (j.submit_time is None, j.submit_time or EPOCH, j.job_id)):
         if (j.reason or "") not in STARTABLE_REASONS:
             continue
@@ -67,8 +64,8 @@ def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
     return out
 
 
-def node_uses(nodes, jobs, scope: Scope, memory: Memory,
-              outstanding: dict[str, int] | None = None) -> list[NodeUse]:
+def stoppable_nodes(nodes, jobs, scope: Scope, memory: Memory,
+              outstanding: dict[str, int] | None = None) -> list[StoppableNode]:
     """Each node's GPUs: held by others, or by running workers that may still be stopped.
     Workers already on their way out (cancelled, preempted, completing) count as free."""
     outstanding = outstanding or {}
@@ -78,17 +75,17 @@ def node_uses(nodes, jobs, scope: Scope, memory: Memory,
         if j.is_pending or not holds_gpus(j):
             continue
         job_id = str(j.job_id)
-        leaving = scope.is_worker(j) and (job_id in memory.cancels or j.state != "RUNNING"
+        leaving = scope.is_worker_job(j) and (job_id in memory.cancels or j.state != "RUNNING"
                                           or "COMPLETING" in j.states or j.preempt_time is not None)
         for name in j.nodes:
             held = gpus_on(j, name)
             if leaving:
                 continue
-            if scope.is_worker(j):
+            if scope.is_worker_job(j):
                 workers.setdefault(name, []).append(RunningWorker(job_id, held, outstanding.get(job_id, 0)))
             else:
                 other[name] = other.get(name, 0) + held
-    return [NodeUse(n.name, n.partitions, n.gpus_total, min(n.gpus_total, other.get(n.name, 0)),
+    return [StoppableNode(n.name, n.partitions, n.gpus_total, min(n.gpus_total, other.get(n.name, 0)),
                     tuple(workers.get(n.name, ())), n.usable) for n in nodes]
 
 
@@ -96,7 +93,8 @@ class WayMaker:
     """One pass: read Slurm, decide with planner.make_way, SIGTERM the workers. Thread-safe."""
 
     def __init__(self, scope: Scope, slurm, memory: Memory, *, dry_run: bool = False,
-                 outstanding: Callable[[], dict[str, int]] | None = None, clock: Callable[[], float] = time.monotonic):
+                 outstanding: Callable[[], dict[str, int]] | None = None, clock: Callable[[], float] = time.monotonic,
+                 book: ReclaimBook | None = None):
         self.scope = scope
         self.slurm = slurm
         self.memory = memory
@@ -105,8 +103,8 @@ class WayMaker:
         self.clock = clock
         self.passes = 0
         self.released = 0
-        self._stopped: dict[str, float] = {}  # worker job id -> when (clock)
-        self._submitted: dict[str, float] = {}  # pending job id -> its submit, to the ms (wake time)
+        # Where the submits it catches and the workers it stops are kept for the recorder.
+        self.book = book if book is not None else ReclaimBook(scope, clock=clock)
         self._wake_time: float | None = None
         self._partitions: set[str] | None = None
         self._partitions_at: float | None = None
@@ -129,34 +127,6 @@ class WayMaker:
                 log.warning("make way off: PreemptType is %s, not %s; Slurm's own preemption reclaims alone",
                             preempt_type or "unset", PARTITION_PRIO)
         return self._enabled
-
-    def submitted_at(self, job_id: str) -> float | None:
-        """A job's submit time to the millisecond, where a wake caught it (thread-safe).
-        Slurm keeps whole seconds only: up to a second off in a sub-second reclaim."""
-        return self._submitted.get(job_id)
-
-    def _note_submits(self, jobs, wake_time: float | None) -> None:
-        """The wake file's mtime is the submit RPC's moment: give it to the new pending
-        jobs whose Slurm submit second it falls in."""
-        if wake_time is None:
-            return
-        for j in jobs:
-            job_id = str(j.job_id)
-            if not j.is_pending or j.submit_time is None or job_id in self._submitted:
-                continue
-            second = j.submit_time.timestamp()
-            if second - SUBMIT_SLACK_SECONDS <= wake_time < second + 1:
-                self._submitted[job_id] = wake_time
-        if len(self._submitted) > 10_000:
-            for old in list(self._submitted)[:1000]:
-                self._submitted.pop(old, None)
-
-    def stopped(self, job_id: str) -> bool:
-        """Whether this pass or an earlier one stopped worker `job_id` (thread-safe)."""
-        horizon = self.clock() - REMEMBER_SECONDS
-        for old in [j for j, at in list(self._stopped.items()) if at < horizon]:
-            self._stopped.pop(old, None)
-        return job_id in self._stopped
 
     def note_nodes(self, nodes: list) -> None:
         """The tick's fresh node list: a pass then needs only squeue (one subprocess less
@@ -204,7 +174,7 @@ class WayMaker:
             if not preempting:
                 return []
             jobs = self.slurm.jobs()
-            self._note_submits(jobs, wake_time)
+            self.book.note_wake(jobs, wake_time)
             waiting = [w for w in waiting_jobs(jobs, self.scope) if set(w.partitions) & preempting]
             if not waiting:
                 log.debug("make way: no pending job that preempts (%d jobs listed)", len(jobs))
@@ -219,7 +189,7 @@ class WayMaker:
                 outstanding = self.outstanding()
             except Exception as err:  # noqa: BLE001 - only steers which worker goes first
                 log.debug("outstanding requests not read: %s", err)
-        uses = node_uses(nodes, jobs, self.scope, self.memory, outstanding)
+        uses = stoppable_nodes(nodes, jobs, self.scope, self.memory, outstanding)
         releases, lines = make_way(waiting, uses, preempting)
         for line in lines:
             (log.info if line.notable else log.debug)("make way: %s (pass %.0f ms)", line.text,
@@ -235,59 +205,9 @@ class WayMaker:
                 log.error("make way: SIGTERM to worker %s FAILED: %s", r.worker_job_id, err)
                 continue
             self.memory.cancelled(r.worker_job_id, now)
-            self._stopped[r.worker_job_id] = self.clock()
+            self.book.note_stopped(r.worker_job_id)
             self.released += 1
             after = f"{(time.time() - wake_time) * 1000:.0f} ms after the submit" if wake_time else "no wake"
             log.info("make way: SIGTERM to worker %s on %s: %s (%s; pass %.0f ms)", r.worker_job_id, r.node,
                      r.reason, after, (self.clock() - started) * 1000)
         return releases
-
-
-class SubmitWatcher:
-    """Calls `on_submit(mtime)` when the job_submit hook rewrites `path` (polls its mtime)."""
-
-    def __init__(self, path: Path, on_submit: Callable[[float], object], poll_seconds: float = POLL_SECONDS):
-        self.path = Path(path)
-        self.on_submit = on_submit
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.wakes = 0
-
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def start(self) -> None:
-        if not self.path.parent.is_dir():
-            log.warning("make way off: [slurm] submit_wake folder %s does not exist", self.path.parent)
-            return
-        # The file as it is now is no wake; stamped here, not in the thread, so a write
-        # right after start() is never taken for the starting point.
-        self._thread = threading.Thread(target=self._loop, args=(self._stamp(),), name="isense-submit-watch",
-                                        daemon=True)
-        self._thread.start()
-        log.info("make way on: watching %s (written by job_submit.lua)", self.path)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def _loop(self, last: tuple[int, int] | None) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            stamp = self._stamp()
-            # Size 0: caught between the hook's truncate and its write (the mtime is
-            # still the last submit's); the next poll sees the write.
-            if stamp is None or stamp == last or stamp[1] == 0:
-                continue
-            last = stamp
-            self.wakes += 1
-            log.debug("make way: wake %d (%s)", self.wakes, stamp)
-            try:
-                self.on_submit(stamp[0] / 1e9)
-            except Exception as err:  # noqa: BLE001 - the watcher must outlive one bad pass
-                log.error("make way failed: %s", err)

@@ -10,21 +10,79 @@ worker_end  epilog of an isense worker: job_id, node, gpus, time (epilog start: 
 gpus_free   epilog of any job: node, gpus, time, job_id (may be empty)
 
 Times are unix seconds (floats); gpus are the node's GPU indices (SLURM_JOB_GPUS).
-validate_event() returns a normalised copy holding only known fields, or raises
-EventError naming the field.
+The hooks build events with job_start_event(), worker_end_event() and gpus_free_event();
+the daemon's validate_event() returns a normalised copy holding only known fields, or
+raises EventError naming the field.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from enum import StrEnum
 
-KINDS = ("job_start", "worker_end", "gpus_free")
-REASONS = ("preempted", "time_limit", "completed", "failed")
+from isense_slurm.contracts.states import HOOK_END_REASONS
+
+
+class EventKind(StrEnum):
+    JOB_START = "job_start"
+    WORKER_END = "worker_end"
+    GPUS_FREE = "gpus_free"
+
+
+KINDS = tuple(EventKind)
+REASONS = HOOK_END_REASONS
 MAX_GPU_INDEX = 1023
 _JOB_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,9})?")
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
+
+# --- builders (the node hooks) ---------------------------------------------------------
+
+def cleaned_process(pid: int, cmd: str, gpus: list[int], source: str, sigkill: bool) -> dict:
+    """One process the prolog found on the job's GPUs (job_start's `cleaned`)."""
+    return {"pid": pid, "cmd": cmd, "gpus": gpus, "source": source, "sigkill": sigkill}
+
+
+def job_start_event(*, job_id: str, node: str, user: str, partition: str, gpus: list[int], time: float,
+                    cleaned: list[dict], clean_seconds: float, survivors: list[int]) -> dict:
+    return {
+        "kind": EventKind.JOB_START.value,
+        "job_id": job_id,
+        "node": node,
+        "user": user,
+        "partition": partition,
+        "gpus": gpus,
+        "time": time,
+        "cleaned": cleaned,
+        "clean_seconds": clean_seconds,
+        "survivors": survivors,
+    }
+
+
+def worker_end_event(*, job_id: str, node: str, gpus: list[int], time: float, sigterm_time: float | None,
+                     exit_code: str | None, exit_code2: str | None, derived_ec: str | None,
+                     restart_count: int | None, reason: str) -> dict:
+    return {
+        "kind": EventKind.WORKER_END.value,
+        "job_id": job_id,
+        "node": node,
+        "gpus": gpus,
+        "time": time,
+        "sigterm_time": sigterm_time,
+        "exit_code": exit_code,
+        "exit_code2": exit_code2,
+        "derived_ec": derived_ec,
+        "restart_count": restart_count,
+        "reason": str(reason),
+    }
+
+
+def gpus_free_event(*, job_id: str, node: str, gpus: list[int], time: float) -> dict:
+    return {"kind": EventKind.GPUS_FREE.value, "job_id": job_id, "node": node, "gpus": gpus, "time": time}
+
+
+# --- validation (the daemon) ------------------------------------------------------------
 
 class EventError(ValueError):
     """A bad event: the message names the field."""
@@ -116,9 +174,10 @@ def validate_event(event, where: str = "event") -> dict:
     kind = event.get("kind")
     if kind not in KINDS:
         raise _fail(f"{where}.kind", f"must be one of {', '.join(KINDS)}")
-    out = {"kind": kind, "node": node, "time": _time(event, "time", where),
+    kind = EventKind(kind)
+    out = {"kind": kind.value, "node": node, "time": _time(event, "time", where),
            "gpus": _gpus(event.get("gpus", []), f"{where}.gpus")}
-    if kind == "job_start":
+    if kind is EventKind.JOB_START:
         survivors = event.get("survivors") or []
         if not isinstance(survivors, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in survivors):
             raise _fail(f"{where}.survivors", "must be a list of pids")
@@ -134,7 +193,7 @@ def validate_event(event, where: str = "event") -> dict:
             clean_seconds=float(clean_seconds),
             survivors=survivors,
         )
-    elif kind == "worker_end":
+    elif kind is EventKind.WORKER_END:
         reason = event.get("reason")
         if reason is not None and reason not in REASONS:
             raise _fail(f"{where}.reason", f"must be one of {', '.join(REASONS)}")

@@ -4,7 +4,7 @@
 
 (before any catch-all route). The body is one event or {"events": [...]} (a hook sends
 its spooled events with its own). `Authorization: Bearer hook_token(secret, node)`
-must match every event's node. Each valid event, normalised (see event_schema), goes
+must match every event's node. Each valid event, normalised (see contracts/events.py), goes
 to on_event(event) in order; a coroutine result is scheduled, not awaited, so the hook
 gets its 204 at once. 400 names the bad field (the hook then drops the batch), 401 a
 bad token, 413 a body over the limit.
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from isense_slurm.controller.event_schema import EventError, events_of, node_of, validate_event
+from isense_slurm.contracts.events import EventError, events_of, node_of, validate_event
 from isense_slurm.gateway.validate import Invalid, parse
 from isense_slurm.secrets import check_hook_token
 

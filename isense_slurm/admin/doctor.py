@@ -18,9 +18,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from isense_slurm.admin.doctor_exec import check_executables
+from isense_slurm.admin.slurm_conf import kill_wait_needed
+from isense_slurm.controller.act import isense_executable
 from isense_slurm.controller.observe import pool_nodes
-from isense_slurm.controller.slurm_conf import kill_wait_needed
-from isense_slurm.errors import SlurmError
+from isense_slurm.errors import ConfigError, SlurmError
+from isense_slurm.report.controller_state import read_controller
+from isense_slurm.secrets import load_secret, secret_path
 from isense_slurm.slurm import Node, Partition
 
 LEVELS = ("OK", "WARN", "FAIL")
@@ -150,108 +154,130 @@ def _check_workers_start(cfg, facts: Facts) -> list[Finding]:
     return out
 
 
+class _Findings(list):
+    """Findings in order, added by level."""
+
+    def ok(self, what: str) -> None:
+        self.append(Finding("OK", what))
+
+    def warn(self, what: str, fix: str) -> None:
+        self.append(Finding("WARN", what, fix))
+
+    def fail(self, what: str, fix: str) -> None:
+        self.append(Finding("FAIL", what, fix))
+
+
 def _check_slurm(cfg, facts: Facts) -> list[Finding]:
-    s = cfg.slurm
-    conf = facts.config
-    out: list[Finding] = []
-    ok = lambda what: out.append(Finding("OK", what))  # noqa: E731
-    warn = lambda what, fix: out.append(Finding("WARN", what, fix))  # noqa: E731
-    fail = lambda what, fix: out.append(Finding("FAIL", what, fix))  # noqa: E731
-
-    preempt = conf.get("PreemptType", "")
+    out = _Findings()
+    preempt = facts.config.get("PreemptType", "")
     if preempt == "preempt/partition_prio":
-        ok("PreemptType=preempt/partition_prio")
+        out.ok("PreemptType=preempt/partition_prio")
     else:
-        fail(f"PreemptType={preempt or '(unset)'}: training cannot take lent GPUs back by partition",
-             "set PreemptType=preempt/partition_prio and PreemptMode=REQUEUE (isense slurm-conf)")
-
+        out.fail(f"PreemptType={preempt or '(unset)'}: training cannot take lent GPUs back by partition",
+                 "set PreemptType=preempt/partition_prio and PreemptMode=REQUEUE (isense slurm-conf)")
     parts = {p.name: p for p in facts.partitions}
-    lend = parts.get(s.lend_partition)
+    lend = parts.get(cfg.slurm.lend_partition)
+    _check_lend_partition(cfg.slurm, lend, out)
+    _check_pools(cfg.slurm, facts, parts, lend, out)
+    _check_kill_wait(cfg.slurm, facts.config, out)
+    out.extend(_check_hook("Prolog", facts.config.get("Prolog"), facts.prolog_files, "isense-prolog"))
+    out.extend(_check_hook("Epilog", facts.config.get("Epilog"), facts.epilog_files, "isense-epilog"))
+    _check_scheduling(cfg.slurm, facts, out)
+    return out
+
+
+def _check_lend_partition(s, lend: Partition | None, out: _Findings) -> None:
     if lend is None:
-        fail(f"lend partition {s.lend_partition!r} does not exist",
-             "add it (isense slurm-conf prints the line) and `scontrol reconfigure`")
+        out.fail(f"lend partition {s.lend_partition!r} does not exist",
+                 "add it (isense slurm-conf prints the line) and `scontrol reconfigure`")
+        return
+    if lend.state != "UP":
+        out.warn(f"lend partition {lend.name} is {lend.state}", f"scontrol update PartitionName={lend.name} State=UP")
+    modes = set(lend.preempt_mode.replace(",", " ").split())
+    if modes & {"REQUEUE", "CANCEL"}:
+        out.ok(f"lend partition {lend.name}: PreemptMode={lend.preempt_mode}, PriorityTier={lend.priority_tier}")
     else:
-        if lend.state != "UP":
-            warn(f"lend partition {lend.name} is {lend.state}", f"scontrol update PartitionName={lend.name} State=UP")
-        modes = set(lend.preempt_mode.replace(",", " ").split())
-        if modes & {"REQUEUE", "CANCEL"}:
-            ok(f"lend partition {lend.name}: PreemptMode={lend.preempt_mode}, PriorityTier={lend.priority_tier}")
-        else:
-            fail(f"lend partition {lend.name} has PreemptMode={lend.preempt_mode}: workers would not be preempted",
+        out.fail(f"lend partition {lend.name} has PreemptMode={lend.preempt_mode}: workers would not be preempted",
                  f"set PreemptMode=REQUEUE on PartitionName={lend.name}")
-        if lend.grace_time:
-            warn(f"lend partition {lend.name} has GraceTime={lend.grace_time}: workers get SIGTERM late and "
+    if lend.grace_time:
+        out.warn(f"lend partition {lend.name} has GraceTime={lend.grace_time}: workers get SIGTERM late and "
                  f"are killed GraceTime to GraceTime+30 s after the training job asks",
                  f"set GraceTime=0 on PartitionName={lend.name}")
-        if lend.max_time is not None and lend.max_time < s.max_job_minutes:
-            warn(f"lend partition {lend.name} MaxTime={lend.max_time} min < max_job_minutes {s.max_job_minutes}",
+    if lend.max_time is not None and lend.max_time < s.max_job_minutes:
+        out.warn(f"lend partition {lend.name} MaxTime={lend.max_time} min < max_job_minutes {s.max_job_minutes}",
                  f"raise MaxTime or lower [slurm] max_job_minutes")
 
+
+def _check_pools(s, facts: Facts, parts: dict[str, Partition], lend: Partition | None, out: _Findings) -> None:
     pool = pool_nodes(s.pools, facts.nodes)
     if not pool:
-        fail(f"pools {', '.join(s.pools)} name no node Slurm knows", "fix [slurm] pools (partitions or node lists)")
+        out.fail(f"pools {', '.join(s.pools)} name no node Slurm knows", "fix [slurm] pools (partitions or node lists)")
+        return
+    gpus = sum(n.gpus_total for n in pool)
+    what = f"pools {', '.join(s.pools)}: {len(pool)} nodes, {gpus} GPUs"
+    if gpus:
+        out.ok(what)
     else:
-        gpus = sum(n.gpus_total for n in pool)
-        what = f"pools {', '.join(s.pools)}: {len(pool)} nodes, {gpus} GPUs"
-        if gpus:
-            ok(what)
-        else:
-            fail(what, "declare the GPUs as GRES (Gres=gpu:N in slurm.conf, gres.conf)")
-        outside = [n.name for n in pool if s.lend_partition not in n.partitions]
-        if outside:
-            warn(f"{len(outside)} pool nodes are not in {s.lend_partition} ({', '.join(outside[:8])})",
+        out.fail(what, "declare the GPUs as GRES (Gres=gpu:N in slurm.conf, gres.conf)")
+    outside = [n.name for n in pool if s.lend_partition not in n.partitions]
+    if outside:
+        out.warn(f"{len(outside)} pool nodes are not in {s.lend_partition} ({', '.join(outside[:8])})",
                  f"add them to PartitionName={s.lend_partition} Nodes=")
-        if lend is not None:
-            for part in sorted({p for n in pool for p in n.partitions} - {s.lend_partition}):
-                tier = parts[part].priority_tier if part in parts else None
-                if tier is not None and tier <= lend.priority_tier:
-                    fail(f"partition {part} (PriorityTier {tier}) cannot preempt {lend.name} "
-                         f"(PriorityTier {lend.priority_tier})",
-                         f"give PartitionName={part} a PriorityTier above {lend.priority_tier}")
-                elif tier is not None:
-                    ok(f"partition {part} (PriorityTier {tier}) preempts {lend.name}")
+    if lend is None:
+        return
+    for part in sorted({p for n in pool for p in n.partitions} - {s.lend_partition}):
+        tier = parts[part].priority_tier if part in parts else None
+        if tier is not None and tier <= lend.priority_tier:
+            out.fail(f"partition {part} (PriorityTier {tier}) cannot preempt {lend.name} "
+                     f"(PriorityTier {lend.priority_tier})",
+                     f"give PartitionName={part} a PriorityTier above {lend.priority_tier}")
+        elif tier is not None:
+            out.ok(f"partition {part} (PriorityTier {tier}) preempts {lend.name}")
 
+
+def _check_kill_wait(s, conf: dict[str, str], out: _Findings) -> None:
     kill_wait = _seconds(conf.get("KillWait"))
     needed = kill_wait_needed(s.drain_seconds)
     if kill_wait is None:
-        warn("KillWait not readable from scontrol show config", f"set KillWait={needed}")
+        out.warn("KillWait not readable from scontrol show config", f"set KillWait={needed}")
     elif kill_wait <= s.drain_seconds:
-        fail(f"KillWait={kill_wait:g} s <= drain_seconds {s.drain_seconds:g}: Slurm kills workers mid-drain",
-             f"set KillWait={needed} (or lower [slurm] drain_seconds)")
+        out.fail(f"KillWait={kill_wait:g} s <= drain_seconds {s.drain_seconds:g}: Slurm kills workers mid-drain",
+                 f"set KillWait={needed} (or lower [slurm] drain_seconds)")
     elif kill_wait < needed:
-        warn(f"KillWait={kill_wait:g} s leaves a worker no time to stop vLLM after its drain",
-             f"set KillWait={needed}")
+        out.warn(f"KillWait={kill_wait:g} s leaves a worker no time to stop vLLM after its drain",
+                 f"set KillWait={needed}")
     elif kill_wait > needed + 25:
-        warn(f"KillWait={kill_wait:g} s: a stuck worker delays training that long",
-             f"KillWait={needed} is enough for drain_seconds {s.drain_seconds:g}")
+        out.warn(f"KillWait={kill_wait:g} s: a stuck worker delays training that long",
+                 f"KillWait={needed} is enough for drain_seconds {s.drain_seconds:g}")
     else:
-        ok(f"KillWait={kill_wait:g} s covers drain_seconds {s.drain_seconds:g} (+ vLLM stop)")
+        out.ok(f"KillWait={kill_wait:g} s covers drain_seconds {s.drain_seconds:g} (+ vLLM stop)")
 
-    out.extend(_check_hook("Prolog", conf.get("Prolog"), facts.prolog_files, "isense-prolog"))
-    out.extend(_check_hook("Epilog", conf.get("Epilog"), facts.epilog_files, "isense-epilog"))
+
+def _check_scheduling(s, facts: Facts, out: _Findings) -> None:
+    """PrologFlags, the scheduler, job_submit.lua and the SPANK plugin."""
+    conf = facts.config
     flags = {f.strip().lower() for f in (conf.get("PrologFlags") or "").split(",")}
     if "alloc" in flags:
-        ok("PrologFlags=Alloc: the prolog cleans every node of a job before it starts")
+        out.ok("PrologFlags=Alloc: the prolog cleans every node of a job before it starts")
     else:
-        warn("PrologFlags has no Alloc: a multi-node job's other nodes are cleaned only at their first step",
-             "set PrologFlags=Alloc")
+        out.warn("PrologFlags has no Alloc: a multi-node job's other nodes are cleaned only at their first step",
+                 "set PrologFlags=Alloc")
     if "backfill" not in (conf.get("SchedulerType") or ""):
-        warn(f"SchedulerType={conf.get('SchedulerType')}: --time-min needs backfill; worker limits are not "
-             "fitted to holes", "set SchedulerType=sched/backfill")
+        out.warn(f"SchedulerType={conf.get('SchedulerType')}: --time-min needs backfill; worker limits are not "
+                 "fitted to holes", "set SchedulerType=sched/backfill")
     if s.submit_wake is not None:
         plugins = {p.strip().removeprefix("job_submit/") for p in (conf.get("JobSubmitPlugins") or "").split(",")}
         if "lua" in plugins:
-            ok("JobSubmitPlugins has lua: job_submit.lua wakes make way on each submit")
+            out.ok("JobSubmitPlugins has lua: job_submit.lua wakes make way on each submit")
         else:
-            warn("JobSubmitPlugins has no lua: [slurm] submit_wake is never written, so reclaim waits for"
-                 " slurmctld's next scheduling pass (up to 1 s more)",
-                 "set JobSubmitPlugins=lua and install job_submit.lua (isense slurm-conf)")
+            out.warn("JobSubmitPlugins has no lua: [slurm] submit_wake is never written, so reclaim waits for"
+                     " slurmctld's next scheduling pass (up to 1 s more)",
+                     "set JobSubmitPlugins=lua and install job_submit.lua (isense slurm-conf)")
     if facts.plugin:
-        ok("SPANK plugin loaded (sbatch --isense-worker)")
+        out.ok("SPANK plugin loaded (sbatch --isense-worker)")
     else:
-        warn("SPANK plugin not loaded: workers run without containment",
-             "install spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
-    return out
+        out.warn("SPANK plugin not loaded: workers run without containment",
+                 "install spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
 
 
 def _check_hook(name: str, value: str | None, files: list[str], script: str) -> list[Finding]:
@@ -298,10 +324,23 @@ def _readable_path(path: Path, uid: int, gid: int) -> bool:
 
 
 def gather(cfg, slurm) -> Facts:
-    from isense_slurm.secrets import load_secret, secret_path
-    from isense_slurm.errors import ConfigError
-
     facts = Facts()
+    _gather_slurm(slurm, facts)
+    try:
+        pw = pwd.getpwnam(cfg.slurm.service_account)
+        facts.account = (pw.pw_uid, pw.pw_gid)
+    except KeyError:
+        facts.account = None
+    _gather_files(cfg, facts)
+    if facts.account is not None:
+        facts.executables, facts.executables_skipped = check_executables(cfg, isense_executable())
+    state, _ = read_controller(cfg)
+    if state is not None:
+        facts.held_back = [h for h in state.get("held_back") or [] if isinstance(h, dict)]
+    return facts
+
+
+def _gather_slurm(slurm, facts: Facts) -> None:
     try:
         facts.version = slurm.version()
         facts.config = slurm.config()
@@ -317,12 +356,9 @@ def gather(cfg, slurm) -> Facts:
         facts.prolog_files = _hook_files(facts.config.get("Prolog"))
         facts.epilog_files = _hook_files(facts.config.get("Epilog"))
 
-    try:
-        pw = pwd.getpwnam(cfg.slurm.service_account)
-        facts.account = (pw.pw_uid, pw.pw_gid)
-    except KeyError:
-        facts.account = None
 
+def _gather_files(cfg, facts: Facts) -> None:
+    """The secret, the ledger, the job folder, the wake file's folder and the config file."""
     try:
         load_secret(cfg.secrets.dir)
         st = secret_path(cfg.secrets.dir).stat()
@@ -350,17 +386,6 @@ def gather(cfg, slurm) -> Facts:
     config = Path(cfg.path).resolve()
     if facts.account is not None and config.exists() and not _readable_path(config, *facts.account):
         facts.config_problem = f"not readable by {cfg.slurm.service_account}"
-    if facts.account is not None:
-        from isense_slurm.controller.act import isense_executable
-        from isense_slurm.controller.doctor_exec import check_executables
-
-        facts.executables, facts.executables_skipped = check_executables(cfg, isense_executable())
-    from isense_slurm.report.controller_state import read_controller
-
-    state, _ = read_controller(cfg)
-    if state is not None:
-        facts.held_back = [h for h in state.get("held_back") or [] if isinstance(h, dict)]
-    return facts
 
 
 def _slurm_user(facts: Facts) -> str:

@@ -81,7 +81,6 @@ def _at_least(release: Release, major: int, minor: int, patch: int = 0) -> bool:
 
 
 def render(site: Site, source: str) -> str:
-    kill_wait = kill_wait_needed(site.drain_seconds)
     nodes = site.pool_nodes or f"<the nodes of {', '.join(site.pools)}>"
     release, release_line = _for_release(site)
     lines = [
@@ -89,6 +88,35 @@ def render(site: Site, source: str) -> str:
         f"# (from {source}; review, merge with your files, then `scontrol reconfigure` and restart slurmd)",
         release_line,
         "",
+        *_slurm_conf_lines(site, release),
+        "",
+        *_partition_lines(site, nodes),
+        "",
+        "# ---- gres.conf ---------------------------------------------------------------",
+        "# GPUs as Slurm GRES (NVML autodetection, or File= lines per node):",
+        "AutoDetect=nvml",
+        "# NodeName=gpu[01-16] Name=gpu File=/dev/nvidia[0-7]",
+        "",
+        *(_cgroup_lines() if _at_least(release, 24, 5) else []),
+        "# ---- plugstack.conf ----------------------------------------------------------",
+        f"include {PLUGSTACK_DIR}/*.conf",
+        "",
+        f"# ---- {PLUGSTACK_DIR}/isense.conf (every node and login host) ----",
+        "# `make -C spank install` puts the plugin there; add your users' data paths to mask=.",
+        f"required {PLUGIN_PATH} service_account={site.service_account} mask=/home",
+        "",
+        *(_job_submit_lines(site, release) if site.submit_wake is not None else []),
+        "# ---- prolog.d / epilog.d (every compute node) -------------------------------",
+        f"mkdir -p {PROLOG_DIR} {EPILOG_DIR}",
+        f"ln -s {site.root / 'prolog' / 'isense-prolog'} {PROLOG_DIR}/50-isense",
+        f"ln -s {site.root / 'epilog' / 'isense-epilog'} {EPILOG_DIR}/50-isense",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _slurm_conf_lines(site: Site, release: Release) -> list[str]:
+    kill_wait = kill_wait_needed(site.drain_seconds)
+    lines = [
         "# ---- slurm.conf ------------------------------------------------------------",
         "# Training takes lent GPUs back by partition priority. isense submits workers with",
         "# --no-requeue, so REQUEUE and CANCEL both end a preempted worker at once.",
@@ -127,14 +155,18 @@ def render(site: Site, source: str) -> str:
         "PlugStackConfig=/etc/slurm/plugstack.conf",
         "GresTypes=gpu",
     ]
+    return lines + _submit_and_metrics_lines(site, release)
+
+
+def _submit_and_metrics_lines(site: Site, release: Release) -> list[str]:
     if site.submit_wake is not None:
-        lines += [
+        lines = [
             "# job_submit.lua wakes isense serve on each submit: it stops the workers a new",
             "# training job would preempt before slurmctld's next pass (add lua to your list).",
             "JobSubmitPlugins=lua",
         ]
     else:
-        lines += [
+        lines = [
             "# Faster reclaim (make way): set [slurm] submit_wake in isense.toml and run",
             "# `isense slurm-conf` again for the JobSubmitPlugins=lua lines.",
         ]
@@ -144,40 +176,23 @@ def render(site: Site, source: str) -> str:
             "# GET /metrics/... on its port; off while PrivateData is set). isense needs none of it:",
             "# its own /metrics (isense serve) counts lending, tokens and reclaims.",
         ]
-    lines.append("")
+    return lines
+
+
+def _partition_lines(site: Site, nodes: str) -> list[str]:
     if site.pool_partitions:
-        lines += [
+        lines = [
             f"# The pools' partitions: add a PriorityTier above {LEND_TIER} to your existing lines.",
             *[f"PartitionName={p} ... PriorityTier={TRAIN_TIER} PreemptMode=OFF" for p in site.pool_partitions],
         ]
     else:
-        lines.append(f"# The training partitions over {nodes}: PriorityTier above {LEND_TIER}, PreemptMode=OFF.")
-    lines += [
+        lines = [f"# The training partitions over {nodes}: PriorityTier above {LEND_TIER}, PreemptMode=OFF."]
+    return lines + [
         "# The lend partition: lowest tier, SIGTERM at once (GraceTime=0), only the service",
         "# account's group may submit (other low-priority jobs would count as training).",
         f"PartitionName={site.lend_partition} Nodes={nodes} PriorityTier={LEND_TIER} PreemptMode=REQUEUE"
         f" GraceTime=0 MaxTime={site.max_job_minutes} AllowGroups={site.service_group} State=UP",
-        "",
-        "# ---- gres.conf ---------------------------------------------------------------",
-        "# GPUs as Slurm GRES (NVML autodetection, or File= lines per node):",
-        "AutoDetect=nvml",
-        "# NodeName=gpu[01-16] Name=gpu File=/dev/nvidia[0-7]",
-        "",
-        *(_cgroup_lines() if _at_least(release, 24, 5) else []),
-        "# ---- plugstack.conf ----------------------------------------------------------",
-        f"include {PLUGSTACK_DIR}/*.conf",
-        "",
-        f"# ---- {PLUGSTACK_DIR}/isense.conf (every node and login host) ----",
-        "# `make -C spank install` puts the plugin there; add your users' data paths to mask=.",
-        f"required {PLUGIN_PATH} service_account={site.service_account} mask=/home",
-        "",
-        *(_job_submit_lines(site, release) if site.submit_wake is not None else []),
-        "# ---- prolog.d / epilog.d (every compute node) -------------------------------",
-        f"mkdir -p {PROLOG_DIR} {EPILOG_DIR}",
-        f"ln -s {site.root / 'prolog' / 'isense-prolog'} {PROLOG_DIR}/50-isense",
-        f"ln -s {site.root / 'epilog' / 'isense-epilog'} {EPILOG_DIR}/50-isense",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _cgroup_lines() -> list[str]:

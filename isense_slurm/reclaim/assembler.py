@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from isense_slurm.contracts.events import EventKind
+from isense_slurm.contracts.states import STOPPED_REASONS
+from isense_slurm.contracts.workers import WorkerRule
+
 WINDOW_SECONDS = 600.0  # a start this long after a worker's end is no longer its reclaim
 SKEW_SECONDS = 1.0  # epilog/prolog times on one node; allow a little disorder
 
@@ -74,8 +78,7 @@ class ReclaimAssembler:
     def __init__(self, window_seconds: float = WINDOW_SECONDS, *, lend_partition: str | None = None,
                  service_account: str | None = None):
         self.window = window_seconds
-        self.lend_partition = lend_partition
-        self.service_account = service_account
+        self.rule = WorkerRule(service_account, lend_partition)
         self._nodes: dict[str, _Node] = {}
         self._emitted: dict[tuple[str, str], Reclaim] = {}
         self._latest = 0.0
@@ -85,14 +88,14 @@ class ReclaimAssembler:
         kind = event.get("kind")
         node = self._nodes.setdefault(event["node"], _Node())
         self._latest = max(self._latest, event["time"])
-        if kind == "worker_end":
+        if kind == EventKind.WORKER_END:
             end = _End(event["job_id"], frozenset(event["gpus"]), event["time"], event.get("sigterm_time"),
-                       event.get("sigterm_time") is not None or event.get("reason") in ("preempted", "time_limit"))
+                       event.get("sigterm_time") is not None or event.get("reason") in STOPPED_REASONS)
             if end not in node.ends:
                 node.ends.append(end)
             touched = [s for s in node.starts if s.time >= end.time - SKEW_SECONDS]
-        elif kind == "job_start":
-            if self._is_worker(event):
+        elif kind == EventKind.JOB_START:
+            if self.rule.is_worker(event.get("user"), event.get("partition")):
                 return []
             start = _Start(event["job_id"], frozenset(event["gpus"]), event["time"], bool(event.get("cleaned")))
             node.starts = [s for s in node.starts if s.job_id != start.job_id] + [start]
@@ -109,10 +112,6 @@ class ReclaimAssembler:
                 changed.append(reclaim)
         self._prune()
         return changed
-
-    def _is_worker(self, event: dict) -> bool:
-        return (self.lend_partition is not None and event.get("partition") == self.lend_partition
-                and event.get("user") == self.service_account)
 
     def _pair(self, name: str, node: _Node, start: _Start) -> Reclaim | None:
         holders: list[_End] = []

@@ -1,7 +1,7 @@
 """Hook events -> ledger: workers' ends with the right reason, reclaim records with the
 training job's submit time, and an early tick when GPUs come free.
 
-on_event() is called on the event loop for each valid event (controller/events.py);
+on_event() is called on the event loop for each valid event (reclaim/events.py);
 it only wakes the agent and queues the event. One thread handles the queue in order:
 it asks Slurm about the jobs (scontrol show job) and writes the ledger.
 """
@@ -12,8 +12,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 
-from isense_slurm.controller.observe import WORKER_PREFIX
-from isense_slurm.controller.reclaims import ReclaimAssembler
+from isense_slurm.contracts.events import EventKind
+from isense_slurm.contracts.states import EndReason, WorkerStage
+from isense_slurm.contracts.workers import WorkerRule, is_worker_name
+from isense_slurm.reclaim.book import ReclaimBook
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm import Job
 
@@ -21,20 +23,20 @@ log = logging.getLogger("isense.controller")
 
 # Slurm's final job state says why a worker ended better than its epilog can.
 _STATE_REASONS = {
-    "PREEMPTED": "preempted",
-    "TIMEOUT": "time_limit",
-    "DEADLINE": "time_limit",
-    "COMPLETED": "completed",
-    "CANCELLED": "completed",  # scancel (ours: share, window, stuck): stopped on request
-    "FAILED": "failed",
-    "NODE_FAIL": "failed",
-    "BOOT_FAIL": "failed",
-    "OUT_OF_MEMORY": "failed",
+    "PREEMPTED": EndReason.PREEMPTED,
+    "TIMEOUT": EndReason.TIME_LIMIT,
+    "DEADLINE": EndReason.TIME_LIMIT,
+    "COMPLETED": EndReason.COMPLETED,
+    "CANCELLED": EndReason.COMPLETED,  # scancel (ours: share, window, stuck): stopped on request
+    "FAILED": EndReason.FAILED,
+    "NODE_FAIL": EndReason.FAILED,
+    "BOOT_FAIL": EndReason.FAILED,
+    "OUT_OF_MEMORY": EndReason.FAILED,
 }
 LIMIT_SLACK_SECONDS = 2.0
 
 
-def end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | None, *,
+def worker_end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | None, *,
                made_way: bool = False) -> str:
     """The ledger's end reason of a worker from its epilog's guess and Slurm's job record.
 
@@ -43,42 +45,41 @@ def end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | N
     controller stopped to make way for training (`made_way`): it ends COMPLETED (it exits
     on the SIGTERM) or PREEMPTED (Slurm was first), and was preempted.
     """
-    reason = hook_reason or "failed"
+    reason = EndReason(hook_reason or EndReason.FAILED)
     if job is None:
         return reason
     if made_way and job.state in ("COMPLETED", "CANCELLED", "PREEMPTED"):
-        return "preempted"
-    if job.state in _STATE_REASONS and not (job.state == "CANCELLED" and reason == "failed"):
+        return EndReason.PREEMPTED
+    if job.state in _STATE_REASONS and not (job.state == "CANCELLED" and reason == EndReason.FAILED):
         return _STATE_REASONS[job.state]
-    if reason == "preempted" and job.start_time and job.time_limit:
+    if reason == EndReason.PREEMPTED and job.start_time and job.time_limit:
         deadline = job.start_time.timestamp() + job.time_limit * 60
         if (sigterm_time or 0) >= deadline - LIMIT_SLACK_SECONDS:
-            return "time_limit"
+            return EndReason.TIME_LIMIT
     return reason
 
 
 def end_reason_of_finished(job: Job | None) -> str:
     """Reason for a worker the ledger still holds open but Slurm has let go (restart)."""
     if job is None:
-        return "lost"
-    return _STATE_REASONS.get(job.state, "lost")
+        return EndReason.LOST
+    return _STATE_REASONS.get(job.state, EndReason.LOST)
 
 
 class EventRecorder:
-    def __init__(self, slurm, ledger, *, lend_partition: str, service_account: str,
-                 wake: Callable[[], None] | None = None, made_way: Callable[[str], bool] | None = None,
-                 submitted_at: Callable[[str], float | None] | None = None):
+    """`book`: the reclaims in flight, shared with make way (it knows the submits it
+    caught and the workers it stopped); without one, a book of its own."""
+
+    def __init__(self, slurm, ledger, *, book: ReclaimBook | None = None, lend_partition: str | None = None,
+                 service_account: str | None = None, wake: Callable[[], None] | None = None):
         self.slurm = slurm
         self.ledger = ledger
         self.wake = wake
-        self.made_way = made_way  # job id -> the controller stopped it for a training job
-        self.submitted_at = submitted_at  # job id -> submit time to the ms (make way's wake), or None
-        self.assembler = ReclaimAssembler(lend_partition=lend_partition, service_account=service_account)
+        self.book = book if book is not None else ReclaimBook(WorkerRule(service_account, lend_partition))
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="isense-events")
-        self._submit_times: dict[str, float | None] = {}
 
     def on_event(self, event: dict) -> None:
-        if event["kind"] == "gpus_free" and self.wake is not None:
+        if event["kind"] == EventKind.GPUS_FREE and self.wake is not None:
             self.wake()
         self._executor.submit(self._safe_handle, event)
 
@@ -92,15 +93,15 @@ class EventRecorder:
             log.exception("hook event %s from %s not recorded", event.get("kind"), event.get("node"))
 
     def handle(self, event: dict) -> None:
-        job = self._job(event["job_id"]) if event["kind"] == "worker_end" else None
+        job = self._job(event["job_id"]) if event["kind"] == EventKind.WORKER_END else None
         # The hooks call every job of the service account in the lend partition a worker;
         # only isense-* jobs are the controller's (others are the admin's own tests).
-        if event["kind"] == "worker_end" and (job is None or job.name.startswith(WORKER_PREFIX)):
-            reason = end_reason(event.get("reason"), job, event.get("sigterm_time"),
-                                made_way=self.made_way is not None and self.made_way(event["job_id"]))
-            self.ledger.worker_event(event["job_id"], state="ended", node=event["node"],
+        if event["kind"] == EventKind.WORKER_END and (job is None or is_worker_name(job.name)):
+            reason = worker_end_reason(event.get("reason"), job, event.get("sigterm_time"),
+                                       made_way=self.book.made_way(event["job_id"]))
+            self.ledger.worker_event(event["job_id"], state=WorkerStage.ENDED, node=event["node"],
                                      gpus=event.get("gpus") or None, reason=reason, at=event["time"])
-        for reclaim in self.assembler.add(event):
+        for reclaim in self.book.add_event(event):
             fields = reclaim.ledger_fields()
             fields["submit_time"] = self._submit_time(reclaim.training_job_id)
             self.ledger.record_reclaim(**fields)
@@ -116,15 +117,11 @@ class EventRecorder:
 
     def _submit_time(self, job_id: str) -> float | None:
         """Slurm's submit time has whole seconds; make way's wake has the moment."""
-        precise = self.submitted_at(job_id) if self.submitted_at is not None else None
-        if precise is not None:
-            return precise
-        if self._submit_times.get(job_id) is None:  # unknown yet: ask again next time
-            job = self._job(job_id)
-            self._submit_times[job_id] = job.submit_time.timestamp() if job and job.submit_time else None
-            if len(self._submit_times) > 10_000:
-                self._submit_times.pop(next(iter(self._submit_times)))
-        return self._submit_times[job_id]
+        return self.book.submit_time(job_id, self._slurm_submit)
+
+    def _slurm_submit(self, job_id: str) -> float | None:
+        job = self._job(job_id)
+        return job.submit_time.timestamp() if job and job.submit_time else None
 
 
 def _timeline(f: dict) -> str:

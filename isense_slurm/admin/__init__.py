@@ -1,0 +1,1 @@
+"""Admin tools that only commands use: isense doctor and isense slurm-conf."""
