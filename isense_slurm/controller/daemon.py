@@ -26,7 +26,7 @@ from isense_slurm.controller.events import make_events_route
 from isense_slurm.controller.make_way import SubmitWatcher
 from isense_slurm.controller.recorder import EventRecorder
 from isense_slurm.errors import IsenseError
-from isense_slurm.report.metrics import metrics_routes
+from isense_slurm.http.metrics_route import metrics_routes
 
 log = logging.getLogger("isense.controller")
 
@@ -80,9 +80,9 @@ async def serve(cfg, slurm, *, host: str, port: int, secret: bytes, with_gateway
             app.router.add_route(method, path, handler)
 
     watcher = SubmitWatcher(cfg.slurm.submit_wake, agent.make_way) if cfg.slurm.submit_wake else None
-    from isense_slurm.gateway.protocol import GatewayRunner  # JSON bodies for aiohttp's own refusals
+    from isense_slurm.http.protocol import JsonErrorRunner  # JSON bodies for aiohttp's own refusals
 
-    runner = GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    runner = JsonErrorRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
     await runner.setup()
     try:
         try:

@@ -19,7 +19,8 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
-from isense_slurm.gateway import control, errors, protocol, proxy, streaming, validate
+from isense_slurm.gateway import control, proxy, streaming, validate
+from isense_slurm.http import errors, protocol
 from isense_slurm.gateway.auth import KeyCache
 from isense_slurm.gateway.calls import Call
 from isense_slurm.gateway.ledger_link import end_reason
@@ -272,10 +273,10 @@ async def serve(cfg, *, host: str, port: int, secret: bytes, ready: Callable[[],
         interval_s=0,
     )
     gw = Gateway(cfg, secret=secret, writer=writer, ledger=ledger)
-    from isense_slurm.report.metrics import metrics_routes
+    from isense_slurm.http.metrics_route import metrics_routes
 
     app = create_app(gw, metrics_routes(cfg, gateway_stats=gw.registry.snapshot))
-    runner = protocol.GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    runner = protocol.JsonErrorRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)

@@ -12,13 +12,10 @@ nothing secret): for load balancers and `isense doctor`.
 
 from aiohttp import web
 
-from isense_slurm.gateway.auth import bearer
-from isense_slurm.gateway.errors import error_response
-from isense_slurm.gateway.validate import Invalid, parse
+from isense_slurm.http.access import bearer, is_local
+from isense_slurm.http.body import Invalid, parse
+from isense_slurm.http.errors import error_response
 from isense_slurm.secrets import check_worker_token, vllm_api_key
-
-LOCAL_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-
 
 async def _worker_request(gw, request: web.Request, required: tuple[str, ...]):
     """(payload, None) for an authentic request, else (None, error response)."""
@@ -86,7 +83,7 @@ async def deregister(gw, request: web.Request) -> web.Response:
 async def workers(gw, request: web.Request) -> web.Response:
     if request.method != "GET":
         return error_response(405, "use GET", headers={"Allow": "GET"})
-    if request.remote not in LOCAL_ADDRESSES:
+    if not is_local(request.remote):
         return error_response(403, "the registry view is served to localhost only")
     return web.json_response(gw.registry.snapshot())
 

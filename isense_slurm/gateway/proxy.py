@@ -23,7 +23,7 @@ from isense_slurm.gateway.calls import (
     record_failed_attempt,
     usage_tokens,
 )
-from isense_slurm.gateway.errors import error_response
+from isense_slurm.http.errors import error_response
 
 log = logging.getLogger("isense.gateway")
 

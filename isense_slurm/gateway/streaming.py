@@ -22,7 +22,7 @@ from isense_slurm.gateway.calls import (
     post_upstream,
     record_failed_attempt,
 )
-from isense_slurm.gateway.errors import error_response, sse_error_event
+from isense_slurm.http.errors import error_response, sse_error_event
 from isense_slurm.gateway.sse import DONE_EVENT, SSEBuffer, StreamState, continuation_body
 
 log = logging.getLogger("isense.gateway")
