@@ -6,9 +6,11 @@ Slurm job id, so another cluster user (who cannot read the file) can neither
 register a fake worker nor call a worker's vLLM directly.
 """
 
+import grp
 import hashlib
 import hmac
 import os
+import pwd
 import secrets as _random
 from pathlib import Path
 
@@ -49,6 +51,28 @@ def create_secret(secrets_dir, group_gid: int | None = None) -> Path:
         os.chown(path.parent, 0, group_gid)
     os.replace(tmp, path)
     return path
+
+
+def service_gid(account: str) -> int | None:
+    """The service account's group, when we may hand the secret to it (as root); else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(account).pw_gid
+    except KeyError:
+        try:
+            return grp.getgrnam(account).gr_gid
+        except KeyError:
+            return None
+
+
+def ensure_secret(secrets_dir, account: str) -> bytes:
+    """The worker secret, created first when missing (in `account`'s group, as root)."""
+    try:
+        create_secret(secrets_dir, service_gid(account))
+    except OSError as err:
+        raise ConfigError(f"[secrets] dir {secrets_dir}: cannot create the worker secret ({err.strerror})") from None
+    return load_secret(secrets_dir)
 
 
 def _derive(secret: bytes, purpose: str, job_id: str) -> str:

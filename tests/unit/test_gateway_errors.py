@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from isense_slurm.gateway.app import model_card, per_token
+from isense_slurm.gateway.front import model_card, per_token
 from isense_slurm.gateway.auth import KeyCache
 from isense_slurm.gateway.ledger_link import end_reason
 from isense_slurm.http.access import bearer
