@@ -89,7 +89,7 @@ def vllm_api_key(secret: bytes, job_id: str) -> str:
     return _derive(secret, "vllm", str(job_id))
 
 
-def check_worker_token(secret: bytes, job_id: str, token: str) -> bool:
+def check_worker_token(secret: bytes, job_id: str, token: str | None) -> bool:
     return hmac.compare_digest(worker_token(secret, job_id), token or "")
 
 
@@ -98,5 +98,5 @@ def hook_token(secret: bytes, node: str) -> str:
     return _derive(secret, "hook", str(node))
 
 
-def check_hook_token(secret: bytes, node: str, token: str) -> bool:
+def check_hook_token(secret: bytes, node: str, token: str | None) -> bool:
     return hmac.compare_digest(hook_token(secret, node), token or "")

@@ -4,6 +4,7 @@ import asyncio
 import logging
 
 from isense_slurm import daemon_logging
+from isense_slurm.gateway.loop_watch import favour_the_loop
 from isense_slurm.secrets import ensure_secret
 
 NAME = "gateway"
@@ -35,7 +36,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     # The config, aiohttp and the ledger (sqlite-utils) load only when it runs: `isense --help` stays light.
     from isense_slurm.config import load_config
-    from isense_slurm.gateway.loop_watch import favour_the_loop
     from isense_slurm.http.address import listen_address
     from isense_slurm.http.server import serve
     from isense_slurm.meter.ledger import Ledger

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from isense_slurm import daemon_logging
 from isense_slurm.errors import SlurmError, UsageError
+from isense_slurm.gateway.loop_watch import favour_the_loop
 from isense_slurm.secrets import ensure_secret
 
 NAME = "serve"
@@ -110,7 +111,6 @@ def _daemon(cfg, slurm, host: str, port: int, *, with_gateway: bool) -> int:
     # aiohttp, APScheduler and sqlite-utils: loaded only for the daemon.
     from isense_slurm.controller.daemon import ControllerDaemon
     from isense_slurm.controller.scheduled_exports import check_cron, schedule_exports
-    from isense_slurm.gateway.loop_watch import favour_the_loop
     from isense_slurm.http.server import serve
     from isense_slurm.meter.ledger import Ledger
 

@@ -22,6 +22,7 @@ from isense_slurm.http.body import Invalid, parse
 from isense_slurm.http.errors import error_response
 from isense_slurm.secrets import check_worker_token, vllm_api_key
 
+
 @dataclass(frozen=True, slots=True)
 class WorkerControl:
     """What the control routes need: the secret tokens derive from, the configured

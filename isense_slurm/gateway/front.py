@@ -134,9 +134,11 @@ class Gateway:
         )
         stats.in_flight += 1
         try:
+            up = self.upstream
+            assert up is not None  # made when the app started, before any request
             if body.get("stream"):
-                return await streaming.relay(self.upstream, request, call)
-            return await proxy.forward(self.upstream, call)
+                return await streaming.relay(up, request, call)
+            return await proxy.forward(up, call)
         finally:
             stats.in_flight -= 1
 

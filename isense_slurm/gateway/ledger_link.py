@@ -9,6 +9,8 @@ import asyncio
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from isense_slurm.meter.ledger import Ledger
+
 log = logging.getLogger("isense.gateway")
 
 # What the ledger accepts as the reason of an 'ended' worker.
@@ -33,8 +35,6 @@ class LedgerLink:
         self._keys_generation = None
 
     def _open(self):
-        from isense_slurm.meter.ledger import Ledger
-
         self._ledger = Ledger.open(self.path)
         return self._ledger
 

@@ -23,7 +23,7 @@ log = logging.getLogger("isense.gateway")
 
 def finished(answer: dict) -> bool:
     """Every choice ended on its own: none aborted by a stopping vLLM, none missing."""
-    choices = answer.get("choices")
+    choices = answer.get("choices") or []
     return bool(choices) and all(c.get("finish_reason") not in (None, "abort") for c in choices)
 
 

@@ -134,7 +134,8 @@ class StreamState:
             return event(data)
         if "error" in chunk or chunk.get("object") == "error":
             err = chunk.get("error")
-            self.error = (err.get("message") if isinstance(err, dict) else None) or chunk.get("message") or "error event"
+            message = err.get("message") if isinstance(err, dict) else None
+            self.error = message or chunk.get("message") or "error event"
             return None
         if self.response_id is None:
             self.response_id = chunk.get("id")
@@ -218,7 +219,8 @@ class StreamState:
 
     @staticmethod
     def _usage_dict(prompt: int, completion: int, cached: int) -> dict:
-        usage = {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion}
+        usage: dict[str, object] = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
+                                    "completion_tokens": completion}
         if cached:
             usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return usage

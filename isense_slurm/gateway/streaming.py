@@ -166,7 +166,8 @@ async def _refused(up: Upstream, call: Call, worker: Worker, status: int, detail
     return web.Response(status=status, body=detail, content_type="application/json")
 
 
-async def _finish(up: Upstream, call: Call, worker: Worker, response: web.StreamResponse, state: StreamState, attempt: int):
+async def _finish(up: Upstream, call: Call, worker: Worker, response: web.StreamResponse, state: StreamState,
+                  attempt: int):
     prompt, completion, cached = state.totals()
     row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status="ok",
                    streamed=True, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
@@ -187,7 +188,8 @@ async def _finish(up: Upstream, call: Call, worker: Worker, response: web.Stream
     return response
 
 
-async def _cut(up: Upstream, call: Call, worker: Worker, response, state: StreamState, attempt: int, failure: str):
+async def _cut(up: Upstream, call: Call, worker: Worker | None, response, state: StreamState, attempt: int,
+               failure: str):
     prompt, completion, cached = state.partial_totals(current_attempt=False)
     row = make_row(call, row_id=state.response_id or call.response_id, worker=worker,
                    status="partial" if completion else "error", streamed=True, prompt=prompt,

@@ -35,7 +35,7 @@ class Networks:
             address = ipaddress.ip_address(remote or "")
         except ValueError:
             return False
-        if getattr(address, "ipv4_mapped", None):
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         return any(address in net for net in self.networks if net.version == address.version)
 

@@ -69,7 +69,7 @@ def parse(raw: bytes) -> dict:
 
 
 def _too_deep(body: dict) -> bool:
-    stack = [(body, 1)]
+    stack: list[tuple[dict | list, int]] = [(body, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:

@@ -129,7 +129,7 @@ def test_gateway_routes_with_and_without_the_controller(tmp_path, caplog, contro
         await runner.setup()
         stub = web.TCPSite(runner, "127.0.0.1", 0)
         await stub.start()
-        url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         try:
             out["health"] = await call(client, "GET", "/health")
             out["register"] = await call(client, "POST", "/internal/workers/register", token=worker_token(secret, "7"),
