@@ -6,9 +6,11 @@ Slurm job id, so another cluster user (who cannot read the file) can neither
 register a fake worker nor call a worker's vLLM directly.
 """
 
+import grp
 import hashlib
 import hmac
 import os
+import pwd
 import secrets as _random
 from pathlib import Path
 
@@ -51,6 +53,28 @@ def create_secret(secrets_dir, group_gid: int | None = None) -> Path:
     return path
 
 
+def service_gid(account: str) -> int | None:
+    """The service account's group, when we may hand the secret to it (as root); else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(account).pw_gid
+    except KeyError:
+        try:
+            return grp.getgrnam(account).gr_gid
+        except KeyError:
+            return None
+
+
+def ensure_secret(secrets_dir, account: str) -> bytes:
+    """The worker secret, created first when missing (in `account`'s group, as root)."""
+    try:
+        create_secret(secrets_dir, service_gid(account))
+    except OSError as err:
+        raise ConfigError(f"[secrets] dir {secrets_dir}: cannot create the worker secret ({err.strerror})") from None
+    return load_secret(secrets_dir)
+
+
 def _derive(secret: bytes, purpose: str, job_id: str) -> str:
     return hmac.new(secret, f"{purpose}:{job_id}".encode(), hashlib.sha256).hexdigest()
 
@@ -65,7 +89,7 @@ def vllm_api_key(secret: bytes, job_id: str) -> str:
     return _derive(secret, "vllm", str(job_id))
 
 
-def check_worker_token(secret: bytes, job_id: str, token: str) -> bool:
+def check_worker_token(secret: bytes, job_id: str, token: str | None) -> bool:
     return hmac.compare_digest(worker_token(secret, job_id), token or "")
 
 
@@ -74,5 +98,5 @@ def hook_token(secret: bytes, node: str) -> str:
     return _derive(secret, "hook", str(node))
 
 
-def check_hook_token(secret: bytes, node: str, token: str) -> bool:
+def check_hook_token(secret: bytes, node: str, token: str | None) -> bool:
     return hmac.compare_digest(hook_token(secret, node), token or "")

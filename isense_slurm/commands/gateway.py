@@ -1,5 +1,12 @@
 """`isense gateway`: the OpenAI-compatible front door for paid traffic."""
 
+import asyncio
+import logging
+
+from isense_slurm import daemon_logging
+from isense_slurm.gateway.loop_watch import favour_the_loop
+from isense_slurm.secrets import ensure_secret
+
 NAME = "gateway"
 HELP = "serve the OpenAI-compatible API, route to live workers, meter every token"
 DESCRIPTION = """\
@@ -26,47 +33,12 @@ def add_arguments(parser) -> None:
     )
 
 
-def _service_gid(account: str) -> int | None:
-    """The service account's group, when we may hand the secret to it (as root)."""
-    import grp
-    import os
-    import pwd
-
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(account).pw_gid
-    except KeyError:
-        try:
-            return grp.getgrnam(account).gr_gid
-        except KeyError:
-            return None
-
-
-def listen_address(cfg, flag: str | None) -> tuple[str, int]:
-    """--listen HOST:PORT when given, else [gateway] listen."""
-    from isense_slurm.config import parse_host_port
-    from isense_slurm.errors import UsageError
-
-    if not flag:
-        return cfg.gateway.listen_host, cfg.gateway.listen_port
-    try:
-        return parse_host_port(flag)
-    except ValueError as err:
-        raise UsageError(f"--listen: {err}") from None
-
-
 def run(args) -> int:
-    import asyncio
-    import logging
-
-    from isense_slurm import daemon_logging
+    # The config, aiohttp and the ledger (sqlite-utils) load only when it runs: `isense --help` stays light.
     from isense_slurm.config import load_config
-    from isense_slurm.errors import ConfigError
-    from isense_slurm.gateway.app import serve
-    from isense_slurm.gateway.loop_watch import favour_the_loop
+    from isense_slurm.http.address import listen_address
+    from isense_slurm.http.server import serve
     from isense_slurm.meter.ledger import Ledger
-    from isense_slurm.secrets import create_secret, load_secret
 
     cfg = load_config(args.config)
     host, port = listen_address(cfg, args.listen)
@@ -79,11 +51,6 @@ def run(args) -> int:
         changed = ledger.sync_prices(cfg.models, cfg.revenue.currency)
     if changed:
         log.info("price book updated for %s", ", ".join(changed))
-    try:
-        create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
-    except OSError as err:
-        raise ConfigError(f"[secrets] dir {cfg.secrets.dir}: cannot create the worker secret "
-                          f"({err.strerror})") from None
-    secret = load_secret(cfg.secrets.dir)
+    secret = ensure_secret(cfg.secrets.dir, cfg.slurm.service_account)
     asyncio.run(serve(cfg, host=host, port=port, secret=secret))
     return 0

@@ -20,10 +20,9 @@ def run(args) -> int:
     import os
     import pwd
 
-    from isense_slurm.commands.gateway import _service_gid
     from isense_slurm.config import load_config
     from isense_slurm.errors import IsenseError, UsageError
-    from isense_slurm.secrets import create_secret, load_secret, secret_path
+    from isense_slurm.secrets import create_secret, load_secret, secret_path, service_gid
 
     if getattr(args, "secrets_action", None) != "init":
         raise UsageError("secrets: say what to do: `isense secrets init`")
@@ -31,7 +30,7 @@ def run(args) -> int:
     account = cfg.slurm.service_account
     path = secret_path(cfg.secrets.dir)
     existed = path.exists()
-    gid = _service_gid(account)
+    gid = service_gid(account)
     try:
         create_secret(cfg.secrets.dir, gid)
     except OSError as err:

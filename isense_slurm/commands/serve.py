@@ -1,5 +1,15 @@
 """`isense serve`: the gateway and the lending controller in one daemon."""
 
+import asyncio
+import signal
+import threading
+from datetime import datetime
+
+from isense_slurm import daemon_logging
+from isense_slurm.errors import SlurmError, UsageError
+from isense_slurm.gateway.loop_watch import favour_the_loop
+from isense_slurm.secrets import ensure_secret
+
 NAME = "serve"
 HELP = "run the gateway and the controller that lends idle GPUs (the isense daemon)"
 DESCRIPTION = """\
@@ -34,23 +44,12 @@ def add_arguments(parser) -> None:
                         help="log debug lines too (each make-way judgement, early ticks)")
 
 
-def _logging(name: str, verbose: bool = False) -> None:
-    from isense_slurm import daemon_logging
-
-    daemon_logging.setup(name, verbose)
-
-
 def _print_plan(plan) -> None:
     print("\n".join(plan.explanations), flush=True)
 
 
 def _dry_run(cfg, slurm, once: bool) -> int:
-    import signal
-    import threading
-    from datetime import datetime
-
-    from isense_slurm.controller.agent import Agent
-    from isense_slurm.errors import SlurmError
+    from isense_slurm.controller.agent import Agent  # APScheduler: loaded when the controller runs
 
     first = [True]
 
@@ -75,8 +74,7 @@ def _dry_run(cfg, slurm, once: bool) -> int:
 
 
 def _one_tick(cfg, slurm) -> int:
-    from isense_slurm.controller.agent import Agent
-    from isense_slurm.errors import SlurmError
+    from isense_slurm.controller.agent import Agent  # APScheduler and sqlite-utils: loaded when it runs
     from isense_slurm.meter.ledger import Ledger
 
     with Ledger.open(cfg.ledger.path) as ledger:
@@ -89,18 +87,16 @@ def _one_tick(cfg, slurm) -> int:
 
 
 def run(args) -> int:
-    import asyncio
-
-    from isense_slurm.commands.gateway import _service_gid, listen_address
+    # The config and Slurm backends load only when it runs: `isense --help` stays light.
     from isense_slurm.config import load_config
-    from isense_slurm.errors import UsageError
+    from isense_slurm.http.address import listen_address
     from isense_slurm.slurm import backend_for
 
     cfg = load_config(args.config)
     host, port = listen_address(cfg, args.listen)
     if args.once and (args.no_gateway or args.listen):
         raise UsageError("--once runs one tick without the gateway: --no-gateway and --listen do not apply")
-    _logging("isense-serve", args.verbose)
+    daemon_logging.setup("isense-serve", args.verbose)
     slurm = backend_for(cfg.slurm)
     if hasattr(slurm, "load"):
         slurm.load()  # [slurm] backend = "pyslurm" without pyslurm: one line now, not at each tick
@@ -108,21 +104,28 @@ def run(args) -> int:
         return _dry_run(cfg, slurm, args.once)
     if args.once:
         return _one_tick(cfg, slurm)
+    return _daemon(cfg, slurm, host, port, with_gateway=not args.no_gateway)
 
-    from isense_slurm.controller.daemon import serve
+
+def _daemon(cfg, slurm, host: str, port: int, *, with_gateway: bool) -> int:
+    # aiohttp, APScheduler and sqlite-utils: loaded only for the daemon.
+    from isense_slurm.controller.daemon import ControllerDaemon
     from isense_slurm.controller.scheduled_exports import check_cron, schedule_exports
-    from isense_slurm.gateway.loop_watch import favour_the_loop
+    from isense_slurm.http.server import serve
     from isense_slurm.meter.ledger import Ledger
-    from isense_slurm.secrets import create_secret, load_secret
 
     check_cron(cfg)
     export_hook = schedule_exports(cfg)
 
     with Ledger.open(cfg.ledger.path) as ledger:
         ledger.sync_prices(cfg.models, cfg.revenue.currency)
-    create_secret(cfg.secrets.dir, _service_gid(cfg.slurm.service_account))
-    secret = load_secret(cfg.secrets.dir)
+    secret = ensure_secret(cfg.secrets.dir, cfg.slurm.service_account)
     favour_the_loop()
-    asyncio.run(serve(cfg, slurm, host=host, port=port, secret=secret, with_gateway=not args.no_gateway,
-                      scheduled=[export_hook] if export_hook else []))
+
+    async def main() -> None:
+        controller = await ControllerDaemon.open(cfg, slurm, secret=secret,
+                                                 scheduled=[export_hook] if export_hook else [])
+        await serve(cfg, host=host, port=port, secret=secret, with_gateway=with_gateway, controller=controller)
+
+    asyncio.run(main())
     return 0

@@ -43,7 +43,7 @@ def export_once(cfg) -> None:
 
 
 def schedule_exports(cfg):
-    """A `scheduled` hook for controller.daemon.serve, or None when [exports] cron is off."""
+    """A `scheduled` hook for controller.daemon.ControllerDaemon, or None when [exports] cron is off."""
     if not cfg.exports.cron:
         return None
 

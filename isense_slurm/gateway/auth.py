@@ -8,6 +8,8 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from isense_slurm.http.access import bearer
+
 log = logging.getLogger("isense.gateway")
 
 KEY_PREFIX = "isk-"
@@ -16,19 +18,6 @@ REFRESH_SECONDS = 2.0
 
 def sha256_hex(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def bearer(header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
-    # Keys and worker tokens are ASCII. Other bytes (aiohttp hands them over
-    # surrogate-escaped) match no key, and must not reach str.encode() (a 500).
-    return token if token and token.isascii() else None
 
 
 class KeyCache:
@@ -68,5 +57,5 @@ class KeyCache:
             await asyncio.sleep(self._refresh_seconds)
             try:
                 await self.refresh()
-            except Exception as err:  # the ledger may be busy or briefly unreadable
+            except Exception as err:  # busy, unreadable, anything: keep the last good keys, never end the task
                 log.warning("key refresh failed: %s", err)

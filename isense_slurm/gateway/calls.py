@@ -3,20 +3,11 @@
 Shared by the non-streamed proxy and the SSE relay.
 """
 
-import asyncio
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
-from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.registry import Worker
-
-# What a vanished or failing worker looks like to the client side of aiohttp.
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-# Attempts per request (first try + retries on other workers).
-MAX_ATTEMPTS = 4
+from isense_slurm.meter.writer import RequestRow
 
 JSON = "application/json"
 
@@ -45,31 +36,6 @@ class Call:
         return (time.perf_counter() - self.started) * 1000.0
 
 
-def upstream_headers(worker: Worker, call: Call) -> dict[str, str]:
-    # Only what vLLM needs: the client's own headers (X-Request-Id among them) must not
-    # reach it, or clients could choose the ids of ledger rows.
-    return {
-        "Authorization": worker.auth_header,
-        "Content-Type": JSON,
-        "X-Request-Id": call.request_id,
-    }
-
-
-# A pooled keep-alive connection the server closed meanwhile fails like this on reuse.
-_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-
-
-async def post_upstream(session: aiohttp.ClientSession, worker: Worker, call: Call, payload: bytes):
-    """POST to a worker's vLLM; once more at once when the connection was a stale one
-    (uvicorn closes idle connections after 5 s: a race with our pool's reuse). A dead
-    vLLM refuses the second try too, and the caller moves on to another worker."""
-    url, headers = worker.url + call.path, upstream_headers(worker, call)
-    try:
-        return await session.post(url, data=payload, headers=headers)
-    except _STALE_CONNECTION:
-        return await session.post(url, data=payload, headers=headers)
-
-
 def usage_tokens(usage: dict | None) -> tuple[int, int, int]:
     """(prompt, completion, cached) tokens of an OpenAI `usage` object."""
     if not usage:
@@ -94,9 +60,7 @@ def make_row(
     cached: int = 0,
     error: str | None = None,
     attempts: int = 1,
-):
-    from isense_slurm.meter.writer import RequestRow
-
+) -> RequestRow:
     return RequestRow(
         id=row_id,
         ts=call.ts,
@@ -118,11 +82,3 @@ def make_row(
 def attempt_row_id(call: Call, attempt: int) -> str:
     """Id of the row of a failed attempt; the answer's own row keeps the response id."""
     return f"{call.response_id}#attempt{attempt}"
-
-
-def record_failed_attempt(gw, call: Call, worker, attempt: int, error: str, *, streamed: bool) -> None:
-    """A worker failed this attempt: an 'aborted' row with 0 tokens (the client got none of
-    them: the retry answers) and one more retry in the model's counters."""
-    gw.record(make_row(call, row_id=attempt_row_id(call, attempt), worker=worker, status=RequestStatus.ABORTED,
-                       streamed=streamed, error=error, attempts=attempt))
-    gw.stats(call.model).retries += 1

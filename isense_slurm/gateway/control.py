@@ -1,26 +1,41 @@
 """The workers' control protocol, and the registry view for the controller and reports.
 
-POST /internal/workers/{register,heartbeat,deregister}: the payloads are in
-contracts/control.py; each answers 200 {"ok": true}. `Authorization: Bearer
-worker_token(secret, job_id)`: only a process that can read the gateway's secret (the
-service account) can speak for a job.
+POST /internal/workers/register   {"job_id","node","gpus","model","url"} -> 200 {"ok": true}
+POST /internal/workers/heartbeat  {"job_id"} -> 200; 404 unknown (the worker registers again)
+POST /internal/workers/deregister {"job_id","reason"} -> 200; no new request goes to it
+Each with `Authorization: Bearer worker_token(secret, job_id)`: only a process that can
+read the gateway's secret (the service account) can speak for a job.
 GET /internal/workers: registry state and per-model counters, from localhost only.
 GET /health: 200 {"status": "ok", ...} while the process serves (no key needed; says
 nothing secret): for load balancers and `isense doctor`.
 """
 
+from collections.abc import Collection
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from isense_slurm.contracts.control import REQUIRED_FIELDS, ControlAction
-from isense_slurm.gateway.auth import bearer
-from isense_slurm.gateway.errors import error_response
-from isense_slurm.gateway.validate import Invalid, parse
+from isense_slurm.gateway.loop_watch import LoopWatch
+from isense_slurm.gateway.registry import Registry
+from isense_slurm.http.access import bearer, is_local
+from isense_slurm.http.body import Invalid, parse
+from isense_slurm.http.errors import error_response
 from isense_slurm.secrets import check_worker_token, vllm_api_key
 
-LOCAL_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+@dataclass(frozen=True, slots=True)
+class WorkerControl:
+    """What the control routes need: the secret tokens derive from, the configured
+    models, the registry, and the loop watch that /health reports."""
+
+    secret: bytes
+    models: Collection[str]
+    registry: Registry
+    loop_watch: LoopWatch
 
 
-async def _worker_request(gw, request: web.Request, required: tuple[str, ...]):
+async def _worker_request(ctl: WorkerControl, request: web.Request, required: tuple[str, ...]):
     """(payload, None) for an authentic request, else (None, error response)."""
     try:
         payload = parse(await request.read())
@@ -33,7 +48,7 @@ async def _worker_request(gw, request: web.Request, required: tuple[str, ...]):
         if not isinstance(value, str) or not value or not value.isprintable() or not value.isascii():
             return None, error_response(400, f"'{name}' must be a non-empty string of printable ASCII",
                                         param=name)
-    if not check_worker_token(gw.secret, payload["job_id"], bearer(request.headers.get("Authorization"))):
+    if not check_worker_token(ctl.secret, payload["job_id"], bearer(request.headers.get("Authorization"))):
         return None, error_response(401, f"bad worker token for job {payload['job_id']}", code="invalid_worker_token")
     return payload, None
 
@@ -42,61 +57,61 @@ def _ok(**extra) -> web.Response:
     return web.json_response({"ok": True, **extra})
 
 
-async def register(gw, request: web.Request) -> web.Response:
-    payload, refusal = await _worker_request(gw, request, REQUIRED_FIELDS[ControlAction.REGISTER])
+async def register(ctl: WorkerControl, request: web.Request) -> web.Response:
+    payload, refusal = await _worker_request(ctl, request, REQUIRED_FIELDS[ControlAction.REGISTER])
     if refusal:
         return refusal
     model = payload["model"]
-    if model not in gw.models:
+    if model not in ctl.models:
         return error_response(404, f"model '{model}' is not configured on this gateway", param="model",
                               code="model_not_found")
     url = payload["url"]
     if not url.startswith(("http://", "https://")):
         return error_response(400, "'url' must be an http(s) URL", param="url")
     job_id = payload["job_id"]
-    gw.registry.register(
+    ctl.registry.register(
         job_id,
         node=str(payload.get("node") or ""),
         gpus=payload.get("gpus"),
         model=model,
         url=url,
-        auth_header="Bearer " + vllm_api_key(gw.secret, job_id),
+        auth_header="Bearer " + vllm_api_key(ctl.secret, job_id),
     )
     return _ok()
 
 
-async def heartbeat(gw, request: web.Request) -> web.Response:
-    payload, refusal = await _worker_request(gw, request, REQUIRED_FIELDS[ControlAction.HEARTBEAT])
+async def heartbeat(ctl: WorkerControl, request: web.Request) -> web.Response:
+    payload, refusal = await _worker_request(ctl, request, REQUIRED_FIELDS[ControlAction.HEARTBEAT])
     if refusal:
         return refusal
-    if not gw.registry.heartbeat(payload["job_id"]):
+    if not ctl.registry.heartbeat(payload["job_id"]):
         return error_response(404, f"unknown worker {payload['job_id']}; register again", code="unknown_worker")
     return _ok()
 
 
-async def deregister(gw, request: web.Request) -> web.Response:
-    payload, refusal = await _worker_request(gw, request, REQUIRED_FIELDS[ControlAction.DEREGISTER])
+async def deregister(ctl: WorkerControl, request: web.Request) -> web.Response:
+    payload, refusal = await _worker_request(ctl, request, REQUIRED_FIELDS[ControlAction.DEREGISTER])
     if refusal:
         return refusal
     reason = payload.get("reason")
-    known = gw.registry.deregister(payload["job_id"], reason if isinstance(reason, str) else None)
+    known = ctl.registry.deregister(payload["job_id"], reason if isinstance(reason, str) else None)
     return _ok(known=known)
 
 
-async def workers(gw, request: web.Request) -> web.Response:
+async def workers(ctl: WorkerControl, request: web.Request) -> web.Response:
     if request.method != "GET":
         return error_response(405, "use GET", headers={"Allow": "GET"})
-    if request.remote not in LOCAL_ADDRESSES:
+    if not is_local(request.remote):
         return error_response(403, "the registry view is served to localhost only")
-    return web.json_response(gw.registry.snapshot())
+    return web.json_response(ctl.registry.snapshot())
 
 
-async def health(gw, request: web.Request) -> web.Response:
+async def health(ctl: WorkerControl, request: web.Request) -> web.Response:
     if request.method not in ("GET", "HEAD"):
         return error_response(405, "use GET", headers={"Allow": "GET"})
-    live = {name: gw.registry.live_count(name) for name in gw.models}
+    live = {name: ctl.registry.live_count(name) for name in ctl.models}
     return web.json_response({
         "status": "ok",
         "live_workers": live,
-        "loop_max_lag_ms": round(gw.loop_watch.max_lag * 1000, 1),
+        "loop_max_lag_ms": round(ctl.loop_watch.max_lag * 1000, 1),
     })

@@ -10,6 +10,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from isense_slurm.contracts.states import EndReason
+from isense_slurm.meter.ledger import Ledger
 
 log = logging.getLogger("isense.gateway")
 
@@ -35,8 +36,6 @@ class LedgerLink:
         self._keys_generation = None
 
     def _open(self):
-        from isense_slurm.meter.ledger import Ledger
-
         self._ledger = Ledger.open(self.path)
         return self._ledger
 

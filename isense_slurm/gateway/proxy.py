@@ -14,29 +14,22 @@ import logging
 from aiohttp import web
 
 from isense_slurm.contracts.states import RequestStatus
-from isense_slurm.gateway.calls import (
-    JSON,
-    MAX_ATTEMPTS,
-    UPSTREAM_ERRORS,
-    Call,
-    make_row,
-    post_upstream,
-    record_failed_attempt,
-    usage_tokens,
-)
-from isense_slurm.gateway.errors import error_response
+from isense_slurm.gateway.calls import JSON, Call, make_row, usage_tokens
+from isense_slurm.gateway.registry import Worker
+from isense_slurm.gateway.upstream import MAX_ATTEMPTS, UPSTREAM_ERRORS, Upstream, post_upstream
+from isense_slurm.http.errors import error_response
 
 log = logging.getLogger("isense.gateway")
 
 
 def finished(answer: dict) -> bool:
     """Every choice ended on its own: none aborted by a stopping vLLM, none missing."""
-    choices = answer.get("choices")
+    choices = answer.get("choices") or []
     return bool(choices) and all(c.get("finish_reason") not in (None, "abort") for c in choices)
 
 
-async def forward(gw, call: Call) -> web.Response:
-    registry = gw.registry
+async def forward(up: Upstream, call: Call) -> web.Response:
+    registry = up.registry
     tried: list[str] = []
     last_failure = "no live worker"
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -47,7 +40,7 @@ async def forward(gw, call: Call) -> web.Response:
         registry.acquire(worker)
         failed = True
         try:
-            async with await post_upstream(gw.session, worker, call, call.raw) as upstream:
+            async with await post_upstream(up.session, worker, call, call.raw) as upstream:
                 payload = await upstream.read()
                 status = upstream.status
             failed = status >= 500
@@ -57,45 +50,44 @@ async def forward(gw, call: Call) -> web.Response:
         finally:
             registry.release(worker, failed=failed)
 
-        if status == 200:
-            try:
-                answer = json.loads(payload)
-            except ValueError:
-                answer = None
-            if isinstance(answer, dict) and finished(answer):
-                prompt, completion, cached = usage_tokens(answer.get("usage"))
-                row = make_row(
-                    call,
-                    row_id=answer.get("id") or call.response_id,
-                    worker=worker,
-                    status=RequestStatus.OK,
-                    streamed=False,
-                    prompt=prompt,
-                    completion=completion,
-                    cached=cached,
-                    attempts=attempt,
-                )
-                if not await gw.commit(row):
-                    return error_response(500, "the answer could not be recorded; not billed, please retry")
-                return web.Response(body=payload, content_type=JSON)
-            last_failure = "aborted by the worker" if answer else "unreadable answer"
-            registry.quarantine(worker)
-        elif 0 < status < 500:
-            # The request itself is wrong (vLLM's 4xx): the client gets vLLM's own body.
-            row = make_row(
-                call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=False,
-                error=f"HTTP {status}", attempts=attempt,
-            )
-            if not await gw.commit(row):
-                return error_response(500, "the answer could not be recorded; please retry")
-            return web.Response(status=status, body=payload, content_type=JSON)
+        if 0 < status < 500:
+            answered = await _answer(up, call, worker, attempt, status, payload)
+            if isinstance(answered, web.Response):
+                return answered
+            last_failure = answered
         elif status:
             last_failure = f"HTTP {status}"
 
-        record_failed_attempt(gw, call, worker, attempt, last_failure, streamed=False)
+        up.book.failed_attempt(call, worker, attempt, last_failure, streamed=False)
         log.info("request %s: worker %s failed (%s), retrying", call.request_id, worker.job_id, last_failure)
 
     else:
         return error_response(502, f"no worker could answer after {len(tried)} attempts ({last_failure})")
     # No (other) worker left to try: capacity, not an outage, as aggregators see it.
-    return gw.no_capacity(call.model)
+    return up.no_capacity(call.model)
+
+
+async def _answer(up: Upstream, call: Call, worker: Worker, attempt: int, status: int,
+                  payload: bytes) -> web.Response | str:
+    """The client's answer to a worker's 2xx-4xx, its row committed first; or why the
+    attempt failed (a 200 that vLLM aborted or that cannot be read)."""
+    if status == 200:
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            answer = None
+        if not (isinstance(answer, dict) and finished(answer)):
+            up.registry.quarantine(worker)
+            return "aborted by the worker" if answer else "unreadable answer"
+        prompt, completion, cached = usage_tokens(answer.get("usage"))
+        row = make_row(call, row_id=answer.get("id") or call.response_id, worker=worker, status=RequestStatus.OK,
+                       streamed=False, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
+        if not await up.book.commit(row):
+            return error_response(500, "the answer could not be recorded; not billed, please retry")
+        return web.Response(body=payload, content_type=JSON)
+    # The request itself is wrong (vLLM's 4xx): the client gets vLLM's own body.
+    row = make_row(call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=False,
+                   error=f"HTTP {status}", attempts=attempt)
+    if not await up.book.commit(row):
+        return error_response(500, "the answer could not be recorded; please retry")
+    return web.Response(status=status, body=payload, content_type=JSON)

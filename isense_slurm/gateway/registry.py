@@ -6,7 +6,7 @@ write happens off the hot path.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from isense_slurm.contracts.states import WorkerStage
@@ -146,7 +146,7 @@ class Registry:
 
     # --- routing ----------------------------------------------------------------
 
-    def pick(self, model: str, exclude: tuple[str, ...] | set[str] = ()) -> Worker | None:
+    def pick(self, model: str, exclude: Collection[str] = ()) -> Worker | None:
         """The live worker of `model` with the fewest outstanding requests.
 
         Ties go to the worker picked longest ago, so idle workers share the load. A

@@ -134,7 +134,8 @@ class StreamState:
             return event(data)
         if "error" in chunk or chunk.get("object") == "error":
             err = chunk.get("error")
-            self.error = (err.get("message") if isinstance(err, dict) else None) or chunk.get("message") or "error event"
+            message = err.get("message") if isinstance(err, dict) else None
+            self.error = message or chunk.get("message") or "error event"
             return None
         if self.response_id is None:
             self.response_id = chunk.get("id")
@@ -147,8 +148,28 @@ class StreamState:
                 self.usage_chunk = chunk  # held: sent (maybe adjusted) before [DONE]
                 return None
             return event(data)
-        changed = stripped_abort = False
-        carries_text = False
+        carries_text, stripped_abort = self._on_choices(choices)
+        changed = stripped_abort
+        if self._skip_role:
+            self._skip_role = False
+            if self.chat and not carries_text and not any(c.get("finish_reason") for c in choices):
+                return None  # the second attempt's "role: assistant" opener
+        if "usage" in chunk and not self.client_running_usage:
+            del chunk["usage"]
+            changed = True
+        elif usage and self.continued:  # running usage of a continuation: show the stream's totals
+            chunk["usage"] = self._usage_dict(*self._continued_totals(usage))
+            changed = True
+        if stripped_abort and not carries_text:
+            return None  # nothing left to show
+        if changed:
+            return event(json.dumps(chunk, separators=(",", ":")).encode())
+        return event(data)
+
+    def _on_choices(self, choices: list) -> tuple[bool, bool]:
+        """Account a chunk's choices: (whether one carries text, whether an abort was
+        stripped from one)."""
+        carries_text = stripped_abort = False
         for choice in choices:
             index = choice.get("index", 0)
             self.seen.add(index)
@@ -172,24 +193,10 @@ class StreamState:
                 # Never show the client an abort we are about to repair.
                 self.aborted = True
                 choice["finish_reason"] = None
-                changed = stripped_abort = True
+                stripped_abort = True
             elif finish:
                 self.finished.add(index)
-        if self._skip_role:
-            self._skip_role = False
-            if self.chat and not carries_text and not any(c.get("finish_reason") for c in choices):
-                return None  # the second attempt's "role: assistant" opener
-        if "usage" in chunk and not self.client_running_usage:
-            del chunk["usage"]
-            changed = True
-        elif usage and self.continued:  # running usage of a continuation: show the stream's totals
-            chunk["usage"] = self._usage_dict(*self._continued_totals(usage))
-            changed = True
-        if stripped_abort and not carries_text:
-            return None  # nothing left to show
-        if changed:
-            return event(json.dumps(chunk, separators=(",", ":")).encode())
-        return event(data)
+        return carries_text, stripped_abort
 
     # --- totals -------------------------------------------------------------------
 
@@ -212,7 +219,8 @@ class StreamState:
 
     @staticmethod
     def _usage_dict(prompt: int, completion: int, cached: int) -> dict:
-        usage = {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion}
+        usage: dict[str, object] = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
+                                    "completion_tokens": completion}
         if cached:
             usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return usage

@@ -15,16 +15,11 @@ import logging
 from aiohttp import web
 
 from isense_slurm.contracts.states import RequestStatus
-from isense_slurm.gateway.calls import (
-    MAX_ATTEMPTS,
-    UPSTREAM_ERRORS,
-    Call,
-    make_row,
-    post_upstream,
-    record_failed_attempt,
-)
-from isense_slurm.gateway.errors import error_response, sse_error_event
+from isense_slurm.gateway.calls import Call, make_row
+from isense_slurm.gateway.registry import Worker
 from isense_slurm.gateway.sse import DONE_EVENT, SSEBuffer, StreamState, continuation_body
+from isense_slurm.gateway.upstream import MAX_ATTEMPTS, UPSTREAM_ERRORS, Upstream, post_upstream
+from isense_slurm.http.errors import error_response, sse_error_event
 
 log = logging.getLogger("isense.gateway")
 
@@ -34,6 +29,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 CLIENT_GONE = (ConnectionError, RuntimeError)
 
 DONE, UPSTREAM_FAILED, CLIENT_LEFT = "done", "upstream", "client"
+REFUSED = "refused"  # a worker's 4xx: the request itself is wrong
 
 
 def upstream_body(body: dict) -> tuple[dict, bool]:
@@ -70,8 +66,7 @@ async def pump(upstream, response: web.StreamResponse, state: StreamState) -> st
             return UPSTREAM_FAILED
 
 
-async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
-    registry = gw.registry
+async def relay(up: Upstream, request: web.Request, call: Call) -> web.StreamResponse:
     body, client_usage = upstream_body(call.body)
     payload = json.dumps(body).encode()
     running = client_usage and body["stream_options"].get("continuous_usage_stats") is True
@@ -82,7 +77,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
     worker = None
     attempt = 0
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        picked = registry.pick(call.model, tried)
+        picked = up.registry.pick(call.model, tried)
         if picked is None:
             break
         worker = picked  # the last worker tried stays named in a cut stream's row
@@ -94,41 +89,18 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
             payload = json.dumps(resumed).encode()
         tried.append(worker.job_id)
         state.start_attempt(continuing=response is not None)
-        registry.acquire(worker)
-        failed = True
-        outcome = UPSTREAM_FAILED
-        try:
-            async with await post_upstream(gw.session, worker, call, payload) as upstream:
-                if upstream.status != 200:
-                    detail = await upstream.read()
-                    failure = f"HTTP {upstream.status}"
-                    if upstream.status < 500:
-                        failed = False
-                        if response is None:  # the request itself is wrong: vLLM's own answer
-                            return await _refused(gw, call, worker, upstream.status, detail, attempt)
-                        break  # a continuation refused: end the stream cleanly
-                else:
-                    if response is None:
-                        response = web.StreamResponse(headers=SSE_HEADERS)
-                        try:
-                            await response.prepare(request)
-                        except CLIENT_GONE:
-                            outcome = CLIENT_LEFT
-                    if outcome != CLIENT_LEFT:
-                        outcome = await pump(upstream, response, state)
-                    failed = outcome == UPSTREAM_FAILED
-                    if failed:
-                        failure = state.error or ("aborted by the worker" if state.aborted else "stream cut")
-        except UPSTREAM_ERRORS as err:
-            failure = f"{type(err).__name__}: {err}".rstrip(": ")
-        finally:
-            registry.release(worker, failed=failed)
-
+        outcome, failed_with, answer = await _attempt(up, request, call, worker, attempt, payload, state, response)
+        failure = failed_with or failure
+        if outcome == REFUSED:
+            if response is None:  # the request itself is wrong: vLLM's own answer
+                return answer
+            break  # a continuation refused: end the stream cleanly
+        response = answer
         if outcome == DONE:
-            return await _finish(gw, call, worker, response, state, attempt)
+            return await _finish(up, call, worker, response, state, attempt)
         if outcome == CLIENT_LEFT:
             prompt, completion, cached = state.partial_totals(current_attempt=True)
-            gw.record(make_row(
+            up.book.record(make_row(
                 call, row_id=state.response_id or call.response_id, worker=worker, status=RequestStatus.PARTIAL,
                 streamed=True, prompt=prompt, completion=completion, cached=cached,
                 error="client disconnected", attempts=attempt,
@@ -136,7 +108,7 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
             return response
         if response is not None:
             state.attempt_failed()
-        record_failed_attempt(gw, call, worker, attempt, failure, streamed=True)
+        up.book.failed_attempt(call, worker, attempt, failure, streamed=True)
         log.info("stream %s: worker %s failed (%s), trying another", call.request_id, worker.job_id, failure)
     else:
         failure = f"no worker could finish the stream after {attempt} attempts ({failure})"
@@ -144,19 +116,59 @@ async def relay(gw, request: web.Request, call: Call) -> web.StreamResponse:
             return error_response(502, failure)
 
     if response is None:
-        return gw.no_capacity(call.model)
-    return await _cut(gw, call, worker, response, state, len(tried), failure)
+        return up.no_capacity(call.model)
+    return await _cut(up, call, worker, response, state, len(tried), failure)
 
 
-async def _refused(gw, call: Call, worker, status: int, detail: bytes, attempt: int) -> web.Response:
+async def _attempt(up: Upstream, request: web.Request, call: Call, worker: Worker, attempt: int, payload: bytes,
+                   state: StreamState, response: web.StreamResponse | None):
+    """One worker's try: (outcome, why it failed or "", the client's response).
+
+    REFUSED (a 4xx) comes with vLLM's own answer, its row committed, when nothing went
+    to the client yet; otherwise the response is the stream (made here on the first 200),
+    or None while nothing was sent."""
+    up.registry.acquire(worker)
+    failed = True
+    outcome, failure = UPSTREAM_FAILED, ""
+    try:
+        async with await post_upstream(up.session, worker, call, payload) as upstream:
+            if upstream.status != 200:
+                detail = await upstream.read()
+                failure = f"HTTP {upstream.status}"
+                if upstream.status < 500:
+                    failed = False
+                    if response is None:
+                        return REFUSED, failure, await _refused(up, call, worker, upstream.status, detail, attempt)
+                    return REFUSED, failure, response
+            else:
+                if response is None:
+                    response = web.StreamResponse(headers=SSE_HEADERS)
+                    try:
+                        await response.prepare(request)
+                    except CLIENT_GONE:
+                        outcome = CLIENT_LEFT
+                if outcome != CLIENT_LEFT:
+                    outcome = await pump(upstream, response, state)
+                failed = outcome == UPSTREAM_FAILED
+                if failed:
+                    failure = state.error or ("aborted by the worker" if state.aborted else "stream cut")
+    except UPSTREAM_ERRORS as err:
+        failure = f"{type(err).__name__}: {err}".rstrip(": ")
+    finally:
+        up.registry.release(worker, failed=failed)
+    return outcome, failure, response
+
+
+async def _refused(up: Upstream, call: Call, worker: Worker, status: int, detail: bytes, attempt: int) -> web.Response:
     row = make_row(call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=True,
                    error=f"HTTP {status}", attempts=attempt)
-    if not await gw.commit(row):
+    if not await up.book.commit(row):
         return error_response(500, "the answer could not be recorded; please retry")
     return web.Response(status=status, body=detail, content_type="application/json")
 
 
-async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: StreamState, attempt: int):
+async def _finish(up: Upstream, call: Call, worker: Worker, response: web.StreamResponse, state: StreamState,
+                  attempt: int):
     prompt, completion, cached = state.totals()
     row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status=RequestStatus.OK,
                    streamed=True, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
@@ -166,7 +178,7 @@ async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: S
             await response.write(usage)
     except CLIENT_GONE:
         pass  # the client has every token: the row is written all the same
-    committed = await gw.commit(row)
+    committed = await up.book.commit(row)
     try:
         if not committed:
             await response.write(sse_error_event("the answer could not be recorded; not billed"))
@@ -177,17 +189,18 @@ async def _finish(gw, call: Call, worker, response: web.StreamResponse, state: S
     return response
 
 
-async def _cut(gw, call: Call, worker, response, state: StreamState, attempt: int, failure: str):
+async def _cut(up: Upstream, call: Call, worker: Worker | None, response, state: StreamState, attempt: int,
+               failure: str):
     prompt, completion, cached = state.partial_totals(current_attempt=False)
     row = make_row(call, row_id=state.response_id or call.response_id, worker=worker,
-                   status=RequestStatus.PARTIAL if completion else RequestStatus.ERROR, streamed=True, prompt=prompt,
+                   status=RequestStatus.PARTIAL if completion else "error", streamed=True, prompt=prompt,
                    completion=completion, cached=cached, error=failure, attempts=attempt)
     log.warning("stream %s ended early: %s", call.request_id, failure)
     try:
         await response.write(sse_error_event(f"the stream was interrupted: {failure}"))
     except CLIENT_GONE:
         pass
-    await gw.commit(row)
+    await up.book.commit(row)
     try:
         await response.write(DONE_EVENT)
         await response.write_eof()

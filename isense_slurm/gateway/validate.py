@@ -1,8 +1,8 @@
 """The OpenAI routes' request bodies, checked before anything is forwarded.
 
-`request_body(raw, chat=...)` reads the client's bytes (UTF-8 JSON, one object) and
-checks the fields the gateway reads or that change what is served, with OpenAI's types
-and limits; a refusal is `Invalid`, answered as OpenAI does: 400 with
+`request_body(raw, chat=...)` reads the client's bytes (http/body.py: UTF-8 JSON, one
+object) and checks the fields the gateway reads or that change what is served, with
+OpenAI's types and limits; a refusal is `Invalid`, answered as OpenAI does: 400 with
 `{"error": {"message", "type", "param", "code"}}`, `param` naming the field. Fields it
 does not know pass through untouched (vLLM's extensions: ignore_eos, top_k, ...).
 
@@ -11,33 +11,15 @@ length, logprobs against --max-logprobs), the role names (vLLM accepts custom ro
 and the number of stop strings (OpenAI caps it at 4, vLLM does not).
 
 Cost: a few microseconds for an ordinary body (one pass over its top-level keys, one
-over its messages); bench/validate.py measures it. The nesting depth is walked only
-for bodies with more than MAX_DEPTH opening brackets.
+over its messages); bench/validate.py measures it.
 """
 
-import json
+from isense_slurm.http.body import Invalid, kind_of, parse
 
-from isense_slurm.gateway import errors
-
-# Deeper bodies are refused: nothing OpenAI takes nests this deep, and a body that
-# json.loads only just manages (about 1000 levels) could not be dumped again by the
-# gateway (streams re-encode the body) without a RecursionError.
-MAX_DEPTH = 100
 INT64 = (-(2**63), 2**63 - 1)
 SHOWN = 80  # characters of a client's value quoted back in a message
 
 MISSING = object()
-
-
-class Invalid(Exception):
-    """A refused body: a 400 with `message`, naming `param`."""
-
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request"):
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
-
-    def response(self):
-        return errors.error_response(400, self.message, param=self.param, code=self.code)
 
 
 def shown(value) -> str:
@@ -46,68 +28,12 @@ def shown(value) -> str:
     return text if len(text) <= SHOWN else text[:SHOWN] + "..."
 
 
-# --- reading the bytes --------------------------------------------------------------
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON value")
-
-
-# NaN and Infinity are Python extensions, not JSON: refused like any other bad token.
-_decode = json.JSONDecoder(parse_constant=_no_constant).decode
-
-
-def parse(raw: bytes) -> dict:
-    """The body as a dict; Invalid for anything but one UTF-8 JSON object."""
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError as err:
-        raise Invalid(f"the body is not UTF-8 text (byte {err.start})") from None
-    try:
-        body = _decode(text)
-    except RecursionError:
-        raise Invalid("the body's JSON is nested too deeply") from None
-    except json.JSONDecodeError as err:
-        raise Invalid(f"the body is not valid JSON ({err.msg}: line {err.lineno} column {err.colno})") from None
-    except ValueError as err:  # NaN/Infinity, an integer of more than 4300 digits
-        raise Invalid(f"the body is not valid JSON ({str(err).split(':')[0]})") from None
-    if type(body) is not dict:
-        raise Invalid(f"the body must be a JSON object, not {_kind(body)}")
-    # Deeper than MAX_DEPTH needs more than MAX_DEPTH opening brackets: one C pass (about
-    # 0.7 ns a byte) spares the walk to nearly every body.
-    if len(raw) > MAX_DEPTH and len(raw) - len(raw.translate(None, b"[{")) > MAX_DEPTH and _too_deep(body):
-        raise Invalid(f"the body's JSON is nested more than {MAX_DEPTH} levels deep")
-    return body
-
-
-def _too_deep(body: dict) -> bool:
-    stack = [(body, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True
-        for child in node.values() if type(node) is dict else node:
-            if type(child) is dict or type(child) is list:
-                stack.append((child, depth + 1))
-    return False
-
-
 # --- messages in OpenAI's words -----------------------------------------------------
-
-
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "a boolean"
-    return {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
-        type(value), "a value"
-    )
 
 
 def _type_error(param: str, expected: str, value) -> Invalid:
     return Invalid(
-        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.", param, "invalid_type"
+        f"Invalid type for '{param}': expected {expected}, but got {kind_of(value)} instead.", param, "invalid_type"
     )
 
 

@@ -20,7 +20,9 @@ from typing import Any, Callable
 from aiohttp import web
 
 from isense_slurm.contracts.events import EventError, events_of, node_of, validate_event
-from isense_slurm.gateway.validate import Invalid, parse
+from isense_slurm.http.access import bearer
+from isense_slurm.http.body import Invalid, parse
+from isense_slurm.http.errors import error_response
 from isense_slurm.secrets import check_hook_token
 
 log = logging.getLogger("isense.events")
@@ -30,13 +32,7 @@ MAX_EVENTS = 5000
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"message": message}}, status=status)
-
-
-def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return error_response(status, message)
 
 
 def make_events_route(secret: bytes, on_event: Callable[[dict], Any]):
@@ -63,7 +59,7 @@ def make_events_route(secret: bytes, on_event: Callable[[dict], Any]):
             nodes = {node_of(item, where(i)) for i, item in enumerate(items)}
         except EventError as err:
             return _error(400, str(err))
-        token = _bearer(request)
+        token = bearer(request.headers.get("Authorization"))
         if not token or not all(check_hook_token(secret, node, token) for node in nodes):
             return _error(401, "bad or missing hook token for node " + ",".join(sorted(nodes)))
         try:

@@ -10,17 +10,15 @@ Sources:
   draining workers, outstanding and in-flight requests, accepted, retried and
   rejected-with-429 requests per model.
 
-`isense serve` (with or without the gateway) and `isense gateway` mount it with
-
-    routes = metrics_routes(cfg, gateway_stats=gateway.registry.snapshot)   # or None: ledger only
-
-served to loopback only unless `allow=[...networks]` says otherwise. The ledger is read
-on an executor thread; the registry snapshot is taken on the event loop (the registry is
-not thread-safe) and handed to the thread.
+http/metrics_route.py serves them as GET /metrics (`isense serve`, with or without the
+gateway, and `isense gateway`). The ledger is read on an executor thread; the registry
+snapshot is taken on the event loop (the registry is not thread-safe) and handed to
+the thread.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,7 +32,7 @@ from prometheus_client.utils import floatToGoString
 
 from isense_slurm.errors import ConfigError
 from isense_slurm.meter import metrics_queries as queries
-from isense_slurm.meter.earnings import add_totals
+from isense_slurm.meter.earnings import add_totals, open_readonly
 from isense_slurm.meter.money import NANOS_PER_UNIT
 from isense_slurm.meter.rows import REQUEST_STATUSES, WORKER_STATES, RequestTotals
 
@@ -207,10 +205,6 @@ class LedgerCollector(Collector):
         yield _gauge("isense_ledger_up", "1 when the last scrape could read the ledger.", value=1 if up else 0)
 
     def _refresh(self) -> bool:
-        import sqlite3
-
-        from isense_slurm.meter.earnings import open_readonly
-
         try:
             conn = open_readonly(self.path)
         except ConfigError as err:  # not there yet, or not a ledger
@@ -309,60 +303,3 @@ class MetricsSource:
     def scrape(self, gateway_stats: Mapping | None = None) -> str:
         """The text format (0.0.4), as `curl` gets it."""
         return self.render(gateway_stats)[0].decode()
-
-
-# --- the route ----------------------------------------------------------------------------
-
-LOOPBACK = ("127.0.0.0/8", "::1/128")
-
-
-def make_metrics_route(ledger_path, *, gateway_stats: Callable[[], Mapping] | None = None,
-                       model_gpus: Mapping[str, int] | None = None, currency: str | None = None,
-                       allow: Iterable[str] | None = LOOPBACK, source: MetricsSource | None = None):
-    """An aiohttp handler for GET /metrics.
-
-    `gateway_stats`: called on the event loop (the registry is not thread-safe), e.g.
-    `gateway.registry.snapshot`; the ledger is read and the answer rendered in the
-    default executor, so a scrape never stalls the gateway. `allow`: networks that may
-    scrape (CIDR strings; default loopback only, since the daemon's port also faces API
-    clients and the figures are the operator's revenue); None allows everyone.
-    """
-    import asyncio
-    import ipaddress
-
-    from aiohttp import web
-
-    from isense_slurm.gateway.errors import error_response
-
-    metrics = source or MetricsSource(ledger_path, model_gpus, currency=currency)
-    networks = None if allow is None else [ipaddress.ip_network(n, strict=False) for n in allow]
-
-    def allowed(remote: str | None) -> bool:
-        if networks is None:
-            return True
-        try:
-            address = ipaddress.ip_address(remote or "")
-        except ValueError:
-            return False
-        if getattr(address, "ipv4_mapped", None):
-            address = address.ipv4_mapped
-        return any(address in net for net in networks if net.version == address.version)
-
-    async def handle_metrics(request: web.Request) -> web.Response:
-        if not allowed(request.remote):
-            return error_response(403, f"/metrics is not served to {request.remote}")
-        stats = gateway_stats() if gateway_stats is not None else None
-        accept = ",".join(request.headers.getall("Accept", []))
-        body, content_type = await asyncio.get_running_loop().run_in_executor(None, metrics.render, stats, accept)
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
-    handle_metrics.source = metrics
-    return handle_metrics
-
-
-def metrics_routes(cfg, gateway_stats: Callable[[], Mapping] | None = None) -> list[tuple]:
-    """[("GET", "/metrics", handler)] for a config: its ledger, models and currency;
-    `gateway_stats` (Registry.snapshot) where the process runs the gateway."""
-    handler = make_metrics_route(cfg.ledger.path, gateway_stats=gateway_stats,
-                                 model_gpus={m.name: m.gpus for m in cfg.models}, currency=cfg.revenue.currency)
-    return [("GET", "/metrics", handler)]

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from isense_slurm.gateway.app import model_card, per_token
-from isense_slurm.gateway.auth import KeyCache, bearer
-from isense_slurm.gateway.errors import error_body, no_worker, sse_error_event
+from isense_slurm.gateway.auth import KeyCache
+from isense_slurm.gateway.front import model_card, per_token
 from isense_slurm.gateway.ledger_link import end_reason
+from isense_slurm.http.access import bearer
+from isense_slurm.http.errors import error_body, no_worker, sse_error_event
 
 
 @pytest.mark.parametrize(

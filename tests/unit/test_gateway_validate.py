@@ -7,6 +7,7 @@ import pytest
 
 from isense_slurm.gateway import validate
 from isense_slurm.gateway.validate import Invalid, request_body
+from isense_slurm.http.body import MAX_DEPTH
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION = {"model": "m", "prompt": "The sea is"}
@@ -74,7 +75,7 @@ def test_completion_fields_that_pass():
 
 def test_nesting_up_to_the_limit_passes():
     deep = 1
-    for _ in range(validate.MAX_DEPTH - 2):
+    for _ in range(MAX_DEPTH - 2):
         deep = [deep]
     ok({**CHAT, "x": deep})
 
@@ -226,7 +227,7 @@ def test_completion_only_fields():
     (b"\xef\xbb\xbf{}", "not valid JSON"),  # a UTF-8 BOM
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested too deeply"),
-    (b'{"a":' + b"[" * 200 + b"]" * 200 + b"}", f"nested more than {validate.MAX_DEPTH} levels"),
+    (b'{"a":' + b"[" * 200 + b"]" * 200 + b"}", f"nested more than {MAX_DEPTH} levels"),
 ])
 def test_unreadable_bodies(raw, says):
     err = refusal(None, raw=raw)

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from earnings_world import DAY, make_world, request, write_requests
 from isense_slurm.config import load_config
+from isense_slurm.http.metrics_route import make_metrics_route, metrics_routes
 from isense_slurm.meter.ledger import Ledger
-from isense_slurm.report.metrics import MetricsSource, make_metrics_route, metrics_routes
+from isense_slurm.report.metrics import MetricsSource
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -1,32 +1,36 @@
-"""The gateway's aiohttp application: routes, the shared upstream session, and run().
+"""The gateway's front door: API keys, the OpenAI routes' handlers, and what they share
+(the registry of workers, the upstream session, the booking of ledger rows).
 
 Hot path per request: one dict lookup for the key, one json.loads of the client body
 and a check of its fields (validate.py: a few microseconds), the client's bytes
 forwarded as they are (streams get `stream_options.include_usage` added), one
 json.loads of vLLM's answer for `usage`, and the ledger row's commit awaited before the
-answer goes out.
+answer goes out. http/app.py mounts the handlers; http/server.py runs the app.
 """
 
 import asyncio
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from functools import partial
 
 import aiohttp
 from aiohttp import web
 
-from isense_slurm.contracts.control import CONTROL_PATH, ControlAction, action_path
-from isense_slurm.contracts.states import RequestStatus, WorkerStage
-from isense_slurm.gateway import control, errors, protocol, proxy, streaming, validate
+from isense_slurm.contracts.states import WorkerStage
+from isense_slurm.gateway import proxy, streaming, validate
 from isense_slurm.gateway.auth import KeyCache
+from isense_slurm.gateway.booking import Booking
 from isense_slurm.gateway.calls import Call
-from isense_slurm.gateway.ledger_link import end_reason
+from isense_slurm.gateway.control import WorkerControl
+from isense_slurm.gateway.ledger_link import LedgerLink, end_reason
 from isense_slurm.gateway.loop_watch import LoopWatch
 from isense_slurm.gateway.registry import ModelStats, Registry, Worker
+from isense_slurm.gateway.upstream import Upstream
+from isense_slurm.http import errors, protocol
+from isense_slurm.meter.keys import key_hash
+from isense_slurm.meter.writer import RequestWriter
 
 log = logging.getLogger("isense.gateway")
 
@@ -39,19 +43,37 @@ OWNER = "isense"
 class Gateway:
     """Everything a request handler needs, owned by one event loop."""
 
-    def __init__(self, cfg, *, secret: bytes, writer, ledger=None, clock: Callable[[], float] = time.monotonic):
-        self.cfg = cfg
-        self.secret = secret
-        self.writer = writer
+    def __init__(self, cfg, *, secret: bytes, writer: RequestWriter, ledger: LedgerLink | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.ledger = ledger
         self.models = {m.name: m for m in cfg.models}
         self.retry_after = int(cfg.gateway.retry_after_seconds)
         self.max_body = int(cfg.gateway.max_body_bytes)
         self.registry = Registry(cfg.gateway.heartbeat_timeout_seconds, on_event=self._worker_event, clock=clock)
-        self.keys = KeyCache(self._load_keys, _ledger_key_hash())
-        self.session: aiohttp.ClientSession | None = None
-        self.created = int(time.time())
+        self.keys = KeyCache(self._load_keys, key_hash)
+        self.book = Booking(writer, self.stats)
         self.loop_watch = LoopWatch()
+        self.control = WorkerControl(secret, self.models, self.registry, self.loop_watch)
+        self.upstream: Upstream | None = None  # made with its session when the app starts
+        self.created = int(time.time())
+
+    @classmethod
+    async def open(cls, cfg, *, secret: bytes) -> "Gateway":
+        """A gateway with its own ledger link (keys, worker events) and request writer."""
+        link = LedgerLink(cfg.ledger.path)
+        await link.start()
+        # interval_s=0: commit as soon as the queue is empty; rows that arrive during a
+        # commit share the next one, so batching grows with load without adding latency.
+        writer = RequestWriter(cfg.ledger.path, prices={m.name: m.price for m in cfg.models},
+                               operator_share=cfg.revenue.operator_share, currency=cfg.revenue.currency,
+                               interval_s=0)
+        return cls(cfg, secret=secret, writer=writer, ledger=link)
+
+    async def close(self) -> None:
+        """Flush the ledger writer and close the link: after the app's cleanup (no request left)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.book.writer.close)
+        if self.ledger is not None:
+            self.ledger.close()
 
     # --- ledger ---------------------------------------------------------------------
 
@@ -73,32 +95,6 @@ class Gateway:
 
     def stats(self, model: str) -> ModelStats:
         return self.registry.model_stats(model)
-
-    def _count(self, row) -> None:
-        if row.status == RequestStatus.ABORTED:
-            return
-        stats = self.stats(row.model)
-        stats.completed += 1
-        stats.prompt_tokens += row.prompt_tokens
-        stats.completion_tokens += row.completion_tokens
-
-    async def commit(self, row) -> bool:
-        """Write a row and wait until it is committed; False (logged) if it could not be."""
-        self._count(row)
-        try:
-            await asyncio.wrap_future(self.writer.submit(row))
-            return True
-        except Exception as err:
-            log.error("ledger: row %s not committed: %s", row.id, err)
-            return False
-
-    def record(self, row) -> None:
-        """Write a row without waiting (failed attempts, streams whose client left)."""
-        self._count(row)
-        try:
-            self.writer.submit(row).add_done_callback(partial(_log_row_failure, row.id))
-        except Exception as err:
-            log.error("ledger: row %s not queued: %s", row.id, err)
 
     def no_capacity(self, model: str) -> web.Response:
         self.stats(model).rejected += 1
@@ -139,9 +135,11 @@ class Gateway:
         )
         stats.in_flight += 1
         try:
+            up = self.upstream
+            assert up is not None  # made when the app started, before any request
             if body.get("stream"):
-                return await streaming.relay(self, request, call)
-            return await proxy.forward(self, call)
+                return await streaming.relay(up, request, call)
+            return await proxy.forward(up, call)
         finally:
             stats.in_flight -= 1
 
@@ -158,14 +156,17 @@ class Gateway:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    async def _background(self, app: web.Application):
-        self.session = aiohttp.ClientSession(
+    async def background(self, app: web.Application):
+        """The app's cleanup context: the upstream session and the key, expiry and loop
+        watch tasks, from the app's start to its cleanup."""
+        session = aiohttp.ClientSession(
             # Idle connections closed after 4 s, before vLLM's uvicorn closes them (5 s).
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
             auto_decompress=False,
         )
+        self.upstream = Upstream(self.registry, session, self.book, self.no_capacity)
         await self.keys.refresh()
         tasks = [asyncio.create_task(self.keys.run()), asyncio.create_task(self._expire_loop()),
                  asyncio.create_task(self.loop_watch.run())]
@@ -173,7 +174,7 @@ class Gateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.session.close()
+        await session.close()
 
     async def _expire_loop(self) -> None:
         while True:
@@ -211,14 +212,6 @@ def per_token(per_mtok: float) -> str:
     return text
 
 
-def _ledger_key_hash():
-    try:
-        from isense_slurm.meter.ledger import key_hash
-    except ImportError:  # pragma: no cover - the meter ships with the gateway
-        return None
-    return key_hash
-
-
 def _unauthorized(request: web.Request) -> web.Response:
     if not request.headers.get("Authorization"):
         message = "no API key: send 'Authorization: Bearer isk-...'"
@@ -229,75 +222,3 @@ def _unauthorized(request: web.Request) -> web.Response:
 
 def _too_large(limit: int) -> web.Response:
     return errors.error_response(413, f"the body is larger than {limit} bytes")
-
-
-def _log_row_failure(row_id: str, future) -> None:
-    if future.exception() is not None:
-        log.error("ledger: row %s not written: %s", row_id, future.exception())
-
-
-def create_app(gw: Gateway, routes=()) -> web.Application:
-    """The gateway's app; `routes` are extra (method, path, handler) served before the
-    catch-all 404 (isense serve adds the controller's /internal/events)."""
-    app = web.Application(client_max_size=gw.max_body)
-    app.cleanup_ctx.append(gw._background)
-    for path in INFERENCE_PATHS:
-        app.router.add_route("*", path, gw.inference)
-    app.router.add_route("*", "/v1/models", gw.list_models)
-    for action in ControlAction:
-        handler = getattr(control, action.value)
-        app.router.add_post(action_path(action), partial(handler, gw))
-    app.router.add_route("*", CONTROL_PATH, partial(control.workers, gw))
-    app.router.add_route("*", "/health", partial(control.health, gw))
-    for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
-    app.router.add_route("*", "/{tail:.*}", gw.not_found)
-    app["gateway"] = gw
-    return app
-
-
-async def serve(cfg, *, host: str, port: int, secret: bytes, ready: Callable[[], None] | None = None) -> None:
-    """Run the gateway until SIGTERM/SIGINT; then finish in-flight requests and flush
-    the ledger writer."""
-    from isense_slurm.gateway.ledger_link import LedgerLink
-    from isense_slurm.meter.writer import RequestWriter
-
-    ledger = LedgerLink(cfg.ledger.path)
-    await ledger.start()
-    # interval_s=0: commit as soon as the queue is empty; rows that arrive during a
-    # commit share the next one, so batching grows with load without adding latency.
-    writer = RequestWriter(
-        cfg.ledger.path,
-        prices={m.name: m.price for m in cfg.models},
-        operator_share=cfg.revenue.operator_share,
-        currency=cfg.revenue.currency,
-        interval_s=0,
-    )
-    gw = Gateway(cfg, secret=secret, writer=writer, ledger=ledger)
-    from isense_slurm.report.metrics import metrics_routes
-
-    app = create_app(gw, metrics_routes(cfg, gateway_stats=gw.registry.snapshot))
-    runner = protocol.GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as err:
-            from isense_slurm.errors import IsenseError
-
-            raise IsenseError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-        log.info("listening on %s:%d (%d model%s)", host, port, len(gw.models), "" if len(gw.models) == 1 else "s")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready()
-        await stop.wait()
-        log.info("stopping: finishing requests in flight")
-    finally:
-        await runner.cleanup()
-        await asyncio.get_running_loop().run_in_executor(None, writer.close)
-        ledger.close()
-        log.info("stopped; ledger rows flushed")

@@ -1,5 +1,5 @@
-"""aiohttp's own refusals in JSON (gateway/protocol.py), against the installed aiohttp:
-a small app served by GatewayRunner on loopback, spoken to over raw sockets."""
+"""aiohttp's own refusals in JSON (http/protocol.py), against the installed aiohttp:
+a small app served by JsonErrorRunner on loopback, spoken to over raw sockets."""
 
 import asyncio
 import json
@@ -8,7 +8,7 @@ import logging
 import pytest
 from aiohttp import web
 
-from isense_slurm.gateway.protocol import GatewayRunner, JsonErrorHandler, describe
+from isense_slurm.http.protocol import JsonErrorHandler, JsonErrorRunner, describe
 
 HEAD = b"Host: a\r\nConnection: close\r\n"
 
@@ -26,7 +26,7 @@ async def _echo(request: web.Request) -> web.Response:
 async def _exchange(requests: list) -> list[bytes]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _echo)
-    runner = GatewayRunner(app, access_log=None)
+    runner = JsonErrorRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -90,7 +90,7 @@ def test_parser_errors_are_openai_400s_with_one_log_line(caplog):
         assert "\n" not in error["message"] and len(error["message"]) < 300, name
         assert (error["type"], error["code"]) == ("invalid_request_error", "bad_http_request"), name
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
-    lines = [r.getMessage() for r in caplog.records if r.name == "isense.gateway"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "isense.http"]
     assert len(lines) == len(MALFORMED) and all(line.startswith("bad HTTP request from") for line in lines)
 
 

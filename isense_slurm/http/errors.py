@@ -1,7 +1,8 @@
 """OpenAI-style error bodies: `{"error": {"message", "type", "param", "code"}}`.
 
-Clients and aggregators parse these, so every refusal of the gateway uses one, and the
-SSE variant ends a stream that cannot be finished.
+Clients and aggregators parse these, so every refusal of the server uses one (the
+OpenAI routes, worker control, hook events, /metrics, aiohttp's own), and the SSE
+variant ends a stream that cannot be finished.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""Refusals made by aiohttp itself, in the gateway's words: an OpenAI-style JSON body,
+"""Refusals made by aiohttp itself, in the server's words: an OpenAI-style JSON body,
 and one log line instead of a traceback.
 
 aiohttp answers some requests before any handler or middleware sees them:
@@ -19,11 +19,11 @@ rest of the body raises it again and logs "Unhandled exception" with a traceback
 
 aiohttp has no public hook for any of this (aio-libs/aiohttp#3287), so
 `JsonErrorHandler` subclasses its `RequestHandler` (the per-connection protocol) and
-overrides `handle_error`, `finish_response` and `data_received`; `GatewayRunner` is
-the `web.AppRunner` whose server makes those protocols: serve the gateway with
-`GatewayRunner(app, ...)` where `web.AppRunner(app, ...)` would be. They lean on a few
+overrides `handle_error`, `finish_response` and `data_received`; `JsonErrorRunner` is
+the `web.AppRunner` whose server makes those protocols: http/server.py serves the app
+with `JsonErrorRunner(app, ...)` where `web.AppRunner(app, ...)` would be. They lean on a few
 of aiohttp 3.x's private names (`_make_server`, `Server._kwargs`, `_ErrInfo`,
-`_messages`, `_current_request`); tests/unit/test_gateway_protocol.py pins the
+`_messages`, `_current_request`); tests/unit/test_http_protocol.py pins the
 behaviour against the installed aiohttp, and fails loudly if an upgrade moves them.
 
 A 5xx from handle_error is a bug or a timeout: it keeps aiohttp's log line with the
@@ -36,9 +36,9 @@ import re
 from aiohttp import web
 from aiohttp.web_protocol import _ErrInfo  # what the parser's failure is queued as
 
-from isense_slurm.gateway import errors
+from isense_slurm.http import errors
 
-log = logging.getLogger("isense.gateway")
+log = logging.getLogger("isense.http")
 
 SHOWN = 200  # characters of a parser's message sent back and logged
 _STATUS_PREFIX = re.compile(r"\d{3}, message:?")  # how a RequestPayloadError's text starts
@@ -114,8 +114,8 @@ class JsonErrorServer(web.Server):
         return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
-class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` for the gateway's app: the same server, with JsonErrorHandler
+class JsonErrorRunner(web.AppRunner):
+    """`web.AppRunner` for the server's app: the same server, with JsonErrorHandler
     connections."""
 
     async def _make_server(self) -> web.Server:
