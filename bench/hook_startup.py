@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Wall time of one node hook run, as slurmd pays it on every job's start and end.
 
-Runs the real wrapper scripts (prolog/isense-prolog, epilog/isense-epilog: sh ->
-timeout -> python -I -> hook) with a training job's environment, --runs times each, in
+Runs the real wrapper scripts (etc-slurm/prolog.d/isense-prolog, etc-slurm/epilog.d/isense-epilog:
+sh -> timeout -> python -I -> hook) with a training job's environment, --runs times each, in
 three cases:
 - up:       config valid, the daemon's stand-in (controller.events route) answers;
 - down:     config valid, nothing listens at gateway.advertise_url (events spooled);
@@ -66,7 +66,8 @@ def main() -> int:
             }
             if args.python:
                 env["ISENSE_PYTHON"] = args.python
-            for kind, script in (("prolog", "prolog/isense-prolog"), ("epilog", "epilog/isense-epilog")):
+            for kind in ("prolog", "epilog"):
+                script = f"etc-slurm/{kind}.d/isense-{kind}"
                 times = []  # runs that exited 0 only
                 for _ in range(args.runs):
                     t0 = time.perf_counter()

@@ -250,7 +250,7 @@ def _check_slurm(cfg, facts: Facts) -> list[Finding]:
         ok("SPANK plugin loaded (sbatch --isense-worker)")
     else:
         warn("SPANK plugin not loaded: workers run without containment",
-             "install spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
+             "install etc-slurm/spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
     return out
 
 
