@@ -56,7 +56,7 @@ try:
         buf = torch.empty(mib * (1 << 20), dtype=torch.uint8, device="cuda")
         buf.fill_(1); torch.cuda.synchronize()
         how = "torch"
-except Exception:
+except Exception:  # torch missing, or CUDA failing in any way: the driver API is next
     pass
 if how is None:
     try:
@@ -72,7 +72,7 @@ if how is None:
         ok(cu.cuMemsetD8_v2(ptr, ctypes.c_ubyte(1), ctypes.c_size_t(mib * (1 << 20))), "cuMemsetD8")
         ok(cu.cuCtxSynchronize(), "cuCtxSynchronize")
         how = "cuda-driver"
-    except Exception as err:
+    except Exception as err:  # no libcuda or any CUDA error: no GPU memory held
         if not allow_no_gpu:
             print(f"error {type(err).__name__}: {err}", flush=True)
             sys.exit(3)
@@ -103,7 +103,7 @@ def pick_gpu(requested: int | None, pynvml_ok: bool) -> tuple[int, int]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             try:
                 minor = pynvml.nvmlDeviceGetMinorNumber(handle)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - not on every platform: NVML's order then
                 minor = i
             if requested is None or minor == requested:
                 return minor, i
