@@ -56,7 +56,7 @@ try:
         buf = torch.empty(mib * (1 << 20), dtype=torch.uint8, device="cuda")
         buf.fill_(1); torch.cuda.synchronize()
         how = "torch"
-except Exception:
+except Exception:  # torch missing, or CUDA failing in any way: the driver API is next
     pass
 if how is None:
     try:
@@ -72,7 +72,7 @@ if how is None:
         ok(cu.cuMemsetD8_v2(ptr, ctypes.c_ubyte(1), ctypes.c_size_t(mib * (1 << 20))), "cuMemsetD8")
         ok(cu.cuCtxSynchronize(), "cuCtxSynchronize")
         how = "cuda-driver"
-    except Exception as err:
+    except Exception as err:  # no libcuda or any CUDA error: no GPU memory held
         if not allow_no_gpu:
             print(f"error {type(err).__name__}: {err}", flush=True)
             sys.exit(3)
@@ -103,7 +103,7 @@ def pick_gpu(requested: int | None, pynvml_ok: bool) -> tuple[int, int]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             try:
                 minor = pynvml.nvmlDeviceGetMinorNumber(handle)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - not on every platform: NVML's order then
                 minor = i
             if requested is None or minor == requested:
                 return minor, i
@@ -192,7 +192,7 @@ def one_round(mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, all
     return result
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpu", type=int, default=None, help="GPU minor number (Slurm index); default: the first")
     ap.add_argument("--mib", type=int, default=2048, help="GPU memory the holder allocates")
@@ -201,8 +201,62 @@ def main() -> int:
     ap.add_argument("--clean-timeout", type=float, default=3.0, help="clean_gpus timeout, as in the prolog")
     ap.add_argument("--pynvml-dir", default=None, help="folder holding pynvml.py if it is not installed")
     ap.add_argument("--allow-no-gpu", action="store_true", help="run the /proc path only when there is no GPU")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def nvml_answers(args: argparse.Namespace) -> bool:
+    """Whether NVML is there (pynvml importable, a driver); without it only --allow-no-gpu goes on."""
+    if args.pynvml_dir:
+        sys.path.insert(0, args.pynvml_dir)
+    try:
+        import pynvml  # noqa: F401
+
+        pynvml_ok = True
+    except ImportError:
+        pynvml_ok = False
+    probe = Nvml.open([]) if pynvml_ok else None
+    nvml_up = probe is not None
+    if probe is not None:
+        probe.close()
+    if not nvml_up and not args.allow_no_gpu:
+        raise RuntimeError("NVML unavailable (nvidia-ml-py missing or no driver); "
+                           "see --pynvml-dir, or --allow-no-gpu to check the script only")
+    return nvml_up
+
+
+def describe_device(cuda_index: int, summary: dict) -> None:
+    import pynvml  # deferred: optional, found through --pynvml-dir
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
+    name = pynvml.nvmlDeviceGetName(handle)
+    summary["device"] = name.decode() if isinstance(name, bytes) else name
+    summary["driver"] = str(pynvml.nvmlSystemGetDriverVersion())
+    pynvml.nvmlShutdown()
+
+
+def check(args: argparse.Namespace, summary: dict) -> int:
+    """Both rounds on the chosen GPU; the number that failed."""
+    uid = args.uid if os.geteuid() == 0 else os.geteuid()
+    if uid == 0:
+        raise SystemExit("refusing uid 0 as the service account")
+    nvml_up = nvml_answers(args)
+    gpu, cuda_index = pick_gpu(args.gpu, nvml_up) if nvml_up else (args.gpu or 0, args.gpu or 0)
+    summary.update(gpu=gpu, cuda_index=cuda_index, uid=uid, mib=args.mib, nvml=nvml_up)
+    if nvml_up:
+        describe_device(cuda_index, summary)
+    log(f"GPU minor {gpu} (CUDA index {cuda_index}) {summary.get('device', '')}, stand-in uid {uid}")
+    rounds = [one_round(mode, gpu, cuda_index, uid, args.mib, args.allow_no_gpu, args.clean_timeout)
+              for mode in ("sigterm", "stubborn")]
+    for r in rounds:
+        r["ok"] = bool(r["found"] and not r["survivors"] and r["error"] is None
+                       and (not nvml_up or (r["nvml_listed_holder"] and r["memory_free_s"] is not None)))
+    summary["rounds"] = rounds
+    return sum(not r["ok"] for r in rounds)
+
+
+def main() -> int:
+    args = parse_args()
     summary: dict = {"bench": "gpu_reclaim_check", "ok": False}
     errors = 0
 
@@ -212,45 +266,9 @@ def main() -> int:
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(args.timeout)
     try:
-        if args.pynvml_dir:
-            sys.path.insert(0, args.pynvml_dir)
-        try:
-            import pynvml  # noqa: F401
-
-            pynvml_ok = True
-        except ImportError:
-            pynvml_ok = False
-        uid = args.uid if os.geteuid() == 0 else os.geteuid()
-        if uid == 0:
-            raise SystemExit("refusing uid 0 as the service account")
-        probe = Nvml.open([]) if pynvml_ok else None
-        nvml_up = probe is not None
-        if probe is not None:
-            probe.close()
-        if not nvml_up and not args.allow_no_gpu:
-            raise RuntimeError("NVML unavailable (nvidia-ml-py missing or no driver); "
-                               "see --pynvml-dir, or --allow-no-gpu to check the script only")
-        gpu, cuda_index = pick_gpu(args.gpu, nvml_up) if nvml_up else (args.gpu or 0, args.gpu or 0)
-        summary.update(gpu=gpu, cuda_index=cuda_index, uid=uid, mib=args.mib, nvml=nvml_up)
-        if nvml_up:
-            import pynvml
-
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
-            name = pynvml.nvmlDeviceGetName(handle)
-            summary["device"] = name.decode() if isinstance(name, bytes) else name
-            summary["driver"] = str(pynvml.nvmlSystemGetDriverVersion())
-            pynvml.nvmlShutdown()
-        log(f"GPU minor {gpu} (CUDA index {cuda_index}) {summary.get('device', '')}, stand-in uid {uid}")
-        rounds = [one_round(mode, gpu, cuda_index, uid, args.mib, args.allow_no_gpu, args.clean_timeout)
-                  for mode in ("sigterm", "stubborn")]
-        for r in rounds:
-            r["ok"] = bool(r["found"] and not r["survivors"] and r["error"] is None
-                           and (not nvml_up or (r["nvml_listed_holder"] and r["memory_free_s"] is not None)))
-        summary["rounds"] = rounds
-        errors = sum(not r["ok"] for r in rounds)
+        errors = check(args, summary)
         summary["ok"] = errors == 0
-    except (Exception, SystemExit) as err:  # noqa: BLE001 - report, do not hang
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any failure is the check's answer, in its JSON
         summary["error"] = f"{type(err).__name__}: {err}"
         log(f"error: {summary['error']}")
         errors = max(errors, 1)

@@ -34,6 +34,7 @@ import signal
 import sqlite3
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def ledger_phases(site: ServeSite, submits: dict[str, float]) -> dict:
         "reclaim_rows": len(rows), "incomplete": sorted(set(submits) - complete)}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preemptions", type=int, default=20)
     ap.add_argument("--baseline", type=int, default=5)
@@ -125,106 +126,114 @@ def main() -> int:
     ap.add_argument("--backend", choices=("cli", "pyslurm"), default="cli",
                     help="the daemon's [slurm] backend (make way's wake -> SIGTERM goes through it)")
     add_slurm_argument(ap)
-    args = ap.parse_args()
-    run_inside_if_asked(args.slurm, __file__, sys.argv[1:])
-    pool = args.pool.split(",")
-    deadline = time.monotonic() + args.timeout
+    return ap.parse_args()
 
-    site = ServeSite(pool, name="bench-reclaim", backend=args.backend)
-    samples: list[dict] = []
-    baseline: list[float] = []
-    down: list[float] = []
-    results: list = []
-    phases: dict = {}
-    made_way = 0
-    make_way_on = False
-    traffic = None
-    failures: list[str] = []  # operations that failed: one error each
-    short = 0  # preemptions not reached before --timeout
-    try:
-        site.start(*(["-v"] if args.verbose else []))
-        print(f"site {site.root}: isense serve on :{site.port}, lending {','.join(pool)}", flush=True)
-        for i in range(args.baseline):
-            try:
-                seconds = baseline_run(site, args.baseline_node, args.train_seconds)
-            except AssertionError as err:  # a wait_for timed out: not a sample
-                failures.append(f"baseline {i + 1}: {err}")
-                print(f"baseline {i + 1}/{args.baseline}: FAILED: {err}", flush=True)
-                continue
-            baseline.append(seconds)
-            print(f"baseline {i + 1}/{args.baseline}: SIGTERM-ignoring job on {args.baseline_node}:"
-                  f" training started {seconds:.2f} s after sbatch", flush=True)
-        site.wait_serving(len(pool), timeout=max(60, deadline - time.monotonic()))
-        traffic = Traffic(site.url, site.key, concurrency=args.clients, max_tokens=args.max_tokens,
-                          pause=args.pause)
-        wait_for(lambda: len(traffic.results) >= 3 * len(pool), 120, "traffic to flow")
-        training: dict[str, tuple[str, float]] = {}  # node -> (job id, end estimate)
-        last = None
-        timed_out = 0
-        while len(samples) + timed_out < args.preemptions and time.monotonic() < deadline:
-            now = time.time()
-            training = {n: v for n, v in training.items() if v[1] > now}
-            victim = pick_victim(site, set(training), last)
-            if victim is None:
-                time.sleep(0.5)
-                continue
-            job_id, submitted = site.train(victim["node"], seconds=args.train_seconds)
-            last = victim["node"]
-            try:
-                started = site.started_at(job_id, timeout=START_TIMEOUT_S)
-            except AssertionError as err:
-                give_up(site, job_id)
-                timed_out += 1
-                failures.append(f"preemption of worker {victim['job_id']} on {victim['node']}: {err}")
-                print(f"preemption FAILED: {failures[-1]}", flush=True)
-                time.sleep(2.0)
-                continue
-            training[victim["node"]] = (str(job_id), started + args.train_seconds + 1)
-            samples.append({"job": str(job_id), "node": victim["node"], "worker": victim["job_id"],
-                            "outstanding": victim["outstanding"], "served": victim["served"],
-                            "submitted": submitted, "seconds": started - submitted})
-            print(f"preemption {len(samples)}/{args.preemptions}: worker {victim['job_id']} on {victim['node']}"
-                  f" (served {victim['served']}, {victim['outstanding']} in flight): training job {job_id}"
-                  f" started {started - submitted:.2f} s after sbatch", flush=True)
+
+@dataclass
+class Tally:
+    """What the run measured and what failed, step by step."""
+
+    samples: list[dict] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    down: list[float] = field(default_factory=list)
+    results: list = field(default_factory=list)
+    phases: dict = field(default_factory=dict)
+    made_way: int = 0
+    make_way_on: bool = False
+    traffic: Traffic | None = None
+    failures: list[str] = field(default_factory=list)  # operations that failed: one error each
+    short: int = 0  # preemptions not reached before --timeout
+
+
+def run_baseline(site: ServeSite, args: argparse.Namespace, t: Tally) -> None:
+    for i in range(args.baseline):
+        try:
+            seconds = baseline_run(site, args.baseline_node, args.train_seconds)
+        except AssertionError as err:  # a wait_for timed out: not a sample
+            t.failures.append(f"baseline {i + 1}: {err}")
+            print(f"baseline {i + 1}/{args.baseline}: FAILED: {err}", flush=True)
+            continue
+        t.baseline.append(seconds)
+        print(f"baseline {i + 1}/{args.baseline}: SIGTERM-ignoring job on {args.baseline_node}:"
+              f" training started {seconds:.2f} s after sbatch", flush=True)
+
+
+def run_preemptions(site: ServeSite, args: argparse.Namespace, pool: list[str], deadline: float,
+                    t: Tally) -> None:
+    """Training onto serving workers, one node at a time, until --preemptions or --timeout."""
+    training: dict[str, tuple[str, float]] = {}  # node -> (job id, end estimate)
+    last = None
+    timed_out = 0
+    while len(t.samples) + timed_out < args.preemptions and time.monotonic() < deadline:
+        now = time.time()
+        training = {n: v for n, v in training.items() if v[1] > now}
+        victim = pick_victim(site, set(training), last)
+        if victim is None:
+            time.sleep(0.5)
+            continue
+        job_id, submitted = site.train(victim["node"], seconds=args.train_seconds)
+        last = victim["node"]
+        try:
+            started = site.started_at(job_id, timeout=START_TIMEOUT_S)
+        except AssertionError as err:
+            give_up(site, job_id)
+            timed_out += 1
+            t.failures.append(f"preemption of worker {victim['job_id']} on {victim['node']}: {err}")
+            print(f"preemption FAILED: {t.failures[-1]}", flush=True)
             time.sleep(2.0)
-        short = args.preemptions - len(samples) - timed_out
-        results = traffic.stop()
-        traffic = None
-        time.sleep(3)  # the last reclaims' events reach the ledger
-        phases = ledger_phases(site, {s["job"]: s["submitted"] for s in samples})
-        serve_log = site.log()
-        make_way_on = "make way on:" in serve_log
-        made_way = sum(1 for s in samples if f"make way: SIGTERM to worker {s['worker']} " in serve_log)
+            continue
+        training[victim["node"]] = (str(job_id), started + args.train_seconds + 1)
+        t.samples.append({"job": str(job_id), "node": victim["node"], "worker": victim["job_id"],
+                          "outstanding": victim["outstanding"], "served": victim["served"],
+                          "submitted": submitted, "seconds": started - submitted})
+        print(f"preemption {len(t.samples)}/{args.preemptions}: worker {victim['job_id']} on {victim['node']}"
+              f" (served {victim['served']}, {victim['outstanding']} in flight): training job {job_id}"
+              f" started {started - submitted:.2f} s after sbatch", flush=True)
+        time.sleep(2.0)
+    t.short = args.preemptions - len(t.samples) - timed_out
 
-        if args.controller_down:
-            site.kill(signal.SIGKILL)
-            for w in site.worker_jobs():
-                if len(down) >= args.controller_down or not w.nodes:
-                    break
-                job_id, submitted = site.train(w.nodes[0], seconds=args.train_seconds)
-                try:
-                    down.append(site.started_at(job_id, timeout=START_TIMEOUT_S) - submitted)
-                except AssertionError as err:
-                    give_up(site, job_id)
-                    failures.append(f"controller down, training onto worker {w.job_id}: {err}")
-                    print(f"controller down: FAILED: {failures[-1]}", flush=True)
-                    break
-                print(f"controller down: training onto worker {w.job_id} ({w.state}) on {w.nodes[0]}"
-                      f" started {down[-1]:.2f} s after sbatch", flush=True)
-    finally:
-        if traffic is not None:
-            traffic.stop()
-        site.close()
 
+def read_outcome(site: ServeSite, t: Tally) -> None:
+    """The clients' results, the ledger's reclaim phases, and which reclaims made way."""
+    t.results = t.traffic.stop()
+    t.traffic = None
+    time.sleep(3)  # the last reclaims' events reach the ledger
+    t.phases = ledger_phases(site, {s["job"]: s["submitted"] for s in t.samples})
+    serve_log = site.log()
+    t.make_way_on = "make way on:" in serve_log
+    t.made_way = sum(1 for s in t.samples if f"make way: SIGTERM to worker {s['worker']} " in serve_log)
+
+
+def run_controller_down(site: ServeSite, args: argparse.Namespace, t: Tally) -> None:
+    """The daemon killed, then training onto the remaining workers: Slurm alone reclaims."""
+    site.kill(signal.SIGKILL)
+    for w in site.worker_jobs():
+        if len(t.down) >= args.controller_down or not w.nodes:
+            break
+        job_id, submitted = site.train(w.nodes[0], seconds=args.train_seconds)
+        try:
+            t.down.append(site.started_at(job_id, timeout=START_TIMEOUT_S) - submitted)
+        except AssertionError as err:
+            give_up(site, job_id)
+            t.failures.append(f"controller down, training onto worker {w.job_id}: {err}")
+            print(f"controller down: FAILED: {t.failures[-1]}", flush=True)
+            break
+        print(f"controller down: training onto worker {w.job_id} ({w.state}) on {w.nodes[0]}"
+              f" started {t.down[-1]:.2f} s after sbatch", flush=True)
+
+
+def figures_of(args: argparse.Namespace, pool: list[str], t: Tally) -> tuple[dict, int]:
+    """The printed figures and the error count; t.failures gains what the errors are."""
+    results, phases = t.results, t.phases
     rejected = [r for r in results if r[2].startswith("RateLimitError")]  # 429: no worker live then
     failed_requests = [r[2] for r in results if r[2] != "ok" and not r[2].startswith("RateLimitError")]
     incomplete = phases.get("incomplete", [])
-    errors = len(failures) + short + len(incomplete) + len(failed_requests)
-    if short:
-        failures.append(f"--timeout {args.timeout:g} s reached with {short} preemption(s) not done")
+    errors = len(t.failures) + t.short + len(incomplete) + len(failed_requests)
+    if t.short:
+        t.failures.append(f"--timeout {args.timeout:g} s reached with {t.short} preemption(s) not done")
     if incomplete:
-        failures.append(f"no complete reclaim row in the ledger for training jobs {incomplete[:10]}")
-    failures += [f"request: {f}" for f in failed_requests[:5]]
+        t.failures.append(f"no complete reclaim row in the ledger for training jobs {incomplete[:10]}")
+    t.failures += [f"request: {f}" for f in failed_requests[:5]]
     release = slurm_release()
     figures = {
         "bench": "reclaim",
@@ -232,16 +241,17 @@ def main() -> int:
         "backend": args.backend,
         "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
                 f" dev cluster Slurm {release}, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
-                f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway; training jobs `sleep {args.train_seconds:g}` pinned with -w;"
-                f" make way {'on' if make_way_on else 'off'} (job_submit.lua wake file);"
+                f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway;"
+                f" training jobs `sleep {args.train_seconds:g}` pinned with -w;"
+                f" make way {'on' if t.make_way_on else 'off'} (job_submit.lua wake file);"
                 f" baseline on {args.baseline_node} outside the pool; 2 shared CPU cores"),
-        "submit_to_start_s": percentiles([s["seconds"] for s in samples]),
-        "with_requests_in_flight": sum(1 for s in samples if s["outstanding"] > 0),
+        "submit_to_start_s": percentiles([s["seconds"] for s in t.samples]),
+        "with_requests_in_flight": sum(1 for s in t.samples if s["outstanding"] > 0),
         # Workers the controller stopped on the job_submit hook's wake (make way) rather
         # than Slurm's preemption at its next pass; 0 when [slurm] submit_wake is unset.
-        "made_way": made_way,
-        "baseline_ignores_sigterm_s": percentiles(baseline),
-        "controller_down_s": percentiles(down),
+        "made_way": t.made_way,
+        "baseline_ignores_sigterm_s": percentiles(t.baseline),
+        "controller_down_s": percentiles(t.down),
         "ledger_phases_s": phases,
         "requests": {"total": len(results), "ok": sum(1 for r in results if r[2] == "ok"),
                      "rejected_429_no_worker": len(rejected), "failed": len(failed_requests)},
@@ -249,9 +259,38 @@ def main() -> int:
     }
     p95 = figures["submit_to_start_s"].get("p95")
     figures["target_met"] = p95 is not None and p95 <= TARGET_P95
+    return figures, errors
+
+
+def main() -> int:
+    args = parse_args()
+    run_inside_if_asked(args.slurm, __file__, sys.argv[1:])
+    pool = args.pool.split(",")
+    deadline = time.monotonic() + args.timeout
+
+    site = ServeSite(pool, name="bench-reclaim", backend=args.backend)
+    t = Tally()
+    try:
+        site.start(*(["-v"] if args.verbose else []))
+        print(f"site {site.root}: isense serve on :{site.port}, lending {','.join(pool)}", flush=True)
+        run_baseline(site, args, t)
+        site.wait_serving(len(pool), timeout=max(60, deadline - time.monotonic()))
+        t.traffic = Traffic(site.url, site.key, concurrency=args.clients, max_tokens=args.max_tokens,
+                            pause=args.pause)
+        wait_for(lambda: len(t.traffic.results) >= 3 * len(pool), 120, "traffic to flow")
+        run_preemptions(site, args, pool, deadline, t)
+        read_outcome(site, t)
+        if args.controller_down:
+            run_controller_down(site, args, t)
+    finally:
+        if t.traffic is not None:
+            t.traffic.stop()
+        site.close()
+
+    figures, errors = figures_of(args, pool, t)
     print(f"submit->start: {figures['submit_to_start_s']}; baseline (KillWait path): "
           f"{figures['baseline_ignores_sigterm_s']}; controller down: {figures['controller_down_s']}")
-    return finish(figures, errors, failures)
+    return finish(figures, errors, t.failures)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,37 @@ def one_run(folder: Path, ledger: Path, now: float, view: str) -> dict:
     return marks
 
 
+def time_view(folder: Path, ledger: Path, now: float, view: str, repeat: int,
+              failures: list[str]) -> tuple[dict, int]:
+    """Median figures of the repeats that succeeded, printed; and how many failed."""
+    runs = []  # successful repeats only
+    errors = 0
+    for _ in range(repeat):
+        try:
+            runs.append(one_run(folder, ledger, now, view))
+        except Exception as err:  # noqa: BLE001 - any error of the code under test is counted, not timed
+            traceback.print_exc()
+            errors += 1
+            failures.append(f"{view} view: {type(err).__name__}: {err}"[:300])
+    if not runs:
+        return {"ok": 0}, errors
+    summary = {"ok": len(runs)}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        if key.endswith("_ms"):
+            summary[key] = round(statistics.median(values) * 1000, 1)
+            if key == "total_terminal_ms":
+                summary["total_terminal_max_ms"] = round(max(values) * 1000, 1)
+        else:
+            summary[key] = values[0]
+    print(f"{view:9} view: {summary['rows']:5} rows  parse {summary['parse_ms']:6.1f} ms  "
+          f"ledger {summary['ledger_ms']:6.1f} ms  model {summary['model_ms']:5.1f} ms  "
+          f"render {summary['render_terminal_ms']:5.1f} ms (plain {summary['render_plain_ms']:.1f}, "
+          f"json {summary['render_json_ms']:.1f})  total {summary['total_terminal_ms']:6.1f} ms "
+          f"(max {summary['total_terminal_max_ms']:.1f})")
+    return summary, errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -107,32 +138,8 @@ def main() -> int:
               f"filled in {fill_s:.1f} s")
         figures = {}
         for view in ("partition", "node"):
-            runs = []  # successful repeats only
-            for _ in range(args.repeat):
-                try:
-                    runs.append(one_run(folder, ledger, now, view))
-                except Exception as err:  # noqa: BLE001 - counted, not timed
-                    traceback.print_exc()
-                    errors += 1
-                    failures.append(f"{view} view: {type(err).__name__}: {err}"[:300])
-            if not runs:
-                figures[view] = {"ok": 0}
-                continue
-            summary = {"ok": len(runs)}
-            for key in runs[0]:
-                values = [r[key] for r in runs]
-                if key.endswith("_ms"):
-                    summary[key] = round(statistics.median(values) * 1000, 1)
-                    if key == "total_terminal_ms":
-                        summary["total_terminal_max_ms"] = round(max(values) * 1000, 1)
-                else:
-                    summary[key] = values[0]
-            figures[view] = summary
-            print(f"{view:9} view: {summary['rows']:5} rows  parse {summary['parse_ms']:6.1f} ms  "
-                  f"ledger {summary['ledger_ms']:6.1f} ms  model {summary['model_ms']:5.1f} ms  "
-                  f"render {summary['render_terminal_ms']:5.1f} ms (plain {summary['render_plain_ms']:.1f}, "
-                  f"json {summary['render_json_ms']:.1f})  total {summary['total_terminal_ms']:6.1f} ms "
-                  f"(max {summary['total_terminal_max_ms']:.1f})")
+            figures[view], failed = time_view(folder, ledger, now, view, args.repeat, failures)
+            errors += failed
     timed = [f["total_terminal_max_ms"] for f in figures.values() if f["ok"]]
     worst = max(timed) if timed else None
     return finish({

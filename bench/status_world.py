@@ -49,29 +49,26 @@ def _templates() -> tuple[dict, dict, dict]:
     return sinfo, job, node
 
 
-def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int = 1_795_000_000) -> World:
-    """A busy cluster: multi-node and single-node training, lent workers, a queue."""
-    rng = random.Random(seed)
-    base_sinfo, job_template, node_template = _templates()
-    names = [f"gpu{i:04d}" for i in range(1, nodes + 1)]
-    free = {name: list(range(gpus_per_node)) for name in names}
-    down = set(rng.sample(names, max(1, nodes // 100)))
-    drained = set(rng.sample([n for n in names if n not in down], max(1, nodes // 50)))
-    jobs: list[dict] = []
-    workers: list[tuple[int, str, str, int]] = []
-    next_id = [1000]
+class _Jobs:
+    """squeue's jobs as they are made: each takes its GPUs from `free` (node -> indices)."""
 
-    def job(user: str, partition: str, state: str, hosts: list[str], per_node: int, name: str,
+    def __init__(self, template: dict, free: dict[str, list[int]], rng: random.Random, now: int):
+        self.template, self.free, self.rng, self.now = template, free, rng, now
+        self.jobs: list[dict] = []
+        self.next_id = 1000
+
+    def add(self, user: str, partition: str, state: str, hosts: list[str], per_node: int, name: str,
             comment: str = "") -> dict:
-        next_id[0] += 1
-        j = copy.deepcopy(job_template)
+        rng, now, free = self.rng, self.now, self.free
+        self.next_id += 1
+        j = copy.deepcopy(self.template)
         details = []
         for host in hosts:
             taken, free[host] = free[host][:per_node], free[host][per_node:]
             details.append(f"gpu:{per_node}(IDX:{_ranges(taken)})")
         running = state == "RUNNING"
         j.update(
-            job_id=next_id[0], name=name, user_name=user, user_id=1000 if user != SERVICE else 999,
+            job_id=self.next_id, name=name, user_name=user, user_id=1000 if user != SERVICE else 999,
             partition=partition, job_state=state, comment=comment,
             nodes=compact(hosts) if running else "", node_count=max(1, len(hosts)),
             batch_host=hosts[0] if running else "", gres_detail=details if running else [],
@@ -84,8 +81,21 @@ def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int 
         j["job_resources"] = {"nodes": j["nodes"], "allocated_cores": 1, "allocated_hosts": len(hosts),
                               "allocated_nodes": []}
         j["standard_output"] = f"/scratch/{user}/slurm-%j.out"
-        jobs.append(j)
+        self.jobs.append(j)
         return j
+
+
+def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int = 1_795_000_000) -> World:
+    """A busy cluster: multi-node and single-node training, lent workers, a queue."""
+    rng = random.Random(seed)
+    base_sinfo, job_template, node_template = _templates()
+    names = [f"gpu{i:04d}" for i in range(1, nodes + 1)]
+    free = {name: list(range(gpus_per_node)) for name in names}
+    down = set(rng.sample(names, max(1, nodes // 100)))
+    drained = set(rng.sample([n for n in names if n not in down], max(1, nodes // 50)))
+    jobs = _Jobs(job_template, free, rng, now)
+    workers: list[tuple[int, str, str, int]] = []
+    job = jobs.add
 
     usable = [n for n in names if n not in down and n not in drained]
     # Multi-node training: 8-node jobs taking whole nodes over a fifth of the cluster.
@@ -109,9 +119,18 @@ def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int 
         j = job("trainer", "train", "COMPLETED", [], 1, "train-done")
         j["end_time"] = now - rng.randint(1, 300)
 
+    node_docs = _node_docs(names, free, down, drained, node_template, gpus_per_node)
+    sinfo = {"meta": base_sinfo["meta"], "errors": [], "nodes": node_docs}
+    squeue = {"meta": base_sinfo["meta"], "errors": [], "jobs": jobs.jobs}
+    return World(sinfo, squeue, workers)
+
+
+def _node_docs(names: list[str], free: dict[str, list[int]], down: set[str], drained: set[str],
+               template: dict, gpus_per_node: int) -> list[dict]:
+    """sinfo's nodes, their GPUs used as the jobs left them."""
     node_docs = []
     for name in names:
-        n = copy.deepcopy(node_template)
+        n = copy.deepcopy(template)
         used = gpus_per_node - len(free[name])
         state = "down" if name in down else ("idle" if used == 0 else ("allocated" if not free[name] else "mixed"))
         n.update(
@@ -121,9 +140,7 @@ def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int 
             reason="maintenance" if name in drained or name in down else "",
         )
         node_docs.append(n)
-    sinfo = {"meta": base_sinfo["meta"], "errors": [], "nodes": node_docs}
-    squeue = {"meta": base_sinfo["meta"], "errors": [], "jobs": jobs}
-    return World(sinfo, squeue, workers)
+    return node_docs
 
 
 def _ranges(indices: list[int]) -> str:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,15 +115,106 @@ def descendants(root: int) -> list[int]:
 
 
 def server_load(url: str) -> int:
-    import urllib.request
     return json.loads(urllib.request.urlopen(url + "/load", timeout=5).read())["server_load"]
+
+
+def wait_registered(proc: subprocess.Popen, rec: Recorder, err, t_launch: float, log_path: Path) -> None:
+    while rec.first("register") is None:
+        if proc.poll() is not None:
+            err.seek(0)
+            raise RuntimeError(f"worker exited {proc.returncode} before registering:\n"
+                               f"{err.read().decode()[-3000:]}")
+        if time.monotonic() - t_launch > REGISTER_TIMEOUT_S:
+            raise RuntimeError(f"worker not registered after {REGISTER_TIMEOUT_S} s; see {log_path}")
+        time.sleep(0.02)
+
+
+def ask(openai, url: str, key: str, max_tokens: int, streaming: threading.Semaphore, outcomes: list[str]) -> None:
+    """One client's stream; its finish reason (or error) goes to `outcomes`, and
+    `streaming` is released once it produced a token (or ended without one)."""
+    with openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60) as c:
+        finish, first = None, True
+        try:
+            for chunk in c.completions.create(
+                    model=MODEL, prompt="Once upon a time", max_tokens=max_tokens,
+                    stream=True, extra_body={"ignore_eos": True}):
+                if first:
+                    streaming.release()
+                    first = False
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    finish = chunk.choices[0].finish_reason
+            outcomes.append(str(finish))
+        except Exception as e:  # noqa: BLE001 - any client error is counted as a failure, not raised in the thread
+            outcomes.append(f"error:{type(e).__name__}")
+        if first:
+            streaming.release()
+
+
+def load_worker(openai, body: dict, secret: bytes, max_tokens: int, result: dict,
+                failures: list[str], outcomes: list[str]) -> list[threading.Thread]:
+    """CLIENTS streams into the worker's vLLM, until all are in flight and one produces."""
+    key = vllm_api_key(secret, body["job_id"])
+    streaming = threading.Semaphore(0)
+    threads = [threading.Thread(target=ask, args=(openai, body["url"], key, max_tokens, streaming, outcomes),
+                                daemon=True) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    # All requests accepted by vLLM (its GET /load) and one stream producing:
+    # what the worker faces when the gateway has stopped sending it new requests.
+    if not streaming.acquire(timeout=60):
+        failures.append("no stream produced a token within 60 s")
+    deadline = time.monotonic() + 10
+    while (load := server_load(body["url"])) < CLIENTS and time.monotonic() < deadline:
+        time.sleep(0.005)
+    result["in_flight_at_signal"] = load
+    if load < CLIENTS:  # what follows would time a lighter stop than the scenario's name says
+        failures.append(f"only {load} of {CLIENTS} requests in flight at SIGTERM after 10 s")
+    return threads
+
+
+def stop_worker(proc: subprocess.Popen, scenario: str, rec: Recorder, threads: list[threading.Thread],
+                result: dict, failures: list[str]) -> None:
+    """SIGTERM (to every descendant too in the slurm scenario); time the exit and the deregister."""
+    targets = descendants(proc.pid) if scenario == "slurm" else [proc.pid]
+    t_sig = time.monotonic()
+    for pid in targets:
+        os.kill(pid, signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=60)
+        t_exit = time.monotonic()
+    except subprocess.TimeoutExpired:
+        rc, t_exit = None, None
+        failures.append("worker still running 60 s after SIGTERM")
+    for t in threads:
+        t.join(60)
+    dereg = rec.first("deregister")
+    if rc not in (0, None):
+        failures.append(f"worker exited {rc}")
+    if dereg is None:
+        failures.append("worker never deregistered")
+    result.update({
+        # Timed only when the worker stopped as it should (exit 0).
+        "sigterm_to_exit_s": round(t_exit - t_sig, 3) if rc == 0 else None,
+        "sigterm_to_dereg_s": round(dereg[0] - t_sig, 4) if dereg else None,
+        "exit_code": rc,
+    })
+
+
+def count_clients(threads: list[threading.Thread], outcomes: list[str], result: dict, failures: list[str]) -> None:
+    answered = [o for o in outcomes if o in ANSWERS]
+    result["finish"] = {k: answered.count(k) for k in sorted(set(answered))}
+    wrong = [o for o in outcomes if o not in ANSWERS]
+    unanswered = sum(t.is_alive() for t in threads)
+    failures += [f"client: {o}" for o in wrong]
+    failures += ["client still waiting 60 s after the worker's exit"] * unanswered
+    result["client_failures"] = len(wrong) + unanswered
 
 
 def run_once(scenario: str, configs: dict, secret: bytes, max_tokens: int) -> dict:
     """One worker's life in `scenario`. result["failures"] lists what went wrong (each
     one an error); a figure is left None when the operation it times failed."""
     config = configs["nodrain" if scenario == "nodrain" else "dev"]
-    import openai
+    import openai  # deferred: a heavy import, and only this bench step needs it
 
     rec = Recorder()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
@@ -135,14 +227,7 @@ def run_once(scenario: str, configs: dict, secret: bytes, max_tokens: int) -> di
             proc = subprocess.Popen([str(ISENSE), "--config", str(config), "worker", "--model", MODEL,
                                      "--gateway", f"http://127.0.0.1:{rec.port}"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=err)
-            while rec.first("register") is None:
-                if proc.poll() is not None:
-                    err.seek(0)
-                    raise RuntimeError(f"worker exited {proc.returncode} before registering:\n"
-                                       f"{err.read().decode()[-3000:]}")
-                if time.monotonic() - t_launch > REGISTER_TIMEOUT_S:
-                    raise RuntimeError(f"worker not registered after {REGISTER_TIMEOUT_S} s; see {log_path}")
-                time.sleep(0.02)
+            wait_registered(proc, rec, err, t_launch, log_path)
             t_reg, _, body = rec.first("register")
             result = {"scenario": scenario, "start_to_registered_s": round(t_reg - t_launch, 2)}
             time.sleep(1.0)  # a heartbeat or two
@@ -150,73 +235,10 @@ def run_once(scenario: str, configs: dict, secret: bytes, max_tokens: int) -> di
             outcomes: list[str] = []
             threads = []
             if scenario != "idle":
-                key = vllm_api_key(secret, body["job_id"])
-                streaming = threading.Semaphore(0)
-
-                def ask():
-                    with openai.OpenAI(base_url=body["url"] + "/v1", api_key=key, max_retries=0,
-                                       timeout=60) as c:
-                        finish, first = None, True
-                        try:
-                            for chunk in c.completions.create(
-                                    model=MODEL, prompt="Once upon a time", max_tokens=max_tokens,
-                                    stream=True, extra_body={"ignore_eos": True}):
-                                if first:
-                                    streaming.release()
-                                    first = False
-                                if chunk.choices and chunk.choices[0].finish_reason:
-                                    finish = chunk.choices[0].finish_reason
-                            outcomes.append(str(finish))
-                        except Exception as e:  # noqa: BLE001 - counted
-                            outcomes.append(f"error:{type(e).__name__}")
-                        if first:
-                            streaming.release()
-
-                threads = [threading.Thread(target=ask, daemon=True) for _ in range(CLIENTS)]
-                for t in threads:
-                    t.start()
-                # All requests accepted by vLLM (its GET /load) and one stream producing:
-                # what the worker faces when the gateway has stopped sending it new requests.
-                if not streaming.acquire(timeout=60):
-                    failures.append("no stream produced a token within 60 s")
-                deadline = time.monotonic() + 10
-                while (load := server_load(body["url"])) < CLIENTS and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                result["in_flight_at_signal"] = load
-                if load < CLIENTS:  # what follows would time a lighter stop than the scenario's name says
-                    failures.append(f"only {load} of {CLIENTS} requests in flight at SIGTERM after 10 s")
-
-            targets = descendants(proc.pid) if scenario == "slurm" else [proc.pid]
-            t_sig = time.monotonic()
-            for pid in targets:
-                os.kill(pid, signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=60)
-                t_exit = time.monotonic()
-            except subprocess.TimeoutExpired:
-                rc, t_exit = None, None
-                failures.append("worker still running 60 s after SIGTERM")
-            for t in threads:
-                t.join(60)
-            dereg = rec.first("deregister")
-            if rc not in (0, None):
-                failures.append(f"worker exited {rc}")
-            if dereg is None:
-                failures.append("worker never deregistered")
-            result.update({
-                # Timed only when the worker stopped as it should (exit 0).
-                "sigterm_to_exit_s": round(t_exit - t_sig, 3) if rc == 0 else None,
-                "sigterm_to_dereg_s": round(dereg[0] - t_sig, 4) if dereg else None,
-                "exit_code": rc,
-            })
+                threads = load_worker(openai, body, secret, max_tokens, result, failures, outcomes)
+            stop_worker(proc, scenario, rec, threads, result, failures)
             if threads:
-                answered = [o for o in outcomes if o in ANSWERS]
-                result["finish"] = {k: answered.count(k) for k in sorted(set(answered))}
-                wrong = [o for o in outcomes if o not in ANSWERS]
-                unanswered = sum(t.is_alive() for t in threads)
-                failures += [f"client: {o}" for o in wrong]
-                failures += ["client still waiting 60 s after the worker's exit"] * unanswered
-                result["client_failures"] = len(wrong) + unanswered
+                count_clients(threads, outcomes, result, failures)
             err.seek(0)
             log = err.read().decode()
             drained = re.search(r"(no request in flight|not serving|in flight; aborting)", log)

@@ -19,7 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+from isense_slurm.meter.ledger import Ledger
+from isense_slurm.slurm import SubmitOptions, default_backend
 
 REPO = Path(__file__).resolve().parent.parent
 ISENSE = [str(REPO / ".venv" / "bin" / "isense")]
@@ -68,8 +72,6 @@ def wait_for_workers(client, want: int, timeout: float) -> list[dict]:
 
 
 def live_workers() -> list[dict]:
-    import urllib.request
-
     try:
         with urllib.request.urlopen("http://127.0.0.1:8000/internal/workers", timeout=2) as resp:
             body = json.load(resp)
@@ -137,8 +139,6 @@ class Traffic:
 
 
 def submit_training(node: str) -> int:
-    from isense_slurm.slurm import SubmitOptions, default_backend
-
     slurm = default_backend()
     options = SubmitOptions(partition="train", nodelist=node, gres="gpu:4", job_name="demo-training",
                             output="/var/lib/isense-dev/jobs/demo-training-%j.out", time="5")
@@ -147,8 +147,6 @@ def submit_training(node: str) -> int:
 
 
 def wait_running(job_id: int, timeout: float = 30.0) -> float:
-    from isense_slurm.slurm import default_backend
-
     slurm = default_backend()
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -159,16 +157,71 @@ def wait_running(job_id: int, timeout: float = 30.0) -> float:
     raise SystemExit(f"demo: training job {job_id} did not start within {timeout:.0f} s")
 
 
-def main() -> int:
-    from openai import OpenAI
-
+def setup() -> tuple[Path, str]:
+    """The demo config, the secret and a client key."""
     say("config: dev/isense.dev.toml with its own ledger and half the pool lendable")
     config = write_demo_config()
     print(f"  {config}")
     isense("secrets", "init")
     key = json.loads(isense("keys", "create", "demo-client", "--json", capture=True))
-    api_key = key.get("key") or key.get("plaintext")
+    return config, key.get("key") or key.get("plaintext")
 
+
+def reclaim_under_traffic(client, workers: list[dict]) -> None:
+    """Paid traffic, then a training job onto a lent node; what the clients saw."""
+    say("serve: paid traffic through the gateway (openai client, streamed and not)")
+    traffic = Traffic(client)
+    traffic.start()
+    time.sleep(8)
+
+    node = sorted(w["node"] for w in workers)[0]
+    say(f"reclaim: a training job of user {TRAINER} needs all 4 GPUs of {node}")
+    job_id = submit_training(node)
+    seconds = wait_running(job_id)
+    print(f"  training job {job_id} submitted and RUNNING on {node} after {seconds:.2f} s "
+          f"(submit -> running, measured by polling squeue)")
+    time.sleep(6)
+    traffic.finish()
+    print(f"  clients: {traffic.ok} requests ok, {traffic.errors} errors, "
+          f"{traffic.prompt_tokens} prompt + {traffic.completion_tokens} completion tokens received")
+    for sample in traffic.error_samples:
+        print(f"  client error: {sample}")
+
+
+def show_ledger() -> None:
+    say("meter: the ledger's view of the same traffic")
+    time.sleep(1)  # let the controller record the reclaim the hooks reported
+    earnings = json.loads(isense("earnings", "--json", capture=True))
+    total = earnings.get("total", earnings)
+    print(f"  ledger: {json.dumps(total)}")
+    ledger = Ledger.open(DEMO_DIR / "ledger.db", create=False)
+    for r in ledger.reclaims():
+        if None in (r.submit_time, r.sigterm_time, r.gpus_free_time, r.start_time):
+            print(f"  reclaim (incomplete): {r}")
+            continue
+        print(f"  reclaim of {r.node} by training job {r.training_job_id} (worker {r.worker_job_id}): "
+              f"submit -> SIGTERM {r.sigterm_time - r.submit_time:.2f} s, "
+              f"-> GPUs free {r.gpus_free_time - r.submit_time:.2f} s, "
+              f"-> training started {r.start_time - r.submit_time:.2f} s "
+              f"(Slurm's submit time has 1 s resolution)")
+    ledger.close()
+
+
+def stop_serve(serve: subprocess.Popen) -> None:
+    """isense serve stopped, and the demo's jobs cancelled."""
+    serve.send_signal(signal.SIGTERM)
+    try:
+        serve.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(serve.pid, signal.SIGKILL)
+    subprocess.run(["scancel", "-u", "isense"], check=False)
+    subprocess.run(["scancel", "-n", "demo-training"], check=False)
+
+
+def main() -> int:
+    from openai import OpenAI  # deferred: a heavy import
+
+    config, api_key = setup()
     say("isense serve: the controller lends idle GPUs, the gateway serves them")
     log = open(DEMO_DIR / "serve.log", "w")
     serve = subprocess.Popen(ISENSE + ["--config", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT,
@@ -179,56 +232,14 @@ def main() -> int:
         for w in workers:
             print(f"  worker job {w.get('job_id')} on {w.get('node')} serving {w.get('model')}")
         isense("status", "-N")
-
-        say("serve: paid traffic through the gateway (openai client, streamed and not)")
-        traffic = Traffic(client)
-        traffic.start()
-        time.sleep(8)
-
-        node = sorted(w["node"] for w in workers)[0]
-        say(f"reclaim: a training job of user {TRAINER} needs all 4 GPUs of {node}")
-        job_id = submit_training(node)
-        seconds = wait_running(job_id)
-        print(f"  training job {job_id} submitted and RUNNING on {node} after {seconds:.2f} s "
-              f"(submit -> running, measured by polling squeue)")
-        time.sleep(6)
-        traffic.finish()
-        print(f"  clients: {traffic.ok} requests ok, {traffic.errors} errors, "
-              f"{traffic.prompt_tokens} prompt + {traffic.completion_tokens} completion tokens received")
-        for sample in traffic.error_samples:
-            print(f"  client error: {sample}")
-
-        say("meter: the ledger's view of the same traffic")
-        time.sleep(1)  # let the controller record the reclaim the hooks reported
-        earnings = json.loads(isense("earnings", "--json", capture=True))
-        total = earnings.get("total", earnings)
-        print(f"  ledger: {json.dumps(total)}")
-        from isense_slurm.meter.ledger import Ledger
-
-        ledger = Ledger.open(DEMO_DIR / "ledger.db", create=False)
-        for r in ledger.reclaims():
-            if None in (r.submit_time, r.sigterm_time, r.gpus_free_time, r.start_time):
-                print(f"  reclaim (incomplete): {r}")
-                continue
-            print(f"  reclaim of {r.node} by training job {r.training_job_id} (worker {r.worker_job_id}): "
-                  f"submit -> SIGTERM {r.sigterm_time - r.submit_time:.2f} s, "
-                  f"-> GPUs free {r.gpus_free_time - r.submit_time:.2f} s, "
-                  f"-> training started {r.start_time - r.submit_time:.2f} s "
-                  f"(Slurm's submit time has 1 s resolution)")
-        ledger.close()
-
+        reclaim_under_traffic(client, workers)
+        show_ledger()
         say("report: isense status -N")
         isense("status", "-N")
         say("report: isense earnings --group model")
         isense("earnings", "--group", "model")
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-        subprocess.run(["scancel", "-u", "isense"], check=False)
-        subprocess.run(["scancel", "-n", "demo-training"], check=False)
+        stop_serve(serve)
     say("done: the dev cluster stays up (dev/cluster down stops it)")
     return 0
 

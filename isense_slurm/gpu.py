@@ -205,7 +205,7 @@ class Nvml:
                     minor = i
                 by_minor[minor] = handle
             handles = {g: by_minor[g] for g in gpu_indices if g in by_minor}
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - NVML errors have no common base we can import: treat as no NVML
             cls._shutdown(pynvml)
             return None
         return cls(pynvml, handles)
@@ -214,7 +214,7 @@ class Nvml:
     def _shutdown(pynvml) -> None:
         try:
             pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a failing shutdown leaves nothing for us to do
             pass
 
     def close(self) -> None:
@@ -239,7 +239,7 @@ def nvml_processes(gpu_indices) -> dict[int, list[tuple[int, int | None]]] | Non
         return None
     try:
         return nvml.processes()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any NVML failure reads as "no NVML"
         return None
     finally:
         nvml.close()
@@ -324,59 +324,14 @@ def clean_gpus(
         return report
     nvml = Nvml.open(gpus) if use_nvml else None
     try:
-        found: dict[int, GpuProcess] = {}
-        if nvml is not None:
-            try:
-                listed = _from_nvml(nvml.processes(), proc)
-                report.nvml = True
-            except Exception as err:  # noqa: BLE001
-                listed = []
-                report.error = f"NVML: {err}"
-            for p in listed:
-                if p.uid == service_uid:
-                    found[p.pid] = p
-                elif p.uid is not None and _alive(p.pid, proc):
-                    report.others.append(p)
-        for p in scan_processes(service_uid, gpus, node, proc):
-            found.setdefault(p.pid, p)
-        found.pop(os.getpid(), None)
-        report.found = sorted(found.values(), key=lambda p: p.pid)
+        _find(report, nvml, service_uid, node, proc)
         report.find_s = time.monotonic() - t0
-
         t1 = time.monotonic()
-        pinned = {}
-        for p in report.found:
-            fd = _pin(p.pid, service_uid, proc)
-            if fd is not None:
-                pinned[p.pid] = fd
-        try:
-            for pid, fd in pinned.items():
-                if _send(fd, signal.SIGTERM):
-                    report.signalled.append(pid)
-            _wait_exit(pinned, min(deadline, time.monotonic() + term_wait_s), proc)
-            for pid, fd in pinned.items():
-                if _alive(pid, proc) and _send(fd, signal.SIGKILL):
-                    report.sigkilled.append(pid)
-            _wait_exit(pinned, deadline, proc)
-            report.survivors = [pid for pid in pinned if _alive(pid, proc)]
-        finally:
-            for fd in pinned.values():
-                os.close(fd)
+        _kill(report, service_uid, deadline, term_wait_s, proc)
         report.kill_s = time.monotonic() - t1
-
         if report.nvml:
             t2 = time.monotonic()
-            ours = {p.pid for p in report.found}
-            try:
-                while True:
-                    listed_pids = {pid for procs in nvml.processes().values() for pid, _ in procs}
-                    if not listed_pids & ours or time.monotonic() >= deadline:
-                        report.survivors = sorted(set(report.survivors) | (listed_pids & ours))
-                        break
-                    time.sleep(POLL_SECONDS)
-                report.memory_used_bytes = nvml.memory_used()
-            except Exception as err:  # noqa: BLE001
-                report.error = f"NVML: {err}"
+            _wait_nvml_free(report, nvml, deadline)
             report.free_s = time.monotonic() - t2
     except Exception as err:  # noqa: BLE001 - the prolog must get a report, not a traceback
         report.error = f"{type(err).__name__}: {err}"
@@ -385,3 +340,61 @@ def clean_gpus(
             nvml.close()
     report.total_s = time.monotonic() - t0
     return report
+
+
+def _find(report: CleanReport, nvml: "Nvml | None", service_uid: int, node: str | None, proc: str) -> None:
+    """Fills found (the service account's, NVML's then the scan's) and others (left alone)."""
+    found: dict[int, GpuProcess] = {}
+    if nvml is not None:
+        try:
+            listed = _from_nvml(nvml.processes(), proc)
+            report.nvml = True
+        except Exception as err:  # noqa: BLE001 - any NVML failure: the /proc scan alone decides
+            listed = []
+            report.error = f"NVML: {err}"
+        for p in listed:
+            if p.uid == service_uid:
+                found[p.pid] = p
+            elif p.uid is not None and _alive(p.pid, proc):
+                report.others.append(p)
+    for p in scan_processes(service_uid, report.gpus, node, proc):
+        found.setdefault(p.pid, p)
+    found.pop(os.getpid(), None)
+    report.found = sorted(found.values(), key=lambda p: p.pid)
+
+
+def _kill(report: CleanReport, service_uid: int, deadline: float, term_wait_s: float, proc: str) -> None:
+    """SIGTERM the found (pinned by pidfd), SIGKILL after term_wait_s; wait until the deadline."""
+    pinned = {}
+    for p in report.found:
+        fd = _pin(p.pid, service_uid, proc)
+        if fd is not None:
+            pinned[p.pid] = fd
+    try:
+        for pid, fd in pinned.items():
+            if _send(fd, signal.SIGTERM):
+                report.signalled.append(pid)
+        _wait_exit(pinned, min(deadline, time.monotonic() + term_wait_s), proc)
+        for pid, fd in pinned.items():
+            if _alive(pid, proc) and _send(fd, signal.SIGKILL):
+                report.sigkilled.append(pid)
+        _wait_exit(pinned, deadline, proc)
+        report.survivors = [pid for pid in pinned if _alive(pid, proc)]
+    finally:
+        for fd in pinned.values():
+            os.close(fd)
+
+
+def _wait_nvml_free(report: CleanReport, nvml: "Nvml", deadline: float) -> None:
+    """Until NVML lists none of the found processes (or the deadline); then the memory used."""
+    ours = {p.pid for p in report.found}
+    try:
+        while True:
+            listed_pids = {pid for procs in nvml.processes().values() for pid, _ in procs}
+            if not listed_pids & ours or time.monotonic() >= deadline:
+                report.survivors = sorted(set(report.survivors) | (listed_pids & ours))
+                break
+            time.sleep(POLL_SECONDS)
+        report.memory_used_bytes = nvml.memory_used()
+    except Exception as err:  # noqa: BLE001 - any NVML failure is reported, never raised to the prolog
+        report.error = f"NVML: {err}"

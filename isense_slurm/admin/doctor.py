@@ -277,7 +277,7 @@ def _check_scheduling(s, facts: Facts, out: _Findings) -> None:
         out.ok("SPANK plugin loaded (sbatch --isense-worker)")
     else:
         out.warn("SPANK plugin not loaded: workers run without containment",
-                 "install spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
+                 "install etc-slurm/spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
 
 
 def _check_hook(name: str, value: str | None, files: list[str], script: str) -> list[Finding]:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PLUGIN_PATH = "/usr/local/lib/isense/isense.so"  # `make -C spank install`
+PLUGIN_PATH = "/usr/local/lib/isense/isense.so"  # `make -C etc-slurm/spank install`
 PLUGSTACK_DIR = "/etc/slurm/plugstack.conf.d"
 PROLOG_DIR = "/etc/slurm/prolog.d"
 EPILOG_DIR = "/etc/slurm/epilog.d"
@@ -58,7 +58,7 @@ class Site:
     pool_nodes: str | None  # compact node list of the pools, when known
     max_job_minutes: int
     drain_seconds: float
-    root: Path  # where prolog/, epilog/ and slurmctld/ live
+    root: Path  # the checkout: etc-slurm/ (prolog.d/, epilog.d/, job_submit.lua, spank/) lives there
     submit_wake: Path | None = None  # [slurm] submit_wake
     slurm_version: str = ""  # "24.11.5" or "23.02"; "" (or unreadable): ASSUMED_RELEASE
     version_from: str = ""  # how it is known, for the header: "--slurm-version", ...
@@ -102,14 +102,14 @@ def render(site: Site, source: str) -> str:
         f"include {PLUGSTACK_DIR}/*.conf",
         "",
         f"# ---- {PLUGSTACK_DIR}/isense.conf (every node and login host) ----",
-        "# `make -C spank install` puts the plugin there; add your users' data paths to mask=.",
+        "# `make -C etc-slurm/spank install` puts the plugin there; add your users' data paths to mask=.",
         f"required {PLUGIN_PATH} service_account={site.service_account} mask=/home",
         "",
         *(_job_submit_lines(site, release) if site.submit_wake is not None else []),
         "# ---- prolog.d / epilog.d (every compute node) -------------------------------",
         f"mkdir -p {PROLOG_DIR} {EPILOG_DIR}",
-        f"ln -s {site.root / 'prolog' / 'isense-prolog'} {PROLOG_DIR}/50-isense",
-        f"ln -s {site.root / 'epilog' / 'isense-epilog'} {EPILOG_DIR}/50-isense",
+        f"ln -s {site.root / 'etc-slurm' / 'prolog.d' / 'isense-prolog'} {PROLOG_DIR}/50-isense",
+        f"ln -s {site.root / 'etc-slurm' / 'epilog.d' / 'isense-epilog'} {EPILOG_DIR}/50-isense",
     ]
     return "\n".join(lines) + "\n"
 
@@ -217,6 +217,6 @@ def _job_submit_lines(site: Site, release: Release) -> list[str]:
         *concurrent,
         f"install -d -o slurm -m 0755 {wake.parent}",
         f"sed 's|^local ISENSE_WAKE_FILE = .*|local ISENSE_WAKE_FILE = \"{wake}\"|' \\",
-        f"    {site.root / 'slurmctld' / 'job_submit.lua'} > /etc/slurm/job_submit.lua",
+        f"    {site.root / 'etc-slurm' / 'job_submit.lua'} > /etc/slurm/job_submit.lua",
         "",
     ]

@@ -35,7 +35,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from isense_slurm.config import load_config
     from isense_slurm.errors import UsageError
-    from isense_slurm.worker.main import plan_worker, run_worker, setup_logging
+    from isense_slurm.worker.main import run_worker, setup_logging
+    from isense_slurm.worker.plan import plan_worker
 
     model = args.model or os.environ.get("ISENSE_MODEL")
     if not model:

@@ -10,22 +10,17 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 
-from isense_slurm.contracts.control import LeaveReason, Registration
-from isense_slurm.errors import IsenseError, UsageError
-from isense_slurm.hooks.markers import marker_path, write_marker
-from isense_slurm.secrets import load_secret, vllm_api_key, worker_token
+from isense_slurm.contracts.control import LeaveReason
+from isense_slurm.errors import IsenseError
+from isense_slurm.hooks.markers import write_marker
 from isense_slurm.worker import vllm_process as vp
 from isense_slurm.worker.drain import StopResult, drain, stop_vllm
-from isense_slurm.worker.identity import WorkerIdentity, identify
+from isense_slurm.worker.plan import WorkerPlan
 from isense_slurm.worker.registration import GatewayClient, RegistrationRefused, UnknownWorker
 
 log = logging.getLogger("isense.worker")
@@ -48,28 +43,6 @@ class RegistrationFailed(IsenseError):
     exit_code = 4
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    identity: WorkerIdentity
-    model: object  # config.ModelConfig
-    cmd: list[str]
-    env: dict[str, str]
-    log_path: Path
-    local_url: str  # how this worker reaches vLLM
-    registration: Registration
-    gateway_url: str
-    token: str
-    startup_timeout: float
-    heartbeat_seconds: float
-    drain_seconds: float
-    # Under Slurm, SIGTERM reaches vLLM too: stop at once instead of draining
-    # (drain with `sbatch --signal=B:USR1@N` instead, which reaches the worker alone).
-    fast_reclaim: bool = True
-    # Where to note the SIGTERM's time for the node epilog (None outside Slurm).
-    sigterm_marker: Path | None = None
-    nice: int = 0  # vLLM's niceness, also given to its session's autogroup
-
-
 def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
@@ -77,58 +50,6 @@ def setup_logging() -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def vllm_log_path(identity: WorkerIdentity, job_dir: Path) -> Path:
-    """In Slurm: beside the job output (<job_dir>/isense-<job_id>.out, the controller's
-    choice) as isense-<job_id>.vllm.log; outside Slurm: a fresh temp dir."""
-    if identity.in_slurm:
-        path = Path(job_dir) / f"isense-{identity.job_id}.vllm.log"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "ab"):
-                pass
-            return path
-        except OSError as err:
-            log.warning("cannot write %s (%s); using a temp dir", path, err.strerror)
-    return Path(tempfile.mkdtemp(prefix="isense-worker-")) / "vllm.log"
-
-
-def plan_worker(cfg, model_name: str, *, job_id: str | None = None, port: int | None = None,
-                gateway_url: str | None = None) -> WorkerPlan:
-    model = cfg.model(model_name)
-    if model is None:
-        known = ", ".join(m.name for m in cfg.models) or "none"
-        raise UsageError(f"--model: no model '{model_name}' in {cfg.path} (models: {known})")
-    secret = load_secret(cfg.secrets.dir)
-    identity = identify(job_id=job_id)
-    bind_host = cfg.worker.bind_host or "0.0.0.0"
-    port = port or vp.free_port(bind_host)
-    advertise = cfg.worker.advertise_host or socket.gethostname()
-    return WorkerPlan(
-        identity=identity,
-        model=model,
-        cmd=vp.niced(vp.build_command(cfg.worker.vllm_executable, model, bind_host, port), cfg.worker.nice),
-        env=vp.build_env(os.environ, cfg.worker.env,
-                         vllm_api_key(secret, identity.job_id)),
-        log_path=vllm_log_path(identity, cfg.slurm.job_dir),
-        local_url=f"http://{vp.local_address(bind_host)}:{port}",
-        registration=Registration(
-            job_id=identity.job_id, node=identity.node, gpus=identity.gpus,
-            model=model.name, url=f"http://{_url_host(advertise)}:{port}",
-        ),
-        gateway_url=gateway_url or cfg.gateway.advertise_url,
-        token=worker_token(secret, identity.job_id),
-        startup_timeout=cfg.worker.startup_timeout_seconds,
-        heartbeat_seconds=cfg.worker.heartbeat_seconds,
-        drain_seconds=cfg.slurm.drain_seconds,
-        sigterm_marker=marker_path(cfg.slurm.job_dir, identity.job_id) if identity.in_slurm else None,
-        nice=cfg.worker.nice,
-    )
 
 
 def run_worker(plan: WorkerPlan) -> int:
@@ -148,7 +69,7 @@ def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001 - a closed stream must not keep us here
+        except (OSError, ValueError):  # a broken pipe, a closed stream: must not keep us here
             pass
     os._exit(code)
 
@@ -211,42 +132,200 @@ async def _cancel(task: asyncio.Future) -> None:
     task.cancel()
     try:
         await task
-    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - its outcome no longer matters
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - a cancelled task may end in any error: no longer matters
         pass
 
 
-async def _serve(plan: WorkerPlan) -> int:
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    stop_at: list[float] = []
-    stop_signal: list[signal.Signals] = []
+class _StopSignal:
+    """The first SIGTERM, SIGINT or SIGUSR1: which one and when; later ones are logged only.
+    SIGUSR1 too: `sbatch --signal=B:USR1@N` warns the batch shell alone (vLLM not), so the
+    worker can drain before Slurm's job-wide SIGTERM."""
 
-    def on_signal(sig: signal.Signals) -> None:
-        if stopping.is_set():
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self, plan: WorkerPlan) -> None:
+        self.plan = plan
+        self.event = asyncio.Event()
+        self.at = 0.0  # time.monotonic() of the first signal
+        self.sig: signal.Signals | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in self.SIGNALS:
+            loop.add_signal_handler(sig, self.on_signal, sig)
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.event.is_set():
             log.info("%s again; already stopping", sig.name)
             return
-        stop_at.append(time.monotonic())
-        stop_signal.append(sig)
+        self.at = time.monotonic()
+        self.sig = sig
         log.info("%s received: deregistering, then draining (budget %g s)",
-                 sig.name, plan.drain_seconds)
-        if sig == signal.SIGTERM and plan.sigterm_marker is not None:
+                 sig.name, self.plan.drain_seconds)
+        if sig == signal.SIGTERM and self.plan.sigterm_marker is not None:
             try:  # the epilog reads it: "stopped by Slurm", and when
-                write_marker(plan.sigterm_marker, time.time())
+                write_marker(self.plan.sigterm_marker, time.time())
             except OSError as err:
-                log.warning("cannot write %s: %s", plan.sigterm_marker, err.strerror)
-        stopping.set()
+                log.warning("cannot write %s: %s", self.plan.sigterm_marker, err.strerror)
+        self.event.set()
 
-    # SIGUSR1 too: `sbatch --signal=B:USR1@N` warns the batch shell alone (vLLM not),
-    # so the worker can drain before Slurm's job-wide SIGTERM.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        loop.add_signal_handler(sig, on_signal, sig)
 
+class _Life:
+    """One started vLLM's life with the gateway: health, first completion, registration,
+    heartbeat, then a drain, a fast reclaim or a failure. Holds what the steps share."""
+
+    def __init__(self, plan: WorkerPlan, vllm: vp.VllmProcess, session: aiohttp.ClientSession,
+                 stop: _StopSignal, exited: asyncio.Future, stopped: asyncio.Future, t_start: float) -> None:
+        self.plan, self.vllm, self.session, self.stop = plan, vllm, session, stop
+        self.exited, self.stopped, self.t_start = exited, stopped, t_start
+        self.gw = GatewayClient(session, plan.gateway_url, plan.token)
+        self.register_tried = False
+
+    async def run(self) -> int:
+        try:
+            register = await self._start_up()
+        except _Stopped:
+            return await self._drain()
+        plan = self.plan
+        if register.exception() is not None:
+            raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: "
+                                     f"{register.exception()}")
+        attempts = register.result()
+        log.info("registered with %s as %s (%.1f s after start, %d attempt%s)",
+                 plan.gateway_url, plan.registration.url, time.monotonic() - self.t_start,
+                 attempts, "" if attempts == 1 else "s")
+        return await self._serving()
+
+    async def _start_up(self) -> asyncio.Future:
+        """Steps 1-2; returns the registration's task. A signal meanwhile raises _Stopped."""
+        plan, vllm = self.plan, self.vllm
+        # 1. Health.
+        health = await self._step(_wait_healthy(self.session, plan), " before becoming healthy")
+        if health.exception() is not None:
+            await self._fail(f"vLLM not healthy after {plan.startup_timeout:g} s "
+                             f"(worker.startup_timeout_seconds; log: {vllm.log_path})")
+        log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
+
+        # 1b. One real completion: /health alone does not prove vLLM can serve.
+        probe = await self._step(vp.probe_completion(
+            self.session, plan.local_url, plan.model.name, plan.env["VLLM_API_KEY"],
+            timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - self.t_start))),
+            " on its first completion")
+        if probe.exception() is not None:
+            await self._fail(f"vLLM is healthy but failed its first completion: {probe.exception()} "
+                             f"(log: {vllm.log_path})")
+        log.info("vLLM answered a first completion in %.2f s", probe.result())
+
+        # 2. Registration.
+        self.register_tried = True
+        return await self._step(self.gw.register_until_done(plan.registration), "")
+
+    async def _serving(self) -> int:
+        """3. Serving: heartbeat until a signal, vLLM's death or a refusal."""
+        plan, vllm = self.plan, self.vllm
+        heartbeat = asyncio.ensure_future(_heartbeat_loop(self.gw, plan, self.session))
+        done = await _first(heartbeat, self.exited, self.stopped)
+        await _cancel(heartbeat)  # before deregistering: no re-register after it
+        if self.stopped in done:
+            return await self._drain()
+        if self.exited in done:
+            await self._fail(f"vLLM died while serving (exit code {vllm.proc.returncode}; "
+                             f"log: {vllm.log_path})")
+        err = heartbeat.exception()
+        if isinstance(err, VllmUnhealthy):
+            await self._fail(f"{err} while serving (log: {vllm.log_path})")
+        if isinstance(err, RegistrationRefused):
+            raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: {err}")
+        raise IsenseError(f"heartbeat loop ended: {err}")
+
+    async def _step(self, coro, during: str) -> asyncio.Future:
+        """Run one start-up step until it ends; a signal meanwhile raises _Stopped
+        (drain instead), vLLM exiting meanwhile fails the worker."""
+        task = asyncio.ensure_future(coro)
+        done = await _first(task, self.exited, self.stopped)
+        if self.stopped in done:
+            await _cancel(task)
+            raise _Stopped
+        if self.exited in done:
+            await _cancel(task)
+            await self._fail(f"vLLM exited with code {self.vllm.proc.returncode}{during} "
+                             f"(log: {self.vllm.log_path})")
+        return task
+
+    async def _deregister(self, timeout: float) -> bool:
+        if self.register_tried:  # a register request may have landed: take it back
+            await self.gw.deregister(self.plan.identity.job_id, LeaveReason.SIGTERM, timeout=timeout)
+        return self.register_tried
+
+    def _in_flight(self, timeout: float):
+        return vp.in_flight(self.session, self.plan.local_url, timeout)
+
+    async def _stop_vllm(self, busy: bool) -> StopResult:
+        vllm = self.vllm
+        result = await stop_vllm(
+            busy=busy, in_flight=self._in_flight, signal_engines=vllm.signal_engines,
+            signal_group=vllm.signal_group, group_alive=vllm.group_alive,
+            grace=KILL_GRACE_SECONDS)
+        vllm.stopped = True
+        await vllm.reap()
+        return result
+
+    async def _drain(self) -> int:
+        if self.stop.sig == signal.SIGTERM and self.plan.identity.in_slurm and self.plan.fast_reclaim:
+            return await self._reclaim_fast()
+        await drain(
+            started_at=self.stop.at,
+            drain_seconds=self.plan.drain_seconds,
+            deregister=self._deregister,
+            in_flight=self._in_flight,
+            vllm_exited=lambda: self.vllm.exited,
+            stop=self._stop_vllm,
+        )
+        log.info("exiting 0, %.3f s after the signal", time.monotonic() - self.stop.at)
+        return 0
+
+    async def _reclaim_fast(self) -> int:
+        # Slurm's SIGTERM went to every process of the job, vLLM included: it is
+        # already aborting, and a busy vLLM hangs in its shutdown until SIGKILL.
+        # Waiting only keeps training from its GPUs, so: deregister (bounded),
+        # kill the group, exit. The gateway retries the cut requests elsewhere.
+        try:
+            await asyncio.wait_for(self._deregister(0.3), timeout=0.4)
+            log.info("deregistered (reason: sigterm)")
+        except Exception as err:  # noqa: BLE001 - whatever the gateway did, kill vLLM now; heartbeat expiry covers it
+            log.warning("deregister failed: %s", str(err) or type(err).__name__)
+        self.vllm.signal_group(signal.SIGKILL)
+        self.vllm.stopped = True
+        await self.vllm.reap()
+        log.info("exiting 0, %.3f s after Slurm's SIGTERM (vLLM killed)", time.monotonic() - self.stop.at)
+        _exit_now(0)
+        return 0  # not reached
+
+    async def _fail(self, message: str) -> None:
+        if self.register_tried:
+            try:
+                await self.gw.deregister(self.plan.identity.job_id, LeaveReason.FAILED, timeout=2.0)
+                log.info("deregistered (reason: failed)")
+            except Exception as err:  # noqa: BLE001 - must not hide why vLLM failed; the gateway times us out anyway
+                log.warning("deregister failed: %s", str(err) or type(err).__name__)
+        if self.vllm.group_alive():
+            await self._stop_vllm(busy=False)
+        _print_tail(self.vllm)
+        raise VllmFailed(message)
+
+
+def _log_start(plan: WorkerPlan) -> None:
     ident = plan.identity
     log.info("job %s on node %s, GPUs '%s', model %s", ident.job_id, ident.node,
              ident.gpus or "-", plan.model.name)
     log.info("starting vLLM: %s", " ".join(plan.cmd))
     log.info("vLLM log: %s%s", plan.log_path,
              "" if plan.identity.in_slurm else " (removed after a clean stop)")
+
+
+async def _serve(plan: WorkerPlan) -> int:
+    stop = _StopSignal(plan)
+    stop.install(asyncio.get_running_loop())
+    _log_start(plan)
     t_start = time.monotonic()
     vllm = await vp.VllmProcess.start(plan.cmd, plan.env, plan.log_path)
     log.info("vLLM started: pid %d (process group %d)", vllm.proc.pid, vllm.pgid)
@@ -254,132 +333,10 @@ async def _serve(plan: WorkerPlan) -> int:
     if problem:
         log.warning("vLLM keeps an equal CPU share with other sessions: %s", problem)
     exited = asyncio.ensure_future(vllm.proc.wait())
-    stopped = asyncio.ensure_future(stopping.wait())
-    register_tried = False
+    stopped = asyncio.ensure_future(stop.event.wait())
     try:
         async with aiohttp.ClientSession() as session:
-            gw = GatewayClient(session, plan.gateway_url, plan.token)
-
-            async def deregister(timeout: float) -> bool:
-                if register_tried:  # a register request may have landed: take it back
-                    await gw.deregister(ident.job_id, LeaveReason.SIGTERM, timeout=timeout)
-                return register_tried
-
-            def in_flight(timeout: float):
-                return vp.in_flight(session, plan.local_url, timeout)
-
-            async def stop(busy: bool) -> StopResult:
-                result = await stop_vllm(
-                    busy=busy, in_flight=in_flight, signal_engines=vllm.signal_engines,
-                    signal_group=vllm.signal_group, group_alive=vllm.group_alive,
-                    grace=KILL_GRACE_SECONDS)
-                vllm.stopped = True
-                await vllm.reap()
-                return result
-
-            async def reclaim_fast() -> int:
-                # Slurm's SIGTERM went to every process of the job, vLLM included: it is
-                # already aborting, and a busy vLLM hangs in its shutdown until SIGKILL.
-                # Waiting only keeps training from its GPUs, so: deregister (bounded),
-                # kill the group, exit. The gateway retries the cut requests elsewhere.
-                try:
-                    await asyncio.wait_for(deregister(0.3), timeout=0.4)
-                    log.info("deregistered (reason: sigterm)")
-                except Exception as err:  # noqa: BLE001 - heartbeat expiry covers it
-                    log.warning("deregister failed: %s", str(err) or type(err).__name__)
-                vllm.signal_group(signal.SIGKILL)
-                vllm.stopped = True
-                await vllm.reap()
-                log.info("exiting 0, %.3f s after Slurm's SIGTERM (vLLM killed)",
-                         time.monotonic() - stop_at[0])
-                _exit_now(0)
-                return 0  # not reached
-
-            async def do_drain() -> int:
-                if stop_signal[0] == signal.SIGTERM and ident.in_slurm and plan.fast_reclaim:
-                    return await reclaim_fast()
-                await drain(
-                    started_at=stop_at[0],
-                    drain_seconds=plan.drain_seconds,
-                    deregister=deregister,
-                    in_flight=in_flight,
-                    vllm_exited=lambda: vllm.exited,
-                    stop=stop,
-                )
-                log.info("exiting 0, %.3f s after the signal", time.monotonic() - stop_at[0])
-                return 0
-
-            async def fail(message: str) -> None:
-                if register_tried:
-                    try:
-                        await gw.deregister(ident.job_id, LeaveReason.FAILED, timeout=2.0)
-                        log.info("deregistered (reason: failed)")
-                    except Exception as err:  # noqa: BLE001 - the gateway times us out anyway
-                        log.warning("deregister failed: %s", str(err) or type(err).__name__)
-                if vllm.group_alive():
-                    await stop(busy=False)
-                _print_tail(vllm)
-                raise VllmFailed(message)
-
-            async def start_step(coro, during: str) -> asyncio.Future:
-                """Run one start-up step until it ends; a signal meanwhile raises _Stopped
-                (drain instead), vLLM exiting meanwhile fails the worker."""
-                task = asyncio.ensure_future(coro)
-                done = await _first(task, exited, stopped)
-                if stopped in done:
-                    await _cancel(task)
-                    raise _Stopped
-                if exited in done:
-                    await _cancel(task)
-                    await fail(f"vLLM exited with code {vllm.proc.returncode}{during} (log: {vllm.log_path})")
-                return task
-
-            try:
-                # 1. Health.
-                health = await start_step(_wait_healthy(session, plan), " before becoming healthy")
-                if health.exception() is not None:
-                    await fail(f"vLLM not healthy after {plan.startup_timeout:g} s "
-                               f"(worker.startup_timeout_seconds; log: {vllm.log_path})")
-                log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
-
-                # 1b. One real completion: /health alone does not prove vLLM can serve.
-                probe = await start_step(vp.probe_completion(
-                    session, plan.local_url, plan.model.name, plan.env["VLLM_API_KEY"],
-                    timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - t_start))),
-                    " on its first completion")
-                if probe.exception() is not None:
-                    await fail(f"vLLM is healthy but failed its first completion: {probe.exception()} "
-                               f"(log: {vllm.log_path})")
-                log.info("vLLM answered a first completion in %.2f s", probe.result())
-
-                # 2. Registration.
-                register_tried = True
-                register = await start_step(gw.register_until_done(plan.registration), "")
-            except _Stopped:
-                return await do_drain()
-            if register.exception() is not None:
-                raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: "
-                                         f"{register.exception()}")
-            attempts = register.result()
-            log.info("registered with %s as %s (%.1f s after start, %d attempt%s)",
-                     plan.gateway_url, plan.registration.url, time.monotonic() - t_start,
-                     attempts, "" if attempts == 1 else "s")
-
-            # 3. Serving: heartbeat until a signal, vLLM's death or a refusal.
-            heartbeat = asyncio.ensure_future(_heartbeat_loop(gw, plan, session))
-            done = await _first(heartbeat, exited, stopped)
-            await _cancel(heartbeat)  # before deregistering: no re-register after it
-            if stopped in done:
-                return await do_drain()
-            if exited in done:
-                await fail(f"vLLM died while serving (exit code {vllm.proc.returncode}; "
-                           f"log: {vllm.log_path})")
-            err = heartbeat.exception()
-            if isinstance(err, VllmUnhealthy):
-                await fail(f"{err} while serving (log: {vllm.log_path})")
-            if isinstance(err, RegistrationRefused):
-                raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: {err}")
-            raise IsenseError(f"heartbeat loop ended: {err}")
+            return await _Life(plan, vllm, session, stop, exited, stopped, t_start).run()
     finally:
         # Whatever happened, leave no vLLM process behind. (After a SIGKILL its processes
         # may take a moment to vanish: nothing more to do for them.)

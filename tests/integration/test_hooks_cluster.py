@@ -1,5 +1,5 @@
 """The node prolog/epilog on the real dev cluster (slurm.conf Prolog=/Epilog= point at
-this checkout's prolog/isense-prolog and epilog/isense-epilog).
+this checkout's etc-slurm/prolog.d/isense-prolog and etc-slurm/epilog.d/isense-epilog).
 
 To aim the hooks of ONE node at this test's receiver and config, the test writes
 /etc/isense/hooks.env (a root-owned shell fragment the hooks source) with a block for

@@ -1,4 +1,4 @@
-"""The isense SPANK plugin (spank/) on the real dev cluster.
+"""The isense SPANK plugin (etc-slurm/spank/) on the real dev cluster.
 
 A worker job (`isense` with --isense-worker) must not read files under the masked
 paths that the owning user's training job reads; other users cannot use the option;
@@ -6,7 +6,7 @@ bad plugstack arguments stop the plugin from loading. The files are world-readab
 only the plugin's mounts keep the worker out.
 
 Needs root (jobs are submitted as `trainer` and `isense` with runuser) and, for the
-cluster tests, `dev/cluster up` (which installs the plugin through spank/dev-install).
+cluster tests, `dev/cluster up` (which installs the plugin through etc-slurm/spank/dev-install).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SPANK = REPO / "spank"
+SPANK = REPO / "etc-slurm" / "spank"
 JOB_DIR = Path("/var/lib/isense-dev/jobs")
 PRIVATE = Path("/srv/isense-dev-private")  # masked in the dev plugstack
 HOME_AREA = Path("/home/isense-spank-test")  # under the masked /home
@@ -90,7 +90,7 @@ PROBE = "; ".join([
 
 @pytest.fixture(scope="module")
 def built_plugin(tmp_path_factory) -> Path:
-    """Build the plugin from a copy of spank/ (leaves the checkout alone)."""
+    """Build the plugin from a copy of etc-slurm/spank/ (leaves the checkout alone)."""
     build = tmp_path_factory.mktemp("spank-build")
     for src in SPANK.iterdir():
         if src.is_file() and (src.suffix in {".c", ".h", ".map"} or src.name == "Makefile"):
@@ -170,7 +170,7 @@ def cluster():
     proc = run(["scontrol", "ping"], timeout=15)
     assert "is UP" in proc.stdout, "dev cluster is not up: run dev/cluster up"
     conf = Path("/etc/slurm/plugstack.conf.d/isense.conf")
-    assert conf.exists(), f"{conf} missing: spank/dev-install did not run"
+    assert conf.exists(), f"{conf} missing: etc-slurm/spank/dev-install did not run"
 
 
 @pytest.fixture(scope="module")

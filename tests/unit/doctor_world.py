@@ -15,6 +15,7 @@ def healthy() -> Facts:
         partitions=[Partition("train", ("n1", "n2"), priority_tier=10),
                     Partition("inference", ("n1", "n2"), priority_tier=1, preempt_mode="REQUEUE")],
         nodes=nodes, plugin=True,
-        prolog_files=["/opt/isense/prolog/isense-prolog"], epilog_files=["/opt/isense/epilog/isense-epilog"],
+        prolog_files=["/opt/isense/etc-slurm/prolog.d/isense-prolog"],
+        epilog_files=["/opt/isense/etc-slurm/epilog.d/isense-epilog"],
         account=(1002, 1002), secret_mode=(0o640, 1002),
     )

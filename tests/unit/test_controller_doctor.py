@@ -128,13 +128,13 @@ def test_slurm_conf_snippets(cfg):
                      " MaxTime=60 AllowGroups=isense State=UP",
                      "include /etc/slurm/plugstack.conf.d/*.conf",
                      "required /usr/local/lib/isense/isense.so service_account=isense mask=/home",
-                     "ln -s /opt/isense/prolog/isense-prolog /etc/slurm/prolog.d/50-isense",
-                     "ln -s /opt/isense/epilog/isense-epilog /etc/slurm/epilog.d/50-isense"):
+                     "ln -s /opt/isense/etc-slurm/prolog.d/isense-prolog /etc/slurm/prolog.d/50-isense",
+                     "ln -s /opt/isense/etc-slurm/epilog.d/isense-epilog /etc/slurm/epilog.d/50-isense"):
         assert expected in lines, expected
     assert "JobSubmitPlugins=lua" not in lines and "job_submit.lua" not in text.split("Faster reclaim")[0]
     waking = render(replace(site, submit_wake=Path("/var/spool/isense/submit.wake")), "x").splitlines()
     assert "JobSubmitPlugins=lua" in waking and "install -d -o slurm -m 0755 /var/spool/isense" in waking
-    assert "    /opt/isense/slurmctld/job_submit.lua > /etc/slurm/job_submit.lua" in waking
+    assert "    /opt/isense/etc-slurm/job_submit.lua > /etc/slurm/job_submit.lua" in waking
     unknown = render(replace(site, pool_nodes=None, drain_seconds=10), "x")
     assert "Nodes=<the nodes of train>" in unknown and "KillWait=13" in unknown.splitlines()
 
@@ -144,7 +144,7 @@ def test_slurm_conf_snippets(cfg):
 # 26.05.5 prints these lines the same way.
 CONFIG_24_11 = """\
 Configuration data as of 2026-05-02T10:11:12
-Epilog[0]               = /opt/isense/epilog/isense-epilog
+Epilog[0]               = /opt/isense/etc-slurm/epilog.d/isense-epilog
 EpilogMsgTime           = 2000 usec
 JobSubmitPlugins        = lua
 KillWait                = 5 sec
@@ -152,7 +152,7 @@ PreemptMode             = REQUEUE
 PreemptParameters       = (null)
 PreemptType             = preempt/partition_prio
 ProctrackType           = proctrack/linuxproc
-Prolog[0]               = /opt/isense/prolog/isense-prolog
+Prolog[0]               = /opt/isense/etc-slurm/prolog.d/isense-prolog
 PrologEpilogTimeout     = 65534
 PrologFlags             = Alloc
 SchedulerParameters     = batch_sched_delay=0

@@ -64,7 +64,7 @@ def test_unwritable_spool_and_log_do_not_raise(tmp_path, capsys):
 
 
 def wrapper(kind: str) -> Path:
-    return REPO / ("prolog/isense-prolog" if kind == "prolog" else "epilog/isense-epilog")
+    return REPO / "etc-slurm" / f"{kind}.d" / f"isense-{kind}"
 
 
 @pytest.mark.parametrize("kind", ["prolog", "epilog"])

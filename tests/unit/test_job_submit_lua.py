@@ -1,4 +1,4 @@
-"""slurmctld/job_submit.lua run by the Lua library slurmctld uses (liblua, through
+"""etc-slurm/job_submit.lua run by the Lua library slurmctld uses (liblua, through
 ctypes): it replaces the wake file whole (a new file renamed over it), leaves no
 temporary file, and never fails a job, even when it cannot write.
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "slurmctld" / "job_submit.lua"
+SCRIPT = Path(__file__).resolve().parents[2] / "etc-slurm" / "job_submit.lua"
 WAKE_LINE = 'local ISENSE_WAKE_FILE = "/var/spool/isense/submit.wake"'
 
 

@@ -87,12 +87,12 @@ def test_show_config():
 
 def test_config_joins_indexed_keys_as_newer_slurm_prints_them():
     # Slurm 24.11 prints each Prolog/Epilog script on its own line with an index.
-    text = ("Epilog[0]               = /opt/isense/epilog/isense-epilog\n"
+    text = ("Epilog[0]               = /opt/isense/etc-slurm/epilog.d/isense-epilog\n"
             "EpilogMsgTime           = 2000 usec\n"
             "Prolog[0]               = /etc/slurm/prolog.d/a\n"
             "Prolog[1]               = /etc/slurm/prolog.d/b\n"
             "PrologFlags             = Alloc\n")
     conf = config_from_scontrol(text)
     assert conf["Prolog"] == "/etc/slurm/prolog.d/a,/etc/slurm/prolog.d/b"
-    assert conf["Epilog"] == "/opt/isense/epilog/isense-epilog"
+    assert conf["Epilog"] == "/opt/isense/etc-slurm/epilog.d/isense-epilog"
     assert conf["PrologFlags"] == "Alloc" and "Prolog[0]" not in conf

@@ -6,7 +6,7 @@ from pathlib import Path
 from isense_slurm.config import parse_config
 from isense_slurm.hooks.markers import marker_path
 from isense_slurm.secrets import create_secret
-from isense_slurm.worker.main import plan_worker
+from isense_slurm.worker.plan import plan_worker
 
 REPO = Path(__file__).resolve().parents[2]
 
