@@ -31,13 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from on_slurm import add_slurm_argument, run_inside_if_asked, slurm_release  # noqa: E402
-from stats import finish, guarded, summary  # noqa: E402
-from waiting import wait_for  # noqa: E402
-
 from isense_slurm.config import load_config  # noqa: E402
 from isense_slurm.errors import SlurmError  # noqa: E402
 from isense_slurm.slurm import CliBackend, SubmitOptions, default_backend  # noqa: E402
+from on_slurm import add_slurm_argument, run_inside_if_asked, slurm_release  # noqa: E402
+from stats import finish, guarded, summary  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 DEV_CONFIG = REPO / "dev" / "isense.dev.toml"
 JOBS = Path("/var/lib/isense-dev/jobs")
@@ -75,8 +74,11 @@ def observe(runs: dict, repeat: int, failures: list[str]) -> dict:
             sizes[kind] = (len(jobs), len(nodes))
     for kind, ms in times.items():
         s = summary(ms, scale=1000)
-        print(f"observe {kind:8s} jobs+nodes ({sizes.get(kind, (0, 0))[0]} jobs, {sizes.get(kind, (0, 0))[1]} nodes):"
-              f" p50 {s.get('p50', '-')} ms, p95 {s.get('p95', '-')} ms, max {s.get('max', '-')} ms", flush=True)
+        print(
+            f"observe {kind:8s} jobs+nodes ({sizes.get(kind, (0, 0))[0]} jobs, {sizes.get(kind, (0, 0))[1]} nodes):"
+            f" p50 {s.get('p50', '-')} ms, p95 {s.get('p95', '-')} ms, max {s.get('max', '-')} ms",
+            flush=True,
+        )
     return {kind: summary(ms, scale=1000) for kind, ms in times.items()}
 
 
@@ -88,19 +90,28 @@ def idle_node(cli: CliBackend) -> str | None:
 def make_way_once(cli: CliBackend, slurm, cfg, workdir: Path, jobs: list[int]) -> tuple[float, float]:
     """(sbatch -> SIGTERM at the worker, the make way pass) in seconds; AssertionError or
     SlurmError when something did not happen."""
-    from isense_slurm.reclaim.make_way import WayMaker
-    from isense_slurm.reclaim.submit_watch import SubmitWatcher
     from isense_slurm.controller.memory import Memory
     from isense_slurm.controller.observe import Scope
+    from isense_slurm.reclaim.make_way import WayMaker
+    from isense_slurm.reclaim.submit_watch import SubmitWatcher
 
     node = wait_for(lambda: idle_node(cli), 60, "an idle node")
     marker = workdir / f"term-{uuid.uuid4().hex[:6]}"
     ready = marker.with_suffix(".ready")
     worker = cli.submit(
-        f"#!/bin/bash\ntrap 'date +%s.%N > {marker}; exit 0' TERM\ntouch {ready}\n"
-        "while :; do sleep 0.05; done\n",
-        SubmitOptions(partition="inference", job_name="isense-bench", nodelist=node, gres="gpu:4", time=5,
-                      requeue=False, output=str(workdir / "w-%j.out"), chdir=str(workdir)), as_user=SERVICE)
+        f"#!/bin/bash\ntrap 'date +%s.%N > {marker}; exit 0' TERM\ntouch {ready}\nwhile :; do sleep 0.05; done\n",
+        SubmitOptions(
+            partition="inference",
+            job_name="isense-bench",
+            nodelist=node,
+            gres="gpu:4",
+            time=5,
+            requeue=False,
+            output=str(workdir / "w-%j.out"),
+            chdir=str(workdir),
+        ),
+        as_user=SERVICE,
+    )
     jobs.append(worker)
     wait_for(ready.exists, 30, f"worker {worker} to run and set its trap")
     way = WayMaker(Scope.from_config(cfg), slurm, Memory())
@@ -118,9 +129,19 @@ def make_way_once(cli: CliBackend, slurm, cfg, workdir: Path, jobs: list[int]) -
     watcher.start()
     try:
         submitted = time.time()
-        train = cli.submit("#!/bin/bash\nsleep 1\n", SubmitOptions(
-            partition="train", job_name="bench-train", nodelist=node, gres="gpu:4", time=1,
-            output=str(workdir / "t-%j.out"), chdir=str(workdir)), as_user=TRAINER)
+        train = cli.submit(
+            "#!/bin/bash\nsleep 1\n",
+            SubmitOptions(
+                partition="train",
+                job_name="bench-train",
+                nodelist=node,
+                gres="gpu:4",
+                time=1,
+                output=str(workdir / "t-%j.out"),
+                chdir=str(workdir),
+            ),
+            as_user=TRAINER,
+        )
         jobs.append(train)
         wait_for(lambda: marker.exists() and marker.read_text().strip(), 30, f"SIGTERM at worker {worker}")
     finally:
@@ -153,8 +174,11 @@ def make_way(runs: dict, cli: CliBackend, count: int, failures: list[str]) -> di
                     continue
                 term[kind].append(seconds)
                 passes[kind].append(one_pass)
-                print(f"make way {kind:8s} {i + 1}/{count}: sbatch -> SIGTERM {seconds * 1000:.0f} ms"
-                      f" (pass {one_pass * 1000:.1f} ms)", flush=True)
+                print(
+                    f"make way {kind:8s} {i + 1}/{count}: sbatch -> SIGTERM {seconds * 1000:.0f} ms"
+                    f" (pass {one_pass * 1000:.1f} ms)",
+                    flush=True,
+                )
     finally:
         for job_id in jobs:
             try:
@@ -162,8 +186,10 @@ def make_way(runs: dict, cli: CliBackend, count: int, failures: list[str]) -> di
             except SlurmError:
                 pass
         shutil.rmtree(workdir, ignore_errors=True)
-    return {kind: {"sbatch_to_sigterm_ms": summary(term[kind], scale=1000),
-                   "pass_ms": summary(passes[kind], scale=1000)} for kind in runs}
+    return {
+        kind: {"sbatch_to_sigterm_ms": summary(term[kind], scale=1000), "pass_ms": summary(passes[kind], scale=1000)}
+        for kind in runs
+    }
 
 
 def main() -> int:

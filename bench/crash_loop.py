@@ -41,24 +41,34 @@ def main() -> int:
     nodes = args.nodes.split(",")
     site = ServeSite(nodes, name="bench-crash", tick_seconds=2, min_idle_seconds=2)
     text = site.config.read_text()
-    site.config.write_text(re.sub(r'(?m)^vllm_executable = .*$', 'vllm_executable = "/bin/false"', text))
+    site.config.write_text(re.sub(r"(?m)^vllm_executable = .*$", 'vllm_executable = "/bin/false"', text))
     try:
         site.start()
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < args.seconds:
             time.sleep(min(30.0, args.seconds - elapsed))
             log = site.log()
-            print(f"{time.monotonic() - t0:5.0f} s: " + ", ".join(f"{n} {submitted(log, n)}" for n in nodes),
-                  file=sys.stderr, flush=True)
+            print(
+                f"{time.monotonic() - t0:5.0f} s: " + ", ".join(f"{n} {submitted(log, n)}" for n in nodes),
+                file=sys.stderr,
+                flush=True,
+            )
         log = site.log()
     finally:
         site.close()
         site.remove()
     holds = [[n, int(s)] for n, s in re.findall(rf"holding back {MODEL} on (\S+):.*?back-off (\d+) s", log)]
     never_held = [n for n in nodes if n not in {h[0] for h in holds}]
-    return finish({"bench": "crash_loop", "seconds": args.seconds,
-                   "jobs_per_node": {n: submitted(log, n) for n in nodes}, "holds": holds},
-                  len(never_held), [f"{n} was never held back" for n in never_held])
+    return finish(
+        {
+            "bench": "crash_loop",
+            "seconds": args.seconds,
+            "jobs_per_node": {n: submitted(log, n) for n in nodes},
+            "holds": holds,
+        },
+        len(never_held),
+        [f"{n} was never held back" for n in never_held],
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from isense_slurm.meter.earnings import open_readonly
@@ -25,11 +25,11 @@ from isense_slurm.meter.exports import run_export
 from isense_slurm.meter.ledger import Ledger
 from isense_slurm.meter.rows import RequestRow
 from isense_slurm.meter.writer import RequestWriter
-from isense_slurm.report.earnings import build_report
 from isense_slurm.periods import buckets, utc_midnight
+from isense_slurm.report.earnings import build_report
 from stats import finish, guarded
 
-DAY = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
+DAY = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,31 @@ def fill(path: Path, rows: int) -> float:
         for name in ("alice", "bob", "carol", "dave"):
             ledger.create_key(name)
         for job in range(8):
-            ledger.worker_event(str(job), state="serving", node=f"n{job % 4 + 1}", gpus=1, model="tiny",
-                                at=DAY + job * 600)
+            ledger.worker_event(
+                str(job), state="serving", node=f"n{job % 4 + 1}", gpus=1, model="tiny", at=DAY + job * 600
+            )
             ledger.worker_event(str(job), state="ended", reason="preempted", at=DAY + 80_000)
     started = time.perf_counter()
     prices = {"tiny": Price(0.10, 0.40, 0.05)}
     with RequestWriter(path, prices=prices, operator_share=0.7, currency="USD", batch_max=1024) as writer:
         step = 86_000 / rows
         for i in range(rows):
-            writer.submit(RequestRow(
-                id=f"chatcmpl-{i:08d}", ts=DAY + i * step, key_id=1 + i % 4, model="tiny",
-                job_id=str(i % 8), node=f"n{i % 4 + 1}", prompt_tokens=200 + i % 500,
-                completion_tokens=50 + i % 300, cached_tokens=i % 3 * 64, status="ok",
-                latency_ms=12.0, streamed=bool(i % 2)))
+            writer.submit(
+                RequestRow(
+                    id=f"chatcmpl-{i:08d}",
+                    ts=DAY + i * step,
+                    key_id=1 + i % 4,
+                    model="tiny",
+                    job_id=str(i % 8),
+                    node=f"n{i % 4 + 1}",
+                    prompt_tokens=200 + i % 500,
+                    completion_tokens=50 + i % 300,
+                    cached_tokens=i % 3 * 64,
+                    status="ok",
+                    latency_ms=12.0,
+                    streamed=bool(i % 2),
+                )
+            )
     return time.perf_counter() - started
 
 
@@ -92,9 +104,17 @@ def main() -> int:
         def earnings():
             conn = open_readonly(ledger)
             since = utc_midnight(date(2025, 1, 1))
-            report = build_report(conn, buckets("day", since, utc_midnight(date(2025, 1, 2))), by="day",
-                                  group="node", now=time.time(), partition="inference", model_gpus={},
-                                  currency="USD", raw_gpu_hour_nanos=2_000_000_000)
+            report = build_report(
+                conn,
+                buckets("day", since, utc_midnight(date(2025, 1, 2))),
+                by="day",
+                group="node",
+                now=time.time(),
+                partition="inference",
+                model_gpus={},
+                currency="USD",
+                raw_gpu_hour_nanos=2_000_000_000,
+            )
             conn.close()
             return report
 
@@ -113,8 +133,10 @@ def main() -> int:
             "jsonl_bytes": jsonl_result.path.stat().st_size,
             "csv_rows_per_s": round(csv_result.rows / csv_s),
         }
-    print(f"{stored:,} request rows: CSV export {csv_s:.2f} s, JSON Lines {jsonl_s:.2f} s, "
-          f"re-run (verify + late check) {rerun_s:.3f} s, earnings for the day by node {earnings_s:.3f} s")
+    print(
+        f"{stored:,} request rows: CSV export {csv_s:.2f} s, JSON Lines {jsonl_s:.2f} s, "
+        f"re-run (verify + late check) {rerun_s:.3f} s, earnings for the day by node {earnings_s:.3f} s"
+    )
     errors = abs(args.rows - stored) + sum(1 for f in failed if not f.startswith("ledger holds"))
     return finish(figures, errors, failed)
 

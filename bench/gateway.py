@@ -73,7 +73,7 @@ def wait_http(url: str, headers: dict, timeout: float = 60) -> None:
                 return
         except (urllib.error.URLError, OSError):
             if time.monotonic() > deadline:
-                raise SystemExit(f"bench: {url} not answering after {timeout:.0f} s")
+                raise SystemExit(f"bench: {url} not answering after {timeout:.0f} s") from None
             time.sleep(0.2)
 
 
@@ -120,12 +120,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=2, help="throughput rounds of direct and gateway (best kept)")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     ap.add_argument("--no-stream", action="store_true", help="non-streamed requests only")
-    ap.add_argument("--control-plane-streams", type=int, default=32,
-                    help="streams running against 2 vLLMs while the control plane is probed (0: skip)")
+    ap.add_argument(
+        "--control-plane-streams",
+        type=int,
+        default=32,
+        help="streams running against 2 vLLMs while the control plane is probed (0: skip)",
+    )
     ap.add_argument("--control-plane-seconds", type=float, default=30)
-    ap.add_argument("--serve", action="store_true",
-                    help="run `isense serve` (gateway + controller on one loop, lending nothing, on the dev "
-                         "cluster) instead of `isense gateway`; the control plane probes also POST hook events")
+    ap.add_argument(
+        "--serve",
+        action="store_true",
+        help="run `isense serve` (gateway + controller on one loop, lending nothing, on the dev "
+        "cluster) instead of `isense gateway`; the control plane probes also POST hook events",
+    )
     return ap.parse_args()
 
 
@@ -181,10 +188,12 @@ def start_services(run: Run, args: argparse.Namespace) -> dict:
     run.started.append([str(REPO / "dev/vllm"), "down", "--port", str(vllm_port)])
 
     print(f"bench: starting the gateway on :{run.gateway_port}", file=sys.stderr)
-    gateway_log = open(run.tmp / "gateway.log", "wb")
+    gateway_log = open(run.tmp / "gateway.log", "wb")  # noqa: SIM115 - open for the gateway's life
     run.gateway = subprocess.Popen(
         [str(REPO / ".venv/bin/isense"), "--config", str(run.cfg), "serve" if args.serve else "gateway"],
-        stdout=gateway_log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=gateway_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     wait_http(f"{run.gw_url}/v1/models", {"Authorization": f"Bearer {run.client_key}"})
     run.stand_in = StandIn(run.gw_url, run.secret, JOB_ID, f"http://127.0.0.1:{vllm_port}")
@@ -195,13 +204,25 @@ def start_services(run: Run, args: argparse.Namespace) -> dict:
     }
     if not args.no_litellm:
         print(f"bench: starting LiteLLM on :{litellm_port}", file=sys.stderr)
-        sh([str(REPO / "dev/litellm"), "up", "--upstream", f"http://127.0.0.1:{vllm_port}",
-            "--port", str(litellm_port)], {"ISENSE_DEV_VLLM_KEY": run.vllm_key})
+        sh(
+            [
+                str(REPO / "dev/litellm"),
+                "up",
+                "--upstream",
+                f"http://127.0.0.1:{vllm_port}",
+                "--port",
+                str(litellm_port),
+            ],
+            {"ISENSE_DEV_VLLM_KEY": run.vllm_key},
+        )
         run.started.append([str(REPO / "dev/litellm"), "down", "--port", str(litellm_port)])
         litellm_key = (STATE_DIR / f"litellm-{litellm_port}.key").read_text().strip()
         litellm_pgid = int((STATE_DIR / f"litellm-{litellm_port}.pid").read_text())
-        targets["litellm"] = (f"http://127.0.0.1:{litellm_port}/v1/chat/completions", litellm_key,
-                              group_pids(litellm_pgid))
+        targets["litellm"] = (
+            f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+            litellm_key,
+            group_pids(litellm_pgid),
+        )
     return targets
 
 
@@ -220,8 +241,7 @@ def measure_paired(targets: dict, body: bytes, args: argparse.Namespace, stream:
     return results
 
 
-def measure_throughput(run: Run, targets: dict, body: bytes, args: argparse.Namespace,
-                       stream: bool) -> list[dict]:
+def measure_throughput(run: Run, targets: dict, body: bytes, args: argparse.Namespace, stream: bool) -> list[dict]:
     """Throughput at --concurrency: the best of --rounds rounds per target."""
     best: dict[str, dict] = {}
     for round_ in range(args.rounds):
@@ -249,7 +269,7 @@ def measure(run: Run, targets: dict, args: argparse.Namespace) -> list[dict]:
     modes = [False] if args.no_stream else [False, True]
     for stream in modes:
         body = chat_body(args.max_tokens, stream)
-        for name, (url, key, _) in targets.items():  # warm up connections and caches
+        for _name, (url, key, _) in targets.items():  # warm up connections and caches
             asyncio.run(run_load(url, key, body, 50, args.concurrency, stream))
         results.extend(measure_paired(targets, body, args, stream))
         results.extend(measure_throughput(run, targets, body, args, stream))
@@ -259,18 +279,33 @@ def measure(run: Run, targets: dict, args: argparse.Namespace) -> list[dict]:
 def measure_control_plane(run: Run, args: argparse.Namespace) -> dict:
     """A second vLLM joins; the control plane is probed while streams run against both."""
     second_port = free_port()
-    print(f"bench: control plane: a second vLLM on :{second_port}, "
-          f"{args.control_plane_streams} streams for {args.control_plane_seconds:g} s", file=sys.stderr)
-    sh([str(REPO / "dev/vllm"), "up", "--port", str(second_port)],
-       {"ISENSE_DEV_VLLM_KEY": vllm_api_key(run.secret, JOB_ID_2)})
+    print(
+        f"bench: control plane: a second vLLM on :{second_port}, "
+        f"{args.control_plane_streams} streams for {args.control_plane_seconds:g} s",
+        file=sys.stderr,
+    )
+    sh(
+        [str(REPO / "dev/vllm"), "up", "--port", str(second_port)],
+        {"ISENSE_DEV_VLLM_KEY": vllm_api_key(run.secret, JOB_ID_2)},
+    )
     run.started.append([str(REPO / "dev/vllm"), "down", "--port", str(second_port)])
     second = StandIn(run.gw_url, run.secret, JOB_ID_2, f"http://127.0.0.1:{second_port}")
-    control = control_plane(run.gw_url, run.client_key, run.secret_hex, second.registration,
-                            streams=args.control_plane_streams, seconds=args.control_plane_seconds,
-                            max_tokens=64, events=args.serve)
+    control = control_plane(
+        run.gw_url,
+        run.client_key,
+        run.secret_hex,
+        second.registration,
+        streams=args.control_plane_streams,
+        seconds=args.control_plane_seconds,
+        max_tokens=64,
+        events=args.serve,
+    )
     second.stop()
-    print(f"bench: control plane under {control['streams']} streams: p99 {control['p99_ms']} ms, "
-          f"max {control['max_ms']} ms, errors {control['errors']}", file=sys.stderr)
+    print(
+        f"bench: control plane under {control['streams']} streams: p99 {control['p99_ms']} ms, "
+        f"max {control['max_ms']} ms, errors {control['errors']}",
+        file=sys.stderr,
+    )
     return control
 
 
@@ -295,21 +330,30 @@ def add_latency(results: list[dict]) -> None:
 
 
 def print_table(results: list[dict]) -> None:
-    header = f"{'TARGET':8} {'STREAM':6} {'C':>3} {'REQ/S':>8} {'P50MS':>8} {'P99MS':>8} " \
-             f"{'+P50MS':>8} {'+P99MS':>8} {'CPUMS/REQ':>9} {'ROWS/S':>8} {'ERR':>4}"
+    header = (
+        f"{'TARGET':8} {'STREAM':6} {'C':>3} {'REQ/S':>8} {'P50MS':>8} {'P99MS':>8} "
+        f"{'+P50MS':>8} {'+P99MS':>8} {'CPUMS/REQ':>9} {'ROWS/S':>8} {'ERR':>4}"
+    )
     print(header)
     for r in results:
-        print(f"{r['target']:8} {'yes' if r['stream'] else 'no':6} {r['concurrency']:>3} {r['rps']:>8.1f} "
-              f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['added_p50_ms']:>8.2f} {r['added_p99_ms']:>8.2f} "
-              f"{r.get('proxy_cpu_ms_per_request', float('nan')):>9.3f} "
-              f"{r.get('ledger_rows_per_s', float('nan')):>8.1f} {r['errors']:>4}")
+        print(
+            f"{r['target']:8} {'yes' if r['stream'] else 'no':6} {r['concurrency']:>3} {r['rps']:>8.1f} "
+            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['added_p50_ms']:>8.2f} {r['added_p99_ms']:>8.2f} "
+            f"{r.get('proxy_cpu_ms_per_request', float('nan')):>9.3f} "
+            f"{r.get('ledger_rows_per_s', float('nan')):>8.1f} {r['errors']:>4}"
+        )
 
 
-def summarize(args: argparse.Namespace, results: list[dict], control: dict | None,
-              stand_in: StandIn | None) -> tuple[dict, int]:
+def summarize(
+    args: argparse.Namespace, results: list[dict], control: dict | None, stand_in: StandIn | None
+) -> tuple[dict, int]:
     """The JSON summary (without its error count) and the number of failed requests."""
-    summary = {"server": "isense serve" if args.serve else "isense gateway", "max_tokens": args.max_tokens,
-               "concurrency": args.concurrency, "results": results}
+    summary = {
+        "server": "isense serve" if args.serve else "isense gateway",
+        "max_tokens": args.max_tokens,
+        "concurrency": args.concurrency,
+        "results": results,
+    }
     errors = sum(r["errors"] for r in results)
     if control is not None:
         summary["control_plane"] = control

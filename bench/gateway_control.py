@@ -64,8 +64,9 @@ class StandIn:
         self._stop.set()
 
 
-def probe_control_plane(gw_url: str, secret_hex: str, registration: dict, seconds: float,
-                        interval: float, out, events: bool = False) -> None:
+def probe_control_plane(
+    gw_url: str, secret_hex: str, registration: dict, seconds: float, interval: float, out, events: bool = False
+) -> None:
     """In a process of its own (so the load generator's GIL does not count): hit each
     control-plane endpoint in turn every `interval` s for `seconds`; put
     {probe: [latency s or None for a failure]} on `out`."""
@@ -77,9 +78,11 @@ def probe_control_plane(gw_url: str, secret_hex: str, registration: dict, second
         "heartbeat": lambda: post_json(f"{base}/heartbeat", {"job_id": registration["job_id"]}, token),
         "register": lambda: post_json(f"{base}/register", registration, token),
         # The daemon's hook intake: a node's epilog saying its GPUs are free.
-        "events": lambda: post_json(f"{gw_url}/internal/events", {
-            "kind": "gpus_free", "node": EVENT_NODE, "gpus": [], "time": time.time(), "job_id": ""},
-            hook_token(secret_hex.encode(), EVENT_NODE)),
+        "events": lambda: post_json(
+            f"{gw_url}/internal/events",
+            {"kind": "gpus_free", "node": EVENT_NODE, "gpus": [], "time": time.time(), "job_id": ""},
+            hook_token(secret_hex.encode(), EVENT_NODE),
+        ),
     }
     probes = PROBES + (("events",) if events else ())
     lat: dict[str, list] = {name: [] for name in probes}
@@ -102,8 +105,10 @@ async def stream_load(url: str, key: str, body: bytes, clients: int, seconds: fl
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     done, errors = 0, []
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
-                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=clients), timeout=aiohttp.ClientTimeout(total=300)
+    ) as session:
+
         async def client() -> None:
             nonlocal done
             while time.monotonic() < deadline:
@@ -117,14 +122,31 @@ async def stream_load(url: str, key: str, body: bytes, clients: int, seconds: fl
     return {"streams_ok": done, "errors": len(errors), "first_error": errors[0] if errors else None}
 
 
-def control_plane(gw_url: str, client_key: str, secret_hex: str, registration: dict, *,
-                  streams: int, seconds: float, max_tokens: int, events: bool = False) -> dict:
+def control_plane(
+    gw_url: str,
+    client_key: str,
+    secret_hex: str,
+    registration: dict,
+    *,
+    streams: int,
+    seconds: float,
+    max_tokens: int,
+    events: bool = False,
+) -> dict:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    prober = ctx.Process(target=probe_control_plane,
-                         args=(gw_url, secret_hex, registration, seconds, 0.02, out, events))
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a story."}],
-                       "max_tokens": max_tokens, "stream": True, "ignore_eos": True}).encode()
+    prober = ctx.Process(
+        target=probe_control_plane, args=(gw_url, secret_hex, registration, seconds, 0.02, out, events)
+    )
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Tell me a story."}],
+            "max_tokens": max_tokens,
+            "stream": True,
+            "ignore_eos": True,
+        }
+    ).encode()
     prober.start()
     load = asyncio.run(stream_load(f"{gw_url}/v1/chat/completions", client_key, body, streams, seconds + 2))
     lat = out.get(timeout=120)
@@ -136,10 +158,13 @@ def control_plane(gw_url: str, client_key: str, secret_hex: str, registration: d
         failed = sum(v is None for v in lat[name])
         res["errors"] += failed
         all_ok += ok
-        res[name] = {"probes": len(lat[name]), "errors": failed,
-                     "p50_ms": round(percentile(ok, 0.5) * 1000, 2),
-                     "p99_ms": round(percentile(ok, 0.99) * 1000, 2),
-                     "max_ms": round(ok[-1] * 1000, 2) if ok else None}
+        res[name] = {
+            "probes": len(lat[name]),
+            "errors": failed,
+            "p50_ms": round(percentile(ok, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(ok, 0.99) * 1000, 2),
+            "max_ms": round(ok[-1] * 1000, 2) if ok else None,
+        }
     all_ok.sort()
     res["p99_ms"] = round(percentile(all_ok, 0.99) * 1000, 2)
     res["max_ms"] = round(all_ok[-1] * 1000, 2) if all_ok else None
@@ -152,7 +177,11 @@ def get_json(url: str):
 
 
 def post_json(url: str, payload: dict, token: str) -> None:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         resp.read()

@@ -84,8 +84,7 @@ async def run_load(url: str, key: str, body: bytes, n: int, concurrency: int, st
     }
 
 
-async def post_once(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict,
-                    stream: bool) -> str | None:
+async def post_once(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, stream: bool) -> str | None:
     """One request; None when it succeeded (200, and a stream that ended with [DONE]),
     else what went wrong."""
     try:
@@ -98,7 +97,7 @@ async def post_once(session: aiohttp.ClientSession, url: str, body: bytes, heade
             if stream and b'"error"' in data:
                 return "stream with an error event"
             return None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+    except (TimeoutError, aiohttp.ClientError) as err:
         return type(err).__name__
 
 
@@ -144,6 +143,9 @@ def chat_body(max_tokens: int, stream: bool) -> bytes:
 
 
 def report(res: dict) -> None:
-    print(f"bench: {res['target']:8s} stream={res['stream']!s:5s} c={res['concurrency']:<3d} "
-          f"{res['rps']:8.1f} req/s p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
-          f"errors {res['errors']}", file=sys.stderr)
+    print(
+        f"bench: {res['target']:8s} stream={res['stream']!s:5s} c={res['concurrency']:<3d} "
+        f"{res['rps']:8.1f} req/s p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
+        f"errors {res['errors']}",
+        file=sys.stderr,
+    )

@@ -132,17 +132,29 @@ def nvml_pids(gpu: int) -> set[int]:
         nvml.close()
 
 
-def one_round(mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, allow_no_gpu: bool,
-              clean_timeout: float) -> dict:
+def one_round(
+    mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, allow_no_gpu: bool, clean_timeout: float
+) -> dict:
     baseline = used_bytes(gpu)
-    env = {"PATH": "/usr/bin:/bin", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(cuda_index),
-           "SLURM_JOB_GPUS": str(gpu), "HOME": "/tmp"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CUDA_VISIBLE_DEVICES": str(cuda_index),
+        "SLURM_JOB_GPUS": str(gpu),
+        "HOME": "/tmp",
+    }
     if os.environ.get("LD_LIBRARY_PATH"):
         env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     drop = {"user": uid, "group": uid} if os.geteuid() == 0 else {}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(size_mib), "1" if mode == "stubborn" else "0", "1" if allow_no_gpu else "0"],
-        env=env, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd="/", **drop)
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd="/",
+        **drop,
+    )
     try:
         line = child.stdout.readline().strip()
         if not line.startswith("ready"):
@@ -150,8 +162,10 @@ def one_round(mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, all
         how = line.split()[1]
         with_alloc = used_bytes(gpu)
         seen_by_nvml = child.pid in nvml_pids(gpu)
-        log(f"{mode}: holder pid {child.pid} uid {uid} holds {size_mib} MiB via {how}; "
-            f"NVML lists it: {seen_by_nvml}; used {mib(baseline)} -> {mib(with_alloc)} MiB")
+        log(
+            f"{mode}: holder pid {child.pid} uid {uid} holds {size_mib} MiB via {how}; "
+            f"NVML lists it: {seen_by_nvml}; used {mib(baseline)} -> {mib(with_alloc)} MiB"
+        )
 
         t0 = time.monotonic()
         report = clean_gpus([gpu], uid, clean_timeout)
@@ -175,20 +189,32 @@ def one_round(mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, all
             child.wait()
     found = {p.pid: p for p in report.found}
     result = {
-        "mode": mode, "alloc": how, "holder_pid": child.pid, "holder_exit": exit_code,
-        "nvml": report.nvml, "nvml_listed_holder": seen_by_nvml,
-        "found": child.pid in found, "found_by": found[child.pid].source if child.pid in found else None,
-        "sigkill_needed": child.pid in report.sigkilled, "survivors": report.survivors,
-        "find_s": round(report.find_s, 4), "kill_s": round(report.kill_s, 4),
-        "nvml_free_s": round(report.free_s, 4), "clean_total_s": round(clean_done, 4),
+        "mode": mode,
+        "alloc": how,
+        "holder_pid": child.pid,
+        "holder_exit": exit_code,
+        "nvml": report.nvml,
+        "nvml_listed_holder": seen_by_nvml,
+        "found": child.pid in found,
+        "found_by": found[child.pid].source if child.pid in found else None,
+        "sigkill_needed": child.pid in report.sigkilled,
+        "survivors": report.survivors,
+        "find_s": round(report.find_s, 4),
+        "kill_s": round(report.kill_s, 4),
+        "nvml_free_s": round(report.free_s, 4),
+        "clean_total_s": round(clean_done, 4),
         "memory_free_s": None if memory_free_s is None else round(memory_free_s, 4),
-        "used_mib_before": mib(baseline), "used_mib_with_holder": mib(with_alloc), "used_mib_after": mib(after),
+        "used_mib_before": mib(baseline),
+        "used_mib_with_holder": mib(with_alloc),
+        "used_mib_after": mib(after),
         "error": report.error,
     }
-    log(f"{mode}: found {result['found']} (by {result['found_by']}) in {result['find_s']} s, "
+    log(
+        f"{mode}: found {result['found']} (by {result['found_by']}) in {result['find_s']} s, "
         f"killed in {result['kill_s']} s{' (SIGKILL)' if result['sigkill_needed'] else ''}, "
         f"NVML empty after {result['nvml_free_s']} s more, memory back after {result['memory_free_s']} s "
-        f"(from the clean's start); used {result['used_mib_after']} MiB")
+        f"(from the clean's start); used {result['used_mib_after']} MiB"
+    )
     return result
 
 
@@ -219,8 +245,10 @@ def nvml_answers(args: argparse.Namespace) -> bool:
     if probe is not None:
         probe.close()
     if not nvml_up and not args.allow_no_gpu:
-        raise RuntimeError("NVML unavailable (nvidia-ml-py missing or no driver); "
-                           "see --pynvml-dir, or --allow-no-gpu to check the script only")
+        raise RuntimeError(
+            "NVML unavailable (nvidia-ml-py missing or no driver); "
+            "see --pynvml-dir, or --allow-no-gpu to check the script only"
+        )
     return nvml_up
 
 
@@ -246,11 +274,17 @@ def check(args: argparse.Namespace, summary: dict) -> int:
     if nvml_up:
         describe_device(cuda_index, summary)
     log(f"GPU minor {gpu} (CUDA index {cuda_index}) {summary.get('device', '')}, stand-in uid {uid}")
-    rounds = [one_round(mode, gpu, cuda_index, uid, args.mib, args.allow_no_gpu, args.clean_timeout)
-              for mode in ("sigterm", "stubborn")]
+    rounds = [
+        one_round(mode, gpu, cuda_index, uid, args.mib, args.allow_no_gpu, args.clean_timeout)
+        for mode in ("sigterm", "stubborn")
+    ]
     for r in rounds:
-        r["ok"] = bool(r["found"] and not r["survivors"] and r["error"] is None
-                       and (not nvml_up or (r["nvml_listed_holder"] and r["memory_free_s"] is not None)))
+        r["ok"] = bool(
+            r["found"]
+            and not r["survivors"]
+            and r["error"] is None
+            and (not nvml_up or (r["nvml_listed_holder"] and r["memory_free_s"] is not None))
+        )
     summary["rounds"] = rounds
     return sum(not r["ok"] for r in rounds)
 

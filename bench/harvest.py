@@ -88,10 +88,17 @@ def replay(site: ServeSite, trace: list[TraceJob], window: float) -> tuple[float
             print(f"  job {job.index} on {job.node}: FAILED: {err}", flush=True)
             return
         with lock:
-            out[job.index] = {"job_id": job_id, "submitted": submitted, "started": started,
-                              "delay": started - submitted}
-        print(f"  t={submitted - t0:6.1f} s job {job.index} ({job_id}) on {job.node} for {job.seconds:g} s:"
-              f" started {started - submitted:.2f} s after sbatch", flush=True)
+            out[job.index] = {
+                "job_id": job_id,
+                "submitted": submitted,
+                "started": started,
+                "delay": started - submitted,
+            }
+        print(
+            f"  t={submitted - t0:6.1f} s job {job.index} ({job_id}) on {job.node} for {job.seconds:g} s:"
+            f" started {started - submitted:.2f} s after sbatch",
+            flush=True,
+        )
 
     threads = [threading.Thread(target=run, args=(job,), daemon=True) for job in trace]
     for t in threads:
@@ -106,8 +113,11 @@ def replay(site: ServeSite, trace: list[TraceJob], window: float) -> tuple[float
 
 
 def idle_intervals(trace: list[TraceJob], runs: dict[int, dict], node: str, t0: float, t1: float):
-    busy = sorted((runs[j.index]["started"], runs[j.index]["started"] + j.seconds)
-                  for j in trace if j.node == node and j.index in runs)
+    busy = sorted(
+        (runs[j.index]["started"], runs[j.index]["started"] + j.seconds)
+        for j in trace
+        if j.node == node and j.index in runs
+    )
     idle, cursor = [], t0
     for start, end in busy:
         if start > cursor:
@@ -145,17 +155,23 @@ def run_once(pool: list[str], trace: list[TraceJob], window: float, with_isense:
         t1 = t0 + window
         idle = {n: idle_intervals(trace, runs, n, t0, t1) for n in pool}
         idle_seconds = sum(b - a for n in pool for a, b in idle[n])
-        figures = {"jobs": len(runs), "failed": failures, "idle_gpu_seconds": round(idle_seconds * GPUS_PER_NODE, 1),
-                   "delays": {str(i): round(r["delay"], 3) for i, r in sorted(runs.items())}}
+        figures = {
+            "jobs": len(runs),
+            "failed": failures,
+            "idle_gpu_seconds": round(idle_seconds * GPUS_PER_NODE, 1),
+            "delays": {str(i): round(r["delay"], 3) for i, r in sorted(runs.items())},
+        }
         if with_isense:
             time.sleep(2.0)  # last epilogs reach the ledger
             held = lent_and_serving(site, t1)
             lent = sum(overlap(idle[n], held.get(n, ([], []))[0]) for n in pool)
             serving = sum(overlap(idle[n], held.get(n, ([], []))[1]) for n in pool)
-            figures.update(lent_gpu_seconds=round(lent * GPUS_PER_NODE, 1),
-                           serving_gpu_seconds=round(serving * GPUS_PER_NODE, 1),
-                           lent_share=round(lent / idle_seconds, 4) if idle_seconds else None,
-                           serving_share=round(serving / idle_seconds, 4) if idle_seconds else None)
+            figures.update(
+                lent_gpu_seconds=round(lent * GPUS_PER_NODE, 1),
+                serving_gpu_seconds=round(serving * GPUS_PER_NODE, 1),
+                lent_share=round(lent / idle_seconds, 4) if idle_seconds else None,
+                serving_share=round(serving / idle_seconds, 4) if idle_seconds else None,
+            )
         return figures
     finally:
         site.close()
@@ -173,8 +189,11 @@ def main() -> int:
     pool = args.pool.split(",")
     trace = make_trace(args.seed, pool, args.seconds)
     busy = sum(j.seconds for j in trace)
-    print(f"trace seed {args.seed}: {len(trace)} jobs on {','.join(pool)} over {args.seconds:g} s,"
-          f" {busy:.0f} node-seconds busy of {args.seconds * len(pool):.0f}", flush=True)
+    print(
+        f"trace seed {args.seed}: {len(trace)} jobs on {','.join(pool)} over {args.seconds:g} s,"
+        f" {busy:.0f} node-seconds busy of {args.seconds * len(pool):.0f}",
+        flush=True,
+    )
 
     print("run 1: without isense", flush=True)
     plain = run_once(pool, trace, args.seconds, with_isense=False)
@@ -186,10 +205,12 @@ def main() -> int:
     figures = {
         "bench": "harvest",
         "slurm": slurm_release(),
-        "ran": (f"trace seed {args.seed}: {len(trace)} whole-node training jobs (sleep U(15,45) s, gaps U(30,90) s)"
-                f" on {','.join(pool)} (4 fake GPUs each) over {args.seconds:g} s, replayed without and with"
-                " isense serve (1 CPU vLLM tiny-llama worker per node, dwell 2 s, tick 2 s) on the dev cluster,"
-                " 2 shared CPU cores"),
+        "ran": (
+            f"trace seed {args.seed}: {len(trace)} whole-node training jobs (sleep U(15,45) s, gaps U(30,90) s)"
+            f" on {','.join(pool)} (4 fake GPUs each) over {args.seconds:g} s, replayed without and with"
+            " isense serve (1 CPU vLLM tiny-llama worker per node, dwell 2 s, tick 2 s) on the dev cluster,"
+            " 2 shared CPU cores"
+        ),
         "idle_gpu_seconds": lent["idle_gpu_seconds"],
         "lent_share": lent["lent_share"],
         "serving_share": lent["serving_share"],
@@ -205,8 +226,10 @@ def main() -> int:
         "mean_added_delay": bool(added) and figures["added_delay_s"]["mean"] <= TARGETS["mean_added_delay_s_max"],
         "max_added_delay": bool(added) and figures["added_delay_s"]["max"] <= TARGETS["max_added_delay_s_max"],
     }
-    print(f"lent {figures['lent_share']}, serving {figures['serving_share']} of idle GPU-time;"
-          f" added delay {figures['added_delay_s']}")
+    print(
+        f"lent {figures['lent_share']}, serving {figures['serving_share']} of idle GPU-time;"
+        f" added delay {figures['added_delay_s']}"
+    )
     return finish(figures, len(failures), failures)
 
 

@@ -56,11 +56,18 @@ class Tally:
 def hook_env(folder: Path, config: Path, case: str, python: str) -> dict[str, str]:
     """A training job's environment for the hooks, with this case's config and spool."""
     env = {
-        "SLURM_JOB_ID": "1000", "SLURMD_NODENAME": "bench", "SLURM_JOB_USER": "trainer",
-        "SLURM_JOB_PARTITION": "train", "SLURM_JOB_GPUS": "0,1,2,3", "CUDA_VISIBLE_DEVICES": "0,1,2,3",
-        "SLURM_JOB_EXIT_CODE2": "0:0", "ISENSE_CONFIG": str(config),
-        "ISENSE_HOOK_LOG": str(folder / "hooks.log"), "ISENSE_HOOK_SPOOL": str(folder / f"spool-{case}"),
-        "ISENSE_HOOK_SPOOL_MAX": "50", "ISENSE_HOOKS_ENV": str(folder / "no-hooks.env"),
+        "SLURM_JOB_ID": "1000",
+        "SLURMD_NODENAME": "bench",
+        "SLURM_JOB_USER": "trainer",
+        "SLURM_JOB_PARTITION": "train",
+        "SLURM_JOB_GPUS": "0,1,2,3",
+        "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+        "SLURM_JOB_EXIT_CODE2": "0:0",
+        "ISENSE_CONFIG": str(config),
+        "ISENSE_HOOK_LOG": str(folder / "hooks.log"),
+        "ISENSE_HOOK_SPOOL": str(folder / f"spool-{case}"),
+        "ISENSE_HOOK_SPOOL_MAX": "50",
+        "ISENSE_HOOKS_ENV": str(folder / "no-hooks.env"),
     }
     if python:
         env["ISENSE_PYTHON"] = python
@@ -73,8 +80,9 @@ def time_runs(script: str, env: dict[str, str], case: str, runs: int, tally: Tal
     for _ in range(runs):
         t0 = time.perf_counter()
         try:
-            rc = subprocess.run([str(REPO / script)], env=env, stdin=subprocess.DEVNULL,
-                                timeout=HOOK_TIMEOUT_S).returncode
+            rc = subprocess.run(
+                [str(REPO / script)], env=env, stdin=subprocess.DEVNULL, timeout=HOOK_TIMEOUT_S
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = f"hung > {HOOK_TIMEOUT_S} s"
         if rc != 0:
@@ -100,10 +108,13 @@ def wait_hook_log(folder: Path, case: str, runs: int, tally: Tally) -> None:
 
 def report(results: dict, kind: str, case: str, times: list[float], runs: int) -> None:
     figures = summary(times, quantiles=(0.5, 0.95), digits=1)
-    results[f"{kind}_{case}"] = {"ok": figures["n"], **{f"{k}_ms": v for k, v in figures.items()
-                                                          if k not in ("n", "mean")}}
-    line = "  ".join(f"{k.removesuffix('_ms')} {v:6.1f} ms" for k, v in results[f"{kind}_{case}"].items()
-                     if k.endswith("_ms"))
+    results[f"{kind}_{case}"] = {
+        "ok": figures["n"],
+        **{f"{k}_ms": v for k, v in figures.items() if k not in ("n", "mean")},
+    }
+    line = "  ".join(
+        f"{k.removesuffix('_ms')} {v:6.1f} ms" for k, v in results[f"{kind}_{case}"].items() if k.endswith("_ms")
+    )
     print(f"{kind:7s} {case:7s} {line}  ({figures['n']} of {runs} ok)", flush=True)
 
 
@@ -138,9 +149,19 @@ def main() -> int:
         spooled = sum(len(f.read_text().splitlines()) for f in spool.glob("*")) if spool.exists() else 0
     finally:
         receiver.close()
-    return finish({"bench": "hook_startup", "runs": args.runs, "python": args.python or "wrapper default",
-                   "cpus": os.cpu_count(), "events_received_up": received,
-                   "events_spooled_up": spooled, **results}, tally.errors, tally.failures)
+    return finish(
+        {
+            "bench": "hook_startup",
+            "runs": args.runs,
+            "python": args.python or "wrapper default",
+            "cpus": os.cpu_count(),
+            "events_received_up": received,
+            "events_spooled_up": spooled,
+            **results,
+        },
+        tally.errors,
+        tally.failures,
+    )
 
 
 if __name__ == "__main__":

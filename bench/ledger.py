@@ -78,8 +78,12 @@ def closed_loop(folder: Path, rows: int, threads: int, interval: float) -> dict:
     ok = len(latencies)
     in_ledger = stored(path)
     result = {
-        "load": "closed", "interval_s": interval, "threads": threads, "rows": ok,
-        "rows_per_s": round(ok / elapsed), "commits": writer.commits,
+        "load": "closed",
+        "interval_s": interval,
+        "threads": threads,
+        "rows": ok,
+        "rows_per_s": round(ok / elapsed),
+        "commits": writer.commits,
         "rows_per_commit": round(ok / writer.commits, 1) if writer.commits else None,
         "errors": len(failures) + abs(in_ledger - ok),
     }
@@ -102,8 +106,12 @@ def bulk(folder: Path, rows: int, interval: float) -> dict:
     ok = rows - len(failures)
     in_ledger = stored(path)
     result = {
-        "load": "bulk", "interval_s": interval, "rows": ok, "rows_per_s": round(ok / elapsed),
-        "commits": writer.commits, "rows_per_commit": round(ok / writer.commits, 1) if writer.commits else None,
+        "load": "bulk",
+        "interval_s": interval,
+        "rows": ok,
+        "rows_per_s": round(ok / elapsed),
+        "commits": writer.commits,
+        "rows_per_commit": round(ok / writer.commits, 1) if writer.commits else None,
         "errors": len(failures) + abs(in_ledger - ok),
     }
     if result["errors"]:
@@ -122,8 +130,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         results = []
         for interval in args.interval:
-            for result in (closed_loop(Path(tmp), args.rows, args.threads, interval),
-                           bulk(Path(tmp), args.rows, interval)):
+            for result in (
+                closed_loop(Path(tmp), args.rows, args.threads, interval),
+                bulk(Path(tmp), args.rows, interval),
+            ):
                 results.append(result)
                 print("  ".join(f"{k}={v}" for k, v in result.items()), flush=True)
     summary = {

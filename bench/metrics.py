@@ -19,17 +19,16 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stats import finish, guarded  # noqa: E402
-from status_world import PRICES, fill_ledger, generate  # noqa: E402
-
 from isense_slurm.meter.rows import RequestRow  # noqa: E402
 from isense_slurm.meter.writer import RequestWriter  # noqa: E402
 from isense_slurm.report.metrics import MetricsSource  # noqa: E402
+from stats import finish, guarded  # noqa: E402
+from status_world import PRICES, fill_ledger, generate  # noqa: E402
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 
@@ -46,15 +45,16 @@ def main() -> int:
     parser.add_argument("--add", type=int, default=1000, help="new rows between scrapes")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    day_start = datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp()
+    day_start = datetime(2025, 6, 2, tzinfo=UTC).timestamp()
     now = day_start + 18 * 3600
     world = generate(1000, 8, now=int(now))
-    gateway = {"workers": [{"model": m, "state": "serving", "outstanding": 1} for _, _, m, _ in world.workers],
-               "models": {m: {"requests": 10, "rejected": 1, "retries": 0, "in_flight": 1} for m in PRICES}}
+    gateway = {
+        "workers": [{"model": m, "state": "serving", "outstanding": 1} for _, _, m, _ in world.workers],
+        "models": {m: {"requests": 10, "rejected": 1, "retries": 0, "in_flight": 1} for m in PRICES},
+    }
     with tempfile.TemporaryDirectory(prefix="isense-bench-metrics-") as tmp:
         ledger = Path(tmp) / "ledger.db"
-        filled = fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=0,
-                             day_start=day_start)
+        filled = fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=0, day_start=day_start)
         failures = [f"ledger fill committed {filled} of {args.requests} rows"] if filled != args.requests else []
         source = MetricsSource(ledger, {m: 1 for m in PRICES}, currency="USD", clock=lambda: now)
         first = timed_ms(lambda: source.scrape(gateway))
@@ -64,9 +64,24 @@ def main() -> int:
                 pending = []
                 for i in range(args.add):
                     job, node, model, _ = world.workers[i % len(world.workers)]
-                    pending.append(w.submit(RequestRow(id=f"new-{r}-{i}", ts=now + r, key_id=1, model=model, job_id=str(job),
-                                        node=node, prompt_tokens=300, completion_tokens=100, cached_tokens=0,
-                                        status="ok", latency_ms=10.0, streamed=True)))
+                    pending.append(
+                        w.submit(
+                            RequestRow(
+                                id=f"new-{r}-{i}",
+                                ts=now + r,
+                                key_id=1,
+                                model=model,
+                                job_id=str(job),
+                                node=node,
+                                prompt_tokens=300,
+                                completion_tokens=100,
+                                cached_tokens=0,
+                                status="ok",
+                                latency_ms=10.0,
+                                streamed=True,
+                            )
+                        )
+                    )
             lost = sum(1 for f in pending if f.exception() is not None)
             if lost:
                 failures.append(f"round {r}: {lost} of {args.add} new rows not committed")
@@ -77,15 +92,20 @@ def main() -> int:
         if "isense_requests_total" not in text:
             failures.append("the scrape has no isense_requests_total")
     figures = {
-        "requests": args.requests, "first_scrape_ms": round(first, 1),
-        "scrape_with_new_rows_ms": round(statistics.median(incremental), 2), "new_rows": args.add,
-        "scrape_nothing_new_ms": round(idle, 2), "scrape_nothing_new_openmetrics_ms": round(idle_om, 2),
+        "requests": args.requests,
+        "first_scrape_ms": round(first, 1),
+        "scrape_with_new_rows_ms": round(statistics.median(incremental), 2),
+        "new_rows": args.add,
+        "scrape_nothing_new_ms": round(idle, 2),
+        "scrape_nothing_new_openmetrics_ms": round(idle_om, 2),
         "exposition_bytes": len(text.encode()),
     }
-    print(f"first scrape over {args.requests} rows: {figures['first_scrape_ms']} ms; with {args.add} new rows: "
-          f"{figures['scrape_with_new_rows_ms']} ms; nothing new: {figures['scrape_nothing_new_ms']} ms "
-          f"({figures['scrape_nothing_new_openmetrics_ms']} ms in OpenMetrics); "
-          f"{figures['exposition_bytes']} bytes")
+    print(
+        f"first scrape over {args.requests} rows: {figures['first_scrape_ms']} ms; with {args.add} new rows: "
+        f"{figures['scrape_with_new_rows_ms']} ms; nothing new: {figures['scrape_nothing_new_ms']} ms "
+        f"({figures['scrape_nothing_new_openmetrics_ms']} ms in OpenMetrics); "
+        f"{figures['exposition_bytes']} bytes"
+    )
     return finish({"bench": "metrics", **figures}, len(failures), failures)
 
 

@@ -19,10 +19,14 @@ VERSIONS = (HOST_SLURM, "24.11", "26.05")
 
 
 def add_slurm_argument(parser) -> None:
-    parser.add_argument("--slurm", choices=VERSIONS, default=None,
-                        help="Slurm release to run against: 22.05 is the host's dev cluster, 24.11 and"
-                             " 26.05 run inside their Debian roots (dev/slurm-root); default: the"
-                             " cluster of the environment the bench runs in")
+    parser.add_argument(
+        "--slurm",
+        choices=VERSIONS,
+        default=None,
+        help="Slurm release to run against: 22.05 is the host's dev cluster, 24.11 and"
+        " 26.05 run inside their Debian roots (dev/slurm-root); default: the"
+        " cluster of the environment the bench runs in",
+    )
 
 
 def run_inside_if_asked(version: str | None, script: str, argv: list[str]) -> None:
@@ -32,13 +36,15 @@ def run_inside_if_asked(version: str | None, script: str, argv: list[str]) -> No
     if version is None or version == here:
         return
     if here != HOST_SLURM:
-        sys.exit(f"{script}: --slurm {version}: this process runs inside the Slurm {here} root;"
-                 " run the bench from the host")
-    subprocess.run([str(REPO / "dev" / "cluster"), "up", "--slurm", version],
-                   check=True, stdout=subprocess.DEVNULL)
+        sys.exit(
+            f"{script}: --slurm {version}: this process runs inside the Slurm {here} root; run the bench from the host"
+        )
+    subprocess.run([str(REPO / "dev" / "cluster"), "up", "--slurm", version], check=True, stdout=subprocess.DEVNULL)
     inner = _without_slurm(argv)
-    proc = subprocess.run([str(REPO / "dev" / "slurm-root"), version, "run",
-                           str(REPO / ".venv" / "bin" / "python"), script, *inner], cwd=REPO)
+    proc = subprocess.run(
+        [str(REPO / "dev" / "slurm-root"), version, "run", str(REPO / ".venv" / "bin" / "python"), script, *inner],
+        cwd=REPO,
+    )
     sys.exit(proc.returncode)
 
 

@@ -40,10 +40,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from serve_harness import SERVICE, ServeSite, Traffic, wait_for  # noqa: E402
-
 from isense_slurm.errors import SlurmError  # noqa: E402
 from isense_slurm.slurm import SubmitOptions  # noqa: E402
+from serve_harness import SERVICE, ServeSite, Traffic, wait_for  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from on_slurm import add_slurm_argument, run_inside_if_asked, slurm_release  # noqa: E402
@@ -66,9 +65,20 @@ def give_up(site: ServeSite, job_id: int) -> None:
 def baseline_run(site: ServeSite, node: str, train_seconds: float) -> float:
     """A SIGTERM-ignoring plain job on `node`, then a training job onto it."""
     script = "#!/bin/bash\ntrap '' TERM\nwhile :; do sleep 0.2; done\n"
-    plain = site.slurm.submit(script, SubmitOptions(
-        partition="inference", job_name="bench-ignores-sigterm", nodelist=node, gres="gpu:4", time=5,
-        requeue=False, output=str(site.job_dir / "plain-%j.out"), chdir=str(site.job_dir)), as_user=SERVICE)
+    plain = site.slurm.submit(
+        script,
+        SubmitOptions(
+            partition="inference",
+            job_name="bench-ignores-sigterm",
+            nodelist=node,
+            gres="gpu:4",
+            time=5,
+            requeue=False,
+            output=str(site.job_dir / "plain-%j.out"),
+            chdir=str(site.job_dir),
+        ),
+        as_user=SERVICE,
+    )
     wait_for(lambda: (j := site.slurm.job(plain)) and j.state == "RUNNING", 30, f"plain job {plain} to run")
     time.sleep(0.5)
     job_id, submitted = site.train(node, seconds=train_seconds)
@@ -107,7 +117,9 @@ def ledger_phases(site: ServeSite, submits: dict[str, float]) -> dict:
         phases["sigterm_to_gpus_free"].append(free - sigterm)
         phases["gpus_free_to_start"].append(start - free)
     return {k: percentiles(v) for k, v in phases.items()} | {
-        "reclaim_rows": len(rows), "incomplete": sorted(set(submits) - complete)}
+        "reclaim_rows": len(rows),
+        "incomplete": sorted(set(submits) - complete),
+    }
 
 
 def parse_args() -> argparse.Namespace:
@@ -123,8 +135,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--train-seconds", type=float, default=4.0)
     ap.add_argument("--timeout", type=float, default=1500, help="give up after this many seconds")
     ap.add_argument("--verbose", action="store_true", help="isense serve -v: its debug lines in the site's serve.log")
-    ap.add_argument("--backend", choices=("cli", "pyslurm"), default="cli",
-                    help="the daemon's [slurm] backend (make way's wake -> SIGTERM goes through it)")
+    ap.add_argument(
+        "--backend",
+        choices=("cli", "pyslurm"),
+        default="cli",
+        help="the daemon's [slurm] backend (make way's wake -> SIGTERM goes through it)",
+    )
     add_slurm_argument(ap)
     return ap.parse_args()
 
@@ -154,12 +170,14 @@ def run_baseline(site: ServeSite, args: argparse.Namespace, t: Tally) -> None:
             print(f"baseline {i + 1}/{args.baseline}: FAILED: {err}", flush=True)
             continue
         t.baseline.append(seconds)
-        print(f"baseline {i + 1}/{args.baseline}: SIGTERM-ignoring job on {args.baseline_node}:"
-              f" training started {seconds:.2f} s after sbatch", flush=True)
+        print(
+            f"baseline {i + 1}/{args.baseline}: SIGTERM-ignoring job on {args.baseline_node}:"
+            f" training started {seconds:.2f} s after sbatch",
+            flush=True,
+        )
 
 
-def run_preemptions(site: ServeSite, args: argparse.Namespace, pool: list[str], deadline: float,
-                    t: Tally) -> None:
+def run_preemptions(site: ServeSite, args: argparse.Namespace, pool: list[str], deadline: float, t: Tally) -> None:
     """Training onto serving workers, one node at a time, until --preemptions or --timeout."""
     training: dict[str, tuple[str, float]] = {}  # node -> (job id, end estimate)
     last = None
@@ -183,12 +201,23 @@ def run_preemptions(site: ServeSite, args: argparse.Namespace, pool: list[str], 
             time.sleep(2.0)
             continue
         training[victim["node"]] = (str(job_id), started + args.train_seconds + 1)
-        t.samples.append({"job": str(job_id), "node": victim["node"], "worker": victim["job_id"],
-                          "outstanding": victim["outstanding"], "served": victim["served"],
-                          "submitted": submitted, "seconds": started - submitted})
-        print(f"preemption {len(t.samples)}/{args.preemptions}: worker {victim['job_id']} on {victim['node']}"
-              f" (served {victim['served']}, {victim['outstanding']} in flight): training job {job_id}"
-              f" started {started - submitted:.2f} s after sbatch", flush=True)
+        t.samples.append(
+            {
+                "job": str(job_id),
+                "node": victim["node"],
+                "worker": victim["job_id"],
+                "outstanding": victim["outstanding"],
+                "served": victim["served"],
+                "submitted": submitted,
+                "seconds": started - submitted,
+            }
+        )
+        print(
+            f"preemption {len(t.samples)}/{args.preemptions}: worker {victim['job_id']} on {victim['node']}"
+            f" (served {victim['served']}, {victim['outstanding']} in flight): training job {job_id}"
+            f" started {started - submitted:.2f} s after sbatch",
+            flush=True,
+        )
         time.sleep(2.0)
     t.short = args.preemptions - len(t.samples) - timed_out
 
@@ -218,8 +247,11 @@ def run_controller_down(site: ServeSite, args: argparse.Namespace, t: Tally) -> 
             t.failures.append(f"controller down, training onto worker {w.job_id}: {err}")
             print(f"controller down: FAILED: {t.failures[-1]}", flush=True)
             break
-        print(f"controller down: training onto worker {w.job_id} ({w.state}) on {w.nodes[0]}"
-              f" started {t.down[-1]:.2f} s after sbatch", flush=True)
+        print(
+            f"controller down: training onto worker {w.job_id} ({w.state}) on {w.nodes[0]}"
+            f" started {t.down[-1]:.2f} s after sbatch",
+            flush=True,
+        )
 
 
 def figures_of(args: argparse.Namespace, pool: list[str], t: Tally) -> tuple[dict, int]:
@@ -239,12 +271,14 @@ def figures_of(args: argparse.Namespace, pool: list[str], t: Tally) -> tuple[dic
         "bench": "reclaim",
         "slurm": release,
         "backend": args.backend,
-        "ran": (f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
-                f" dev cluster Slurm {release}, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
-                f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway;"
-                f" training jobs `sleep {args.train_seconds:g}` pinned with -w;"
-                f" make way {'on' if t.make_way_on else 'off'} (job_submit.lua wake file);"
-                f" baseline on {args.baseline_node} outside the pool; 2 shared CPU cores"),
+        "ran": (
+            f"isense serve lending {','.join(pool)} (1 CPU vLLM tiny-llama worker of 4 fake GPUs per node,"
+            f" dev cluster Slurm {release}, KillWait 5, GraceTime 0), {args.clients} clients of non-streamed chat"
+            f" completions (max_tokens {args.max_tokens}, {args.pause:g} s apart) through the gateway;"
+            f" training jobs `sleep {args.train_seconds:g}` pinned with -w;"
+            f" make way {'on' if t.make_way_on else 'off'} (job_submit.lua wake file);"
+            f" baseline on {args.baseline_node} outside the pool; 2 shared CPU cores"
+        ),
         "submit_to_start_s": percentiles([s["seconds"] for s in t.samples]),
         "with_requests_in_flight": sum(1 for s in t.samples if s["outstanding"] > 0),
         # Workers the controller stopped on the job_submit hook's wake (make way) rather
@@ -253,8 +287,12 @@ def figures_of(args: argparse.Namespace, pool: list[str], t: Tally) -> tuple[dic
         "baseline_ignores_sigterm_s": percentiles(t.baseline),
         "controller_down_s": percentiles(t.down),
         "ledger_phases_s": phases,
-        "requests": {"total": len(results), "ok": sum(1 for r in results if r[2] == "ok"),
-                     "rejected_429_no_worker": len(rejected), "failed": len(failed_requests)},
+        "requests": {
+            "total": len(results),
+            "ok": sum(1 for r in results if r[2] == "ok"),
+            "rejected_429_no_worker": len(rejected),
+            "failed": len(failed_requests),
+        },
         "target_p95_s": TARGET_P95,
     }
     p95 = figures["submit_to_start_s"].get("p95")
@@ -275,8 +313,7 @@ def main() -> int:
         print(f"site {site.root}: isense serve on :{site.port}, lending {','.join(pool)}", flush=True)
         run_baseline(site, args, t)
         site.wait_serving(len(pool), timeout=max(60, deadline - time.monotonic()))
-        t.traffic = Traffic(site.url, site.key, concurrency=args.clients, max_tokens=args.max_tokens,
-                            pause=args.pause)
+        t.traffic = Traffic(site.url, site.key, concurrency=args.clients, max_tokens=args.max_tokens, pause=args.pause)
         wait_for(lambda: len(t.traffic.results) >= 3 * len(pool), 120, "traffic to flow")
         run_preemptions(site, args, pool, deadline, t)
         read_outcome(site, t)
@@ -288,8 +325,10 @@ def main() -> int:
         site.close()
 
     figures, errors = figures_of(args, pool, t)
-    print(f"submit->start: {figures['submit_to_start_s']}; baseline (KillWait path): "
-          f"{figures['baseline_ignores_sigterm_s']}; controller down: {figures['controller_down_s']}")
+    print(
+        f"submit->start: {figures['submit_to_start_s']}; baseline (KillWait path): "
+        f"{figures['baseline_ignores_sigterm_s']}; controller down: {figures['controller_down_s']}"
+    )
     return finish(figures, errors, t.failures)
 
 

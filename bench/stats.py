@@ -19,7 +19,7 @@ import math
 import statistics
 import sys
 import traceback
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -31,8 +31,9 @@ def percentile(values: Iterable[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def summary(values: Iterable[float], *, quantiles: Iterable[float] = (0.5, 0.95), digits: int = 3,
-            scale: float = 1.0) -> dict:
+def summary(
+    values: Iterable[float], *, quantiles: Iterable[float] = (0.5, 0.95), digits: int = 3, scale: float = 1.0
+) -> dict:
     """{"n", "p50", "p95", ..., "max", "mean"} of the samples times `scale`, rounded to
     `digits`; just {"n": 0} when there are none (no figure made up from nothing)."""
     ordered = sorted(v * scale for v in values)

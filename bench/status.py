@@ -23,19 +23,19 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
-from stats import finish, guarded  # noqa: E402
-from status_world import LEND, SERVICE, fill_ledger, generate  # noqa: E402
 
 from isense_slurm.meter.earnings import open_readonly  # noqa: E402
 from isense_slurm.report import status_inputs, status_view  # noqa: E402
 from isense_slurm.report.status_model import build_status  # noqa: E402
 from isense_slurm.slurm.file_backend import FileBackend  # noqa: E402
+from stats import finish, guarded  # noqa: E402
+from status_world import LEND, SERVICE, fill_ledger, generate  # noqa: E402
 
 TARGET_MS = 500.0
 
@@ -53,8 +53,15 @@ def one_run(folder: Path, ledger: Path, now: float, view: str) -> dict:
     marks["ledger_ms"] = time.perf_counter() - t
     t = time.perf_counter()
     report = build_status(
-        slurm.nodes, slurm.jobs, slurm.partitions, figures, lend_partition=LEND, service_account=SERVICE,
-        currency="USD", at=datetime.fromtimestamp(now, timezone.utc), day_start=status_inputs.day_start(now),
+        slurm.nodes,
+        slurm.jobs,
+        slurm.partitions,
+        figures,
+        lend_partition=LEND,
+        service_account=SERVICE,
+        currency="USD",
+        at=datetime.fromtimestamp(now, UTC),
+        day_start=status_inputs.day_start(now),
         view=view,
     )
     marks["model_ms"] = time.perf_counter() - t
@@ -76,8 +83,7 @@ def one_run(folder: Path, ledger: Path, now: float, view: str) -> dict:
     return marks
 
 
-def time_view(folder: Path, ledger: Path, now: float, view: str, repeat: int,
-              failures: list[str]) -> tuple[dict, int]:
+def time_view(folder: Path, ledger: Path, now: float, view: str, repeat: int, failures: list[str]) -> tuple[dict, int]:
     """Median figures of the repeats that succeeded, printed; and how many failed."""
     runs = []  # successful repeats only
     errors = 0
@@ -99,11 +105,13 @@ def time_view(folder: Path, ledger: Path, now: float, view: str, repeat: int,
                 summary["total_terminal_max_ms"] = round(max(values) * 1000, 1)
         else:
             summary[key] = values[0]
-    print(f"{view:9} view: {summary['rows']:5} rows  parse {summary['parse_ms']:6.1f} ms  "
-          f"ledger {summary['ledger_ms']:6.1f} ms  model {summary['model_ms']:5.1f} ms  "
-          f"render {summary['render_terminal_ms']:5.1f} ms (plain {summary['render_plain_ms']:.1f}, "
-          f"json {summary['render_json_ms']:.1f})  total {summary['total_terminal_ms']:6.1f} ms "
-          f"(max {summary['total_terminal_max_ms']:.1f})")
+    print(
+        f"{view:9} view: {summary['rows']:5} rows  parse {summary['parse_ms']:6.1f} ms  "
+        f"ledger {summary['ledger_ms']:6.1f} ms  model {summary['model_ms']:5.1f} ms  "
+        f"render {summary['render_terminal_ms']:5.1f} ms (plain {summary['render_plain_ms']:.1f}, "
+        f"json {summary['render_json_ms']:.1f})  total {summary['total_terminal_ms']:6.1f} ms "
+        f"(max {summary['total_terminal_max_ms']:.1f})"
+    )
     return summary, errors
 
 
@@ -116,7 +124,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    day_start = datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp()
+    day_start = datetime(2025, 6, 2, tzinfo=UTC).timestamp()
     now = day_start + 18 * 3600  # 18:00 UTC: most of a day of traffic
     world = generate(args.nodes, args.gpus_per_node, now=int(now))
     with tempfile.TemporaryDirectory(prefix="isense-bench-status-") as tmp:
@@ -125,28 +133,41 @@ def main() -> int:
         (folder / "squeue.json").write_text(json.dumps(world.squeue, indent=2))
         ledger = folder / "ledger.db"
         fill_start = time.perf_counter()
-        filled = fill_ledger(ledger, world, now=now, requests_today=args.requests, last_minute=args.last_minute,
-                             day_start=day_start)
+        filled = fill_ledger(
+            ledger, world, now=now, requests_today=args.requests, last_minute=args.last_minute, day_start=day_start
+        )
         fill_s = time.perf_counter() - fill_start
         errors = args.requests - filled
         failures = [f"ledger fill committed {filled} of {args.requests} rows"] if errors else []
         sizes = {name: (folder / name).stat().st_size for name in ("sinfo.json", "squeue.json")}
-        print(f"cluster: {args.nodes} nodes x {args.gpus_per_node} GPUs, {len(world.squeue['jobs'])} jobs, "
-              f"{len(world.workers)} worker jobs; sinfo.json {sizes['sinfo.json'] / 1e6:.1f} MB, "
-              f"squeue.json {sizes['squeue.json'] / 1e6:.1f} MB")
-        print(f"ledger: {filled} requests today ({args.last_minute} in the last minute), "
-              f"filled in {fill_s:.1f} s")
+        print(
+            f"cluster: {args.nodes} nodes x {args.gpus_per_node} GPUs, {len(world.squeue['jobs'])} jobs, "
+            f"{len(world.workers)} worker jobs; sinfo.json {sizes['sinfo.json'] / 1e6:.1f} MB, "
+            f"squeue.json {sizes['squeue.json'] / 1e6:.1f} MB"
+        )
+        print(f"ledger: {filled} requests today ({args.last_minute} in the last minute), filled in {fill_s:.1f} s")
         figures = {}
         for view in ("partition", "node"):
             figures[view], failed = time_view(folder, ledger, now, view, args.repeat, failures)
             errors += failed
     timed = [f["total_terminal_max_ms"] for f in figures.values() if f["ok"]]
     worst = max(timed) if timed else None
-    return finish({
-        "bench": "status", "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
-        "jobs": len(world.squeue["jobs"]), "requests_today": filled, "repeat": args.repeat, "target_ms": TARGET_MS,
-        "worst_total_ms": worst, "within_target": worst is not None and worst < TARGET_MS, **figures,
-    }, errors, failures)
+    return finish(
+        {
+            "bench": "status",
+            "nodes": args.nodes,
+            "gpus_per_node": args.gpus_per_node,
+            "jobs": len(world.squeue["jobs"]),
+            "requests_today": filled,
+            "repeat": args.repeat,
+            "target_ms": TARGET_MS,
+            "worst_total_ms": worst,
+            "within_target": worst is not None and worst < TARGET_MS,
+            **figures,
+        },
+        errors,
+        failures,
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ class _Jobs:
         self.jobs: list[dict] = []
         self.next_id = 1000
 
-    def add(self, user: str, partition: str, state: str, hosts: list[str], per_node: int, name: str,
-            comment: str = "") -> dict:
+    def add(
+        self, user: str, partition: str, state: str, hosts: list[str], per_node: int, name: str, comment: str = ""
+    ) -> dict:
         rng, now, free = self.rng, self.now, self.free
         self.next_id += 1
         j = copy.deepcopy(self.template)
@@ -68,18 +69,32 @@ class _Jobs:
             details.append(f"gpu:{per_node}(IDX:{_ranges(taken)})")
         running = state == "RUNNING"
         j.update(
-            job_id=self.next_id, name=name, user_name=user, user_id=1000 if user != SERVICE else 999,
-            partition=partition, job_state=state, comment=comment,
-            nodes=compact(hosts) if running else "", node_count=max(1, len(hosts)),
-            batch_host=hosts[0] if running else "", gres_detail=details if running else [],
-            tres_per_node=f"gres:gpu:{per_node}", submit_time=now - rng.randint(60, 86_400),
+            job_id=self.next_id,
+            name=name,
+            user_name=user,
+            user_id=1000 if user != SERVICE else 999,
+            partition=partition,
+            job_state=state,
+            comment=comment,
+            nodes=compact(hosts) if running else "",
+            node_count=max(1, len(hosts)),
+            batch_host=hosts[0] if running else "",
+            gres_detail=details if running else [],
+            tres_per_node=f"gres:gpu:{per_node}",
+            submit_time=now - rng.randint(60, 86_400),
             start_time=now - rng.randint(1, 3600) if running else 0,
-            end_time=now + 3600 if running else 0, time_limit=rng.choice([60, 240, 1440]),
-            required_nodes="", cpus=per_node * max(1, len(hosts)),
+            end_time=now + 3600 if running else 0,
+            time_limit=rng.choice([60, 240, 1440]),
+            required_nodes="",
+            cpus=per_node * max(1, len(hosts)),
             tres_alloc_str=f"cpu={per_node},node={len(hosts)},billing={per_node}",
         )
-        j["job_resources"] = {"nodes": j["nodes"], "allocated_cores": 1, "allocated_hosts": len(hosts),
-                              "allocated_nodes": []}
+        j["job_resources"] = {
+            "nodes": j["nodes"],
+            "allocated_cores": 1,
+            "allocated_hosts": len(hosts),
+            "allocated_nodes": [],
+        }
         j["standard_output"] = f"/scratch/{user}/slurm-%j.out"
         self.jobs.append(j)
         return j
@@ -102,9 +117,9 @@ def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int 
     pool = usable[:]
     rng.shuffle(pool)
     for start in range(0, len(pool) // 5, 8):
-        job("trainer", "train", "RUNNING", pool[start:start + 8], gpus_per_node, "train-multi")
+        job("trainer", "train", "RUNNING", pool[start : start + 8], gpus_per_node, "train-multi")
     # Single-node training and lent workers on the rest.
-    for host in pool[len(pool) // 5:]:
+    for host in pool[len(pool) // 5 :]:
         for _ in range(rng.randint(0, 3)):
             if len(free[host]) >= 2:
                 job("trainer", "train", "RUNNING", [host], rng.choice([1, 2]), "train-one")
@@ -113,9 +128,9 @@ def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int 
             size = 4 if model == MODELS[1] and len(free[host]) >= 4 else 1
             lent = job(SERVICE, LEND, "RUNNING", [host], size, "isense-worker", comment=f"isense:{model}")
             workers.append((lent["job_id"], host, model, size))
-    for i in range(nodes):  # the queue
+    for _ in range(nodes):  # the queue
         job("trainer", "train", "PENDING", [], rng.choice([1, 2, 4, 8]), "train-queued")
-    for i in range(nodes // 4):  # finished jobs Slurm still remembers (MinJobAge)
+    for _ in range(nodes // 4):  # finished jobs Slurm still remembers (MinJobAge)
         j = job("trainer", "train", "COMPLETED", [], 1, "train-done")
         j["end_time"] = now - rng.randint(1, 300)
 
@@ -125,8 +140,9 @@ def generate(nodes: int = 1000, gpus_per_node: int = 8, seed: int = 7, now: int 
     return World(sinfo, squeue, workers)
 
 
-def _node_docs(names: list[str], free: dict[str, list[int]], down: set[str], drained: set[str],
-               template: dict, gpus_per_node: int) -> list[dict]:
+def _node_docs(
+    names: list[str], free: dict[str, list[int]], down: set[str], drained: set[str], template: dict, gpus_per_node: int
+) -> list[dict]:
     """sinfo's nodes, their GPUs used as the jobs left them."""
     node_docs = []
     for name in names:
@@ -134,9 +150,17 @@ def _node_docs(names: list[str], free: dict[str, list[int]], down: set[str], dra
         used = gpus_per_node - len(free[name])
         state = "down" if name in down else ("idle" if used == 0 else ("allocated" if not free[name] else "mixed"))
         n.update(
-            name=name, hostname=name, address=name, gres=f"gpu:{gpus_per_node}", gres_used=f"gpu:{used}",
-            state=state, state_flags=["DRAIN"] if name in drained else [], partitions=["train", LEND],
-            cpus=64, alloc_cpus=used * 8, idle_cpus=64 - used * 8,
+            name=name,
+            hostname=name,
+            address=name,
+            gres=f"gpu:{gpus_per_node}",
+            gres_used=f"gpu:{used}",
+            state=state,
+            state_flags=["DRAIN"] if name in drained else [],
+            partitions=["train", LEND],
+            cpus=64,
+            alloc_cpus=used * 8,
+            idle_cpus=64 - used * 8,
             reason="maintenance" if name in drained or name in down else "",
         )
         node_docs.append(n)
@@ -157,8 +181,9 @@ def _ranges(indices: list[int]) -> str:
     return ",".join(out)
 
 
-def fill_ledger(path: Path, world: World, *, now: float, requests_today: int, last_minute: int,
-                day_start: float, seed: int = 11) -> int:
+def fill_ledger(
+    path: Path, world: World, *, now: float, requests_today: int, last_minute: int, day_start: float, seed: int = 11
+) -> int:
     """Workers for every running worker job, requests spread over today (more in the last
     minute), and some reclaims. Returns the request rows committed: a caller whose bench
     times work over these rows counts any shortfall as errors."""
@@ -175,9 +200,15 @@ def fill_ledger(path: Path, world: World, *, now: float, requests_today: int, la
                 ledger.worker_event(job_id, state="draining", at=now - 2)
         for i in range(200):
             submit = now - 86_400 + i * 400
-            ledger.record_reclaim(f"9{i:04d}", node=rng.choice(world.workers)[1], worker_job_id="1",
-                                  submit_time=submit, sigterm_time=submit + 0.3,
-                                  gpus_free_time=submit + 1.0, start_time=submit + rng.uniform(0.6, 6.0))
+            ledger.record_reclaim(
+                f"9{i:04d}",
+                node=rng.choice(world.workers)[1],
+                worker_job_id="1",
+                submit_time=submit,
+                sigterm_time=submit + 0.3,
+                gpus_free_time=submit + 1.0,
+                start_time=submit + rng.uniform(0.6, 6.0),
+            )
     serving = [(str(j), node, model) for j, node, model, _ in world.workers]
     futures = []
     with RequestWriter(path, prices=PRICES, operator_share=0.7, currency="USD", batch_max=4096) as writer:
@@ -185,9 +216,23 @@ def fill_ledger(path: Path, world: World, *, now: float, requests_today: int, la
         times += [now - 60 + 60 * i / max(1, last_minute) for i in range(last_minute)]
         for i, ts in enumerate(times):
             job_id, node, model = serving[i % len(serving)]
-            futures.append(writer.submit(RequestRow(
-                id=f"chatcmpl-{i:09d}", ts=ts, key_id=1 + i % 3, model=model, job_id=job_id, node=node,
-                prompt_tokens=200 + i % 700, completion_tokens=40 + i % 400, cached_tokens=(i % 3) * 64,
-                status="ok" if i % 50 else "partial", latency_ms=20.0, streamed=bool(i % 2))))
+            futures.append(
+                writer.submit(
+                    RequestRow(
+                        id=f"chatcmpl-{i:09d}",
+                        ts=ts,
+                        key_id=1 + i % 3,
+                        model=model,
+                        job_id=job_id,
+                        node=node,
+                        prompt_tokens=200 + i % 700,
+                        completion_tokens=40 + i % 400,
+                        cached_tokens=(i % 3) * 64,
+                        status="ok" if i % 50 else "partial",
+                        latency_ms=20.0,
+                        streamed=bool(i % 2),
+                    )
+                )
+            )
     # Closing the writer committed or failed every row: a future still pending is a row lost.
     return sum(1 for f in futures if f.done() and f.exception() is None)

@@ -72,8 +72,9 @@ class Recorder:
     def __init__(self):
         self.calls: list[tuple[float, str, dict]] = []
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, str(self.port)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RECORDER, str(self.port)], stdout=subprocess.PIPE, text=True
+        )
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + 10
         while True:
@@ -122,8 +123,7 @@ def wait_registered(proc: subprocess.Popen, rec: Recorder, err, t_launch: float,
     while rec.first("register") is None:
         if proc.poll() is not None:
             err.seek(0)
-            raise RuntimeError(f"worker exited {proc.returncode} before registering:\n"
-                               f"{err.read().decode()[-3000:]}")
+            raise RuntimeError(f"worker exited {proc.returncode} before registering:\n{err.read().decode()[-3000:]}")
         if time.monotonic() - t_launch > REGISTER_TIMEOUT_S:
             raise RuntimeError(f"worker not registered after {REGISTER_TIMEOUT_S} s; see {log_path}")
         time.sleep(0.02)
@@ -136,8 +136,12 @@ def ask(openai, url: str, key: str, max_tokens: int, streaming: threading.Semaph
         finish, first = None, True
         try:
             for chunk in c.completions.create(
-                    model=MODEL, prompt="Once upon a time", max_tokens=max_tokens,
-                    stream=True, extra_body={"ignore_eos": True}):
+                model=MODEL,
+                prompt="Once upon a time",
+                max_tokens=max_tokens,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            ):
                 if first:
                     streaming.release()
                     first = False
@@ -150,13 +154,16 @@ def ask(openai, url: str, key: str, max_tokens: int, streaming: threading.Semaph
             streaming.release()
 
 
-def load_worker(openai, body: dict, secret: bytes, max_tokens: int, result: dict,
-                failures: list[str], outcomes: list[str]) -> list[threading.Thread]:
+def load_worker(
+    openai, body: dict, secret: bytes, max_tokens: int, result: dict, failures: list[str], outcomes: list[str]
+) -> list[threading.Thread]:
     """CLIENTS streams into the worker's vLLM, until all are in flight and one produces."""
     key = vllm_api_key(secret, body["job_id"])
     streaming = threading.Semaphore(0)
-    threads = [threading.Thread(target=ask, args=(openai, body["url"], key, max_tokens, streaming, outcomes),
-                                daemon=True) for _ in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=ask, args=(openai, body["url"], key, max_tokens, streaming, outcomes), daemon=True)
+        for _ in range(CLIENTS)
+    ]
     for t in threads:
         t.start()
     # All requests accepted by vLLM (its GET /load) and one stream producing:
@@ -172,8 +179,14 @@ def load_worker(openai, body: dict, secret: bytes, max_tokens: int, result: dict
     return threads
 
 
-def stop_worker(proc: subprocess.Popen, scenario: str, rec: Recorder, threads: list[threading.Thread],
-                result: dict, failures: list[str]) -> None:
+def stop_worker(
+    proc: subprocess.Popen,
+    scenario: str,
+    rec: Recorder,
+    threads: list[threading.Thread],
+    result: dict,
+    failures: list[str],
+) -> None:
     """SIGTERM (to every descendant too in the slurm scenario); time the exit and the deregister."""
     targets = descendants(proc.pid) if scenario == "slurm" else [proc.pid]
     t_sig = time.monotonic()
@@ -192,12 +205,14 @@ def stop_worker(proc: subprocess.Popen, scenario: str, rec: Recorder, threads: l
         failures.append(f"worker exited {rc}")
     if dereg is None:
         failures.append("worker never deregistered")
-    result.update({
-        # Timed only when the worker stopped as it should (exit 0).
-        "sigterm_to_exit_s": round(t_exit - t_sig, 3) if rc == 0 else None,
-        "sigterm_to_dereg_s": round(dereg[0] - t_sig, 4) if dereg else None,
-        "exit_code": rc,
-    })
+    result.update(
+        {
+            # Timed only when the worker stopped as it should (exit 0).
+            "sigterm_to_exit_s": round(t_exit - t_sig, 3) if rc == 0 else None,
+            "sigterm_to_dereg_s": round(dereg[0] - t_sig, 4) if dereg else None,
+            "exit_code": rc,
+        }
+    )
 
 
 def count_clients(threads: list[threading.Thread], outcomes: list[str], result: dict, failures: list[str]) -> None:
@@ -224,9 +239,21 @@ def run_once(scenario: str, configs: dict, secret: bytes, max_tokens: int) -> di
     try:
         with open(log_path, "w+b") as err:
             t_launch = time.monotonic()
-            proc = subprocess.Popen([str(ISENSE), "--config", str(config), "worker", "--model", MODEL,
-                                     "--gateway", f"http://127.0.0.1:{rec.port}"],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(
+                [
+                    str(ISENSE),
+                    "--config",
+                    str(config),
+                    "worker",
+                    "--model",
+                    MODEL,
+                    "--gateway",
+                    f"http://127.0.0.1:{rec.port}",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
             wait_registered(proc, rec, err, t_launch, log_path)
             t_reg, _, body = rec.first("register")
             result = {"scenario": scenario, "start_to_registered_s": round(t_reg - t_launch, 2)}
@@ -280,8 +307,11 @@ def main() -> int:
     for run in range(args.runs):
         for scenario in SCENARIOS:
             r = run_once(scenario, configs, secret, args.max_tokens)
-            print(f"run {run + 1} {scenario:5}: " + ", ".join(f"{k}={v}" for k, v in r.items()
-                                                           if k not in ("scenario", "log")), flush=True)
+            print(
+                f"run {run + 1} {scenario:5}: "
+                + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("scenario", "log")),
+                flush=True,
+            )
             if r["failures"] or (r["sigterm_to_exit_s"] or 0) > 1.5:
                 print(f"  {'failed' if r['failures'] else 'slow stop'}: see {r['log']}", flush=True)
             results.append(r)
@@ -290,9 +320,12 @@ def main() -> int:
         vals = [r[key] for r in results if r["scenario"] == scenario and r[key] is not None and not r["failures"]]
         return round(statistics.median(vals), 3) if vals else None
 
-    summary = {"bench": "worker", "runs": args.runs, "max_tokens": args.max_tokens,
-               "start_to_registered_s_median": round(statistics.median(
-                   r["start_to_registered_s"] for r in results), 2)}
+    summary = {
+        "bench": "worker",
+        "runs": args.runs,
+        "max_tokens": args.max_tokens,
+        "start_to_registered_s_median": round(statistics.median(r["start_to_registered_s"] for r in results), 2),
+    }
     for scenario in SCENARIOS:
         summary[f"{scenario}_sigterm_to_exit_s_median"] = med(scenario, "sigterm_to_exit_s")
         summary[f"{scenario}_sigterm_to_dereg_s_median"] = med(scenario, "sigterm_to_dereg_s")
@@ -303,13 +336,14 @@ def main() -> int:
                 for k, v in r["finish"].items():
                     reasons[k] = reasons.get(k, 0) + v
         summary[f"{scenario}_finish"] = reasons
-        summary[f"{scenario}_client_failures"] = sum(r["client_failures"] for r in results
-                                                     if r["scenario"] == scenario)
-        summary[f"{scenario}_in_flight_at_signal_min"] = min(r["in_flight_at_signal"] for r in results
-                                                             if r["scenario"] == scenario)
+        summary[f"{scenario}_client_failures"] = sum(r["client_failures"] for r in results if r["scenario"] == scenario)
+        summary[f"{scenario}_in_flight_at_signal_min"] = min(
+            r["in_flight_at_signal"] for r in results if r["scenario"] == scenario
+        )
     summary["exit_codes"] = sorted({r["exit_code"] for r in results}, key=str)
-    failures = [f"run {i // len(SCENARIOS) + 1} {r['scenario']}: {f}" for i, r in enumerate(results)
-                for f in r["failures"]]
+    failures = [
+        f"run {i // len(SCENARIOS) + 1} {r['scenario']}: {f}" for i, r in enumerate(results) for f in r["failures"]
+    ]
     return finish(summary, len(failures), failures)
 
 

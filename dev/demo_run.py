@@ -124,12 +124,18 @@ class Traffic:
         extra = {"ignore_eos": True}
         if not streamed:
             reply = self.client.chat.completions.create(
-                model="tiny-llama", messages=messages, max_tokens=32, extra_body=extra)
+                model="tiny-llama", messages=messages, max_tokens=32, extra_body=extra
+            )
             return reply.usage
         usage = None
         stream = self.client.chat.completions.create(
-            model="tiny-llama", messages=messages, max_tokens=32, stream=True,
-            stream_options={"include_usage": True}, extra_body=extra)
+            model="tiny-llama",
+            messages=messages,
+            max_tokens=32,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=extra,
+        )
         for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
@@ -140,10 +146,19 @@ class Traffic:
 
 def submit_training(node: str) -> int:
     slurm = default_backend()
-    options = SubmitOptions(partition="train", nodelist=node, gres="gpu:4", job_name="demo-training",
-                            output="/var/lib/isense-dev/jobs/demo-training-%j.out", time="5")
-    return slurm.submit("#!/bin/bash\necho training on $SLURMD_NODENAME GPUs $CUDA_VISIBLE_DEVICES\nsleep 20\n",
-                        options, as_user=TRAINER)
+    options = SubmitOptions(
+        partition="train",
+        nodelist=node,
+        gres="gpu:4",
+        job_name="demo-training",
+        output="/var/lib/isense-dev/jobs/demo-training-%j.out",
+        time="5",
+    )
+    return slurm.submit(
+        "#!/bin/bash\necho training on $SLURMD_NODENAME GPUs $CUDA_VISIBLE_DEVICES\nsleep 20\n",
+        options,
+        as_user=TRAINER,
+    )
 
 
 def wait_running(job_id: int, timeout: float = 30.0) -> float:
@@ -178,12 +193,16 @@ def reclaim_under_traffic(client, workers: list[dict]) -> None:
     say(f"reclaim: a training job of user {TRAINER} needs all 4 GPUs of {node}")
     job_id = submit_training(node)
     seconds = wait_running(job_id)
-    print(f"  training job {job_id} submitted and RUNNING on {node} after {seconds:.2f} s "
-          f"(submit -> running, measured by polling squeue)")
+    print(
+        f"  training job {job_id} submitted and RUNNING on {node} after {seconds:.2f} s "
+        f"(submit -> running, measured by polling squeue)"
+    )
     time.sleep(6)
     traffic.finish()
-    print(f"  clients: {traffic.ok} requests ok, {traffic.errors} errors, "
-          f"{traffic.prompt_tokens} prompt + {traffic.completion_tokens} completion tokens received")
+    print(
+        f"  clients: {traffic.ok} requests ok, {traffic.errors} errors, "
+        f"{traffic.prompt_tokens} prompt + {traffic.completion_tokens} completion tokens received"
+    )
     for sample in traffic.error_samples:
         print(f"  client error: {sample}")
 
@@ -199,11 +218,13 @@ def show_ledger() -> None:
         if None in (r.submit_time, r.sigterm_time, r.gpus_free_time, r.start_time):
             print(f"  reclaim (incomplete): {r}")
             continue
-        print(f"  reclaim of {r.node} by training job {r.training_job_id} (worker {r.worker_job_id}): "
-              f"submit -> SIGTERM {r.sigterm_time - r.submit_time:.2f} s, "
-              f"-> GPUs free {r.gpus_free_time - r.submit_time:.2f} s, "
-              f"-> training started {r.start_time - r.submit_time:.2f} s "
-              f"(Slurm's submit time has 1 s resolution)")
+        print(
+            f"  reclaim of {r.node} by training job {r.training_job_id} (worker {r.worker_job_id}): "
+            f"submit -> SIGTERM {r.sigterm_time - r.submit_time:.2f} s, "
+            f"-> GPUs free {r.gpus_free_time - r.submit_time:.2f} s, "
+            f"-> training started {r.start_time - r.submit_time:.2f} s "
+            f"(Slurm's submit time has 1 s resolution)"
+        )
     ledger.close()
 
 
@@ -223,9 +244,10 @@ def main() -> int:
 
     config, api_key = setup()
     say("isense serve: the controller lends idle GPUs, the gateway serves them")
-    log = open(DEMO_DIR / "serve.log", "w")
-    serve = subprocess.Popen(ISENSE + ["--config", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+    log = open(DEMO_DIR / "serve.log", "w")  # noqa: SIM115 - open for isense serve's life
+    serve = subprocess.Popen(
+        ISENSE + ["--config", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=api_key, max_retries=0, timeout=60)
         workers = wait_for_workers(client, WORKERS_WANTED, timeout=300)

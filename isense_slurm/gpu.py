@@ -36,8 +36,14 @@ class GpuProcess:
     source: str  # "nvml" | "scan"
 
     def as_dict(self) -> dict:
-        return {"pid": self.pid, "uid": self.uid, "gpus": list(self.gpus),
-                "used_bytes": self.used_bytes, "cmd": self.cmd, "source": self.source}
+        return {
+            "pid": self.pid,
+            "uid": self.uid,
+            "gpus": list(self.gpus),
+            "used_bytes": self.used_bytes,
+            "cmd": self.cmd,
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -62,13 +68,18 @@ class CleanReport:
 
     def as_dict(self) -> dict:
         return {
-            "gpus": self.gpus, "nvml": self.nvml,
+            "gpus": self.gpus,
+            "nvml": self.nvml,
             "found": [p.as_dict() for p in self.found],
             "others": [p.as_dict() for p in self.others],
-            "signalled": self.signalled, "sigkilled": self.sigkilled, "survivors": self.survivors,
+            "signalled": self.signalled,
+            "sigkilled": self.sigkilled,
+            "survivors": self.survivors,
             "memory_used_bytes": {str(k): v for k, v in self.memory_used_bytes.items()},
-            "find_s": round(self.find_s, 4), "kill_s": round(self.kill_s, 4),
-            "free_s": round(self.free_s, 4), "total_s": round(self.total_s, 4),
+            "find_s": round(self.find_s, 4),
+            "kill_s": round(self.kill_s, 4),
+            "free_s": round(self.free_s, 4),
+            "total_s": round(self.total_s, 4),
             "error": self.error,
         }
 
@@ -186,7 +197,7 @@ class Nvml:
         self.handles = handles
 
     @classmethod
-    def open(cls, gpu_indices) -> "Nvml | None":
+    def open(cls, gpu_indices) -> Nvml | None:
         try:
             import pynvml  # deferred: the package is optional
         except ImportError:
@@ -342,7 +353,7 @@ def clean_gpus(
     return report
 
 
-def _find(report: CleanReport, nvml: "Nvml | None", service_uid: int, node: str | None, proc: str) -> None:
+def _find(report: CleanReport, nvml: Nvml | None, service_uid: int, node: str | None, proc: str) -> None:
     """Fills found (the service account's, NVML's then the scan's) and others (left alone)."""
     found: dict[int, GpuProcess] = {}
     if nvml is not None:
@@ -385,7 +396,7 @@ def _kill(report: CleanReport, service_uid: int, deadline: float, term_wait_s: f
             os.close(fd)
 
 
-def _wait_nvml_free(report: CleanReport, nvml: "Nvml", deadline: float) -> None:
+def _wait_nvml_free(report: CleanReport, nvml: Nvml, deadline: float) -> None:
     """Until NVML lists none of the found processes (or the deadline); then the memory used."""
     ours = {p.pid for p in report.found}
     try:

@@ -7,7 +7,7 @@ day's totals in `isense earnings` and in its export come from the same predicate
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from isense_slurm.errors import UsageError
 
@@ -35,12 +35,12 @@ class Period:
 
 
 def utc_midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def iso_z(moment: datetime) -> str:
     """'2025-01-05T00:00:00Z'."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_date(text: str, flag: str) -> date:
@@ -74,7 +74,7 @@ def buckets(by: str, since: datetime, until: datetime) -> list[Period]:
     if by not in BY_CHOICES:
         raise UsageError(f"--by {by!r}: use one of {', '.join(BY_CHOICES)}")
     result = []
-    day = since.astimezone(timezone.utc).date()
+    day = since.astimezone(UTC).date()
     while True:
         period = period_of(by, day)
         if period.start >= until:
@@ -88,7 +88,7 @@ def parse_export_period(text: str, now: datetime) -> Period:
     """'yesterday' (UTC), YYYY-MM-DD, YYYY-Www (ISO week) or YYYY-MM."""
     value = text.strip()
     if value == "yesterday":
-        return period_of("day", now.astimezone(timezone.utc).date() - timedelta(days=1))
+        return period_of("day", now.astimezone(UTC).date() - timedelta(days=1))
     try:
         if match := _DATE.fullmatch(value):
             return period_of("day", date(*map(int, match.groups())))

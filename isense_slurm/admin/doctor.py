@@ -88,8 +88,10 @@ def check(cfg, facts: Facts) -> list[Finding]:
         out.extend(_check_slurm(cfg, facts))
 
     if facts.account is None:
-        fail(f"service account {s.service_account!r} does not exist on this host",
-             f"create it (useradd --system {s.service_account}) on this host and every node")
+        fail(
+            f"service account {s.service_account!r} does not exist on this host",
+            f"create it (useradd --system {s.service_account}) on this host and every node",
+        )
     else:
         ok(f"service account {s.service_account} exists (uid {facts.account[0]})")
     if facts.secret_problem:
@@ -97,11 +99,12 @@ def check(cfg, facts: Facts) -> list[Finding]:
     else:
         mode, gid = facts.secret_mode or (0, -1)
         if mode & 0o007:
-            fail(f"worker secret {cfg.secrets.dir}/worker.key is readable by others (mode {mode:o})",
-                 "chmod 0640 it")
+            fail(f"worker secret {cfg.secrets.dir}/worker.key is readable by others (mode {mode:o})", "chmod 0640 it")
         elif facts.account and gid != facts.account[1] and not mode & 0o040:
-            warn("worker secret is not readable by the service account's group",
-                 f"chgrp {s.service_account} {cfg.secrets.dir}/worker.key; chmod 0640 it")
+            warn(
+                "worker secret is not readable by the service account's group",
+                f"chgrp {s.service_account} {cfg.secrets.dir}/worker.key; chmod 0640 it",
+            )
         else:
             ok(f"worker secret present in {cfg.secrets.dir}")
     if facts.ledger_problem:
@@ -109,17 +112,23 @@ def check(cfg, facts: Facts) -> list[Finding]:
     else:
         ok(f"ledger {cfg.ledger.path} is writable")
     if facts.job_dir_problem:
-        fail(f"job dir {s.job_dir}: {facts.job_dir_problem}",
-             f"mkdir -p {s.job_dir}; chown {s.service_account} {s.job_dir}")
+        fail(
+            f"job dir {s.job_dir}: {facts.job_dir_problem}",
+            f"mkdir -p {s.job_dir}; chown {s.service_account} {s.job_dir}",
+        )
     else:
         ok(f"job dir {s.job_dir} is writable by {s.service_account}")
     if facts.wake_problem:
-        warn(f"submit wake file {s.submit_wake}: {facts.wake_problem}",
-             f"install -d -o {_slurm_user(facts)} {s.submit_wake.parent} (slurmctld's job_submit.lua writes it;"
-             " isense serve must run where it can see it)")
+        warn(
+            f"submit wake file {s.submit_wake}: {facts.wake_problem}",
+            f"install -d -o {_slurm_user(facts)} {s.submit_wake.parent} (slurmctld's job_submit.lua writes it;"
+            " isense serve must run where it can see it)",
+        )
     if facts.config_problem:
-        fail(f"config {cfg.path}: {facts.config_problem}",
-             f"chmod o+r {cfg.path} (worker jobs read it as {s.service_account}; keep secrets out of it)")
+        fail(
+            f"config {cfg.path}: {facts.config_problem}",
+            f"chmod o+r {cfg.path} (worker jobs read it as {s.service_account}; keep secrets out of it)",
+        )
     elif facts.account is not None:
         ok(f"config {cfg.path} is readable by {s.service_account}")
     out.extend(_check_workers_start(cfg, facts))
@@ -132,23 +141,34 @@ def _check_workers_start(cfg, facts: Facts) -> list[Finding]:
     s = cfg.slurm
     out: list[Finding] = []
     if facts.executables_skipped and facts.account is not None:
-        out.append(Finding("WARN", f"worker and vLLM executables not tried as {s.service_account}: "
-                                   f"{facts.executables_skipped}", "run isense doctor as root"))
+        out.append(
+            Finding(
+                "WARN",
+                f"worker and vLLM executables not tried as {s.service_account}: {facts.executables_skipped}",
+                "run isense doctor as root",
+            )
+        )
     for c in facts.executables:
         if c.problem is None:
             out.append(Finding("OK", f"{c.what} starts as {s.service_account} ({c.command})"))
         else:
-            fix = ("make it and its folders readable and executable by the service account"
-                   if c.what.startswith("worker") else
-                   f"fix [worker] vllm_executable (the vLLM of the nodes' virtualenv), or its permissions")
-            out.append(Finding("FAIL", f"{c.what} cannot start as {s.service_account}: {c.command}: {c.problem}",
-                               fix))
+            fix = (
+                "make it and its folders readable and executable by the service account"
+                if c.what.startswith("worker")
+                else "fix [worker] vllm_executable (the vLLM of the nodes' virtualenv), or its permissions"
+            )
+            out.append(Finding("FAIL", f"{c.what} cannot start as {s.service_account}: {c.command}: {c.problem}", fix))
     if facts.held_back is not None:
         for h in facts.held_back:
-            out.append(Finding(
-                "FAIL", f"controller holds back {h.get('model')} on {h.get('node')}: {h.get('text') or h.get('last_reason')}",
-                f"read {s.job_dir}/isense-{h.get('last_job_id')}.out and fix the cause; one worker tries after the"
-                " back-off, and one that serves ends it"))
+            out.append(
+                Finding(
+                    "FAIL",
+                    f"controller holds back {h.get('model')} on {h.get('node')}: "
+                    f"{h.get('text') or h.get('last_reason')}",
+                    f"read {s.job_dir}/isense-{h.get('last_job_id')}.out and fix the cause; one worker tries after the"
+                    " back-off, and one that serves ends it",
+                )
+            )
         if not facts.held_back:
             out.append(Finding("OK", "isense serve answers: no node held back for failing workers"))
     return out
@@ -173,8 +193,10 @@ def _check_slurm(cfg, facts: Facts) -> list[Finding]:
     if preempt == "preempt/partition_prio":
         out.ok("PreemptType=preempt/partition_prio")
     else:
-        out.fail(f"PreemptType={preempt or '(unset)'}: training cannot take lent GPUs back by partition",
-                 "set PreemptType=preempt/partition_prio and PreemptMode=REQUEUE (isense slurm-conf)")
+        out.fail(
+            f"PreemptType={preempt or '(unset)'}: training cannot take lent GPUs back by partition",
+            "set PreemptType=preempt/partition_prio and PreemptMode=REQUEUE (isense slurm-conf)",
+        )
     parts = {p.name: p for p in facts.partitions}
     lend = parts.get(cfg.slurm.lend_partition)
     _check_lend_partition(cfg.slurm, lend, out)
@@ -188,8 +210,10 @@ def _check_slurm(cfg, facts: Facts) -> list[Finding]:
 
 def _check_lend_partition(s, lend: Partition | None, out: _Findings) -> None:
     if lend is None:
-        out.fail(f"lend partition {s.lend_partition!r} does not exist",
-                 "add it (isense slurm-conf prints the line) and `scontrol reconfigure`")
+        out.fail(
+            f"lend partition {s.lend_partition!r} does not exist",
+            "add it (isense slurm-conf prints the line) and `scontrol reconfigure`",
+        )
         return
     if lend.state != "UP":
         out.warn(f"lend partition {lend.name} is {lend.state}", f"scontrol update PartitionName={lend.name} State=UP")
@@ -197,15 +221,21 @@ def _check_lend_partition(s, lend: Partition | None, out: _Findings) -> None:
     if modes & {"REQUEUE", "CANCEL"}:
         out.ok(f"lend partition {lend.name}: PreemptMode={lend.preempt_mode}, PriorityTier={lend.priority_tier}")
     else:
-        out.fail(f"lend partition {lend.name} has PreemptMode={lend.preempt_mode}: workers would not be preempted",
-                 f"set PreemptMode=REQUEUE on PartitionName={lend.name}")
+        out.fail(
+            f"lend partition {lend.name} has PreemptMode={lend.preempt_mode}: workers would not be preempted",
+            f"set PreemptMode=REQUEUE on PartitionName={lend.name}",
+        )
     if lend.grace_time:
-        out.warn(f"lend partition {lend.name} has GraceTime={lend.grace_time}: workers get SIGTERM late and "
-                 f"are killed GraceTime to GraceTime+30 s after the training job asks",
-                 f"set GraceTime=0 on PartitionName={lend.name}")
+        out.warn(
+            f"lend partition {lend.name} has GraceTime={lend.grace_time}: workers get SIGTERM late and "
+            f"are killed GraceTime to GraceTime+30 s after the training job asks",
+            f"set GraceTime=0 on PartitionName={lend.name}",
+        )
     if lend.max_time is not None and lend.max_time < s.max_job_minutes:
-        out.warn(f"lend partition {lend.name} MaxTime={lend.max_time} min < max_job_minutes {s.max_job_minutes}",
-                 f"raise MaxTime or lower [slurm] max_job_minutes")
+        out.warn(
+            f"lend partition {lend.name} MaxTime={lend.max_time} min < max_job_minutes {s.max_job_minutes}",
+            "raise MaxTime or lower [slurm] max_job_minutes",
+        )
 
 
 def _check_pools(s, facts: Facts, parts: dict[str, Partition], lend: Partition | None, out: _Findings) -> None:
@@ -221,16 +251,20 @@ def _check_pools(s, facts: Facts, parts: dict[str, Partition], lend: Partition |
         out.fail(what, "declare the GPUs as GRES (Gres=gpu:N in slurm.conf, gres.conf)")
     outside = [n.name for n in pool if s.lend_partition not in n.partitions]
     if outside:
-        out.warn(f"{len(outside)} pool nodes are not in {s.lend_partition} ({', '.join(outside[:8])})",
-                 f"add them to PartitionName={s.lend_partition} Nodes=")
+        out.warn(
+            f"{len(outside)} pool nodes are not in {s.lend_partition} ({', '.join(outside[:8])})",
+            f"add them to PartitionName={s.lend_partition} Nodes=",
+        )
     if lend is None:
         return
     for part in sorted({p for n in pool for p in n.partitions} - {s.lend_partition}):
         tier = parts[part].priority_tier if part in parts else None
         if tier is not None and tier <= lend.priority_tier:
-            out.fail(f"partition {part} (PriorityTier {tier}) cannot preempt {lend.name} "
-                     f"(PriorityTier {lend.priority_tier})",
-                     f"give PartitionName={part} a PriorityTier above {lend.priority_tier}")
+            out.fail(
+                f"partition {part} (PriorityTier {tier}) cannot preempt {lend.name} "
+                f"(PriorityTier {lend.priority_tier})",
+                f"give PartitionName={part} a PriorityTier above {lend.priority_tier}",
+            )
         elif tier is not None:
             out.ok(f"partition {part} (PriorityTier {tier}) preempts {lend.name}")
 
@@ -241,14 +275,19 @@ def _check_kill_wait(s, conf: dict[str, str], out: _Findings) -> None:
     if kill_wait is None:
         out.warn("KillWait not readable from scontrol show config", f"set KillWait={needed}")
     elif kill_wait <= s.drain_seconds:
-        out.fail(f"KillWait={kill_wait:g} s <= drain_seconds {s.drain_seconds:g}: Slurm kills workers mid-drain",
-                 f"set KillWait={needed} (or lower [slurm] drain_seconds)")
+        out.fail(
+            f"KillWait={kill_wait:g} s <= drain_seconds {s.drain_seconds:g}: Slurm kills workers mid-drain",
+            f"set KillWait={needed} (or lower [slurm] drain_seconds)",
+        )
     elif kill_wait < needed:
-        out.warn(f"KillWait={kill_wait:g} s leaves a worker no time to stop vLLM after its drain",
-                 f"set KillWait={needed}")
+        out.warn(
+            f"KillWait={kill_wait:g} s leaves a worker no time to stop vLLM after its drain", f"set KillWait={needed}"
+        )
     elif kill_wait > needed + 25:
-        out.warn(f"KillWait={kill_wait:g} s: a stuck worker delays training that long",
-                 f"KillWait={needed} is enough for drain_seconds {s.drain_seconds:g}")
+        out.warn(
+            f"KillWait={kill_wait:g} s: a stuck worker delays training that long",
+            f"KillWait={needed} is enough for drain_seconds {s.drain_seconds:g}",
+        )
     else:
         out.ok(f"KillWait={kill_wait:g} s covers drain_seconds {s.drain_seconds:g} (+ vLLM stop)")
 
@@ -260,40 +299,59 @@ def _check_scheduling(s, facts: Facts, out: _Findings) -> None:
     if "alloc" in flags:
         out.ok("PrologFlags=Alloc: the prolog cleans every node of a job before it starts")
     else:
-        out.warn("PrologFlags has no Alloc: a multi-node job's other nodes are cleaned only at their first step",
-                 "set PrologFlags=Alloc")
+        out.warn(
+            "PrologFlags has no Alloc: a multi-node job's other nodes are cleaned only at their first step",
+            "set PrologFlags=Alloc",
+        )
     if "backfill" not in (conf.get("SchedulerType") or ""):
-        out.warn(f"SchedulerType={conf.get('SchedulerType')}: --time-min needs backfill; worker limits are not "
-                 "fitted to holes", "set SchedulerType=sched/backfill")
+        out.warn(
+            f"SchedulerType={conf.get('SchedulerType')}: --time-min needs backfill; worker limits are not "
+            "fitted to holes",
+            "set SchedulerType=sched/backfill",
+        )
     if s.submit_wake is not None:
         plugins = {p.strip().removeprefix("job_submit/") for p in (conf.get("JobSubmitPlugins") or "").split(",")}
         if "lua" in plugins:
             out.ok("JobSubmitPlugins has lua: job_submit.lua wakes make way on each submit")
         else:
-            out.warn("JobSubmitPlugins has no lua: [slurm] submit_wake is never written, so reclaim waits for"
-                     " slurmctld's next scheduling pass (up to 1 s more)",
-                     "set JobSubmitPlugins=lua and install job_submit.lua (isense slurm-conf)")
+            out.warn(
+                "JobSubmitPlugins has no lua: [slurm] submit_wake is never written, so reclaim waits for"
+                " slurmctld's next scheduling pass (up to 1 s more)",
+                "set JobSubmitPlugins=lua and install job_submit.lua (isense slurm-conf)",
+            )
     if facts.plugin:
         out.ok("SPANK plugin loaded (sbatch --isense-worker)")
     else:
-        out.warn("SPANK plugin not loaded: workers run without containment",
-                 "install etc-slurm/spank/ and its plugstack line (isense slurm-conf, docs/spank.md)")
+        out.warn(
+            "SPANK plugin not loaded: workers run without containment",
+            "install etc-slurm/spank/ and its plugstack line (isense slurm-conf, docs/spank.md)",
+        )
 
 
 def _check_hook(name: str, value: str | None, files: list[str], script: str) -> list[Finding]:
     if _is_null(value):
-        return [Finding("FAIL", f"{name} is not set: no GPU cleanup and no reclaim records",
-                        f"set {name}=/etc/slurm/{name.lower()}.d/* and link {script} there (isense slurm-conf)")]
+        return [
+            Finding(
+                "FAIL",
+                f"{name} is not set: no GPU cleanup and no reclaim records",
+                f"set {name}=/etc/slurm/{name.lower()}.d/* and link {script} there (isense slurm-conf)",
+            )
+        ]
     if any(os.path.basename(f) == script for f in files):
         return [Finding("OK", f"{name} runs {script} ({value})")]
     if not files:
-        return [Finding("WARN", f"{name}={value}: its files are not visible on this host",
-                        f"make sure every node's {name} runs {script}")]
-    return [Finding("WARN", f"{name}={value} does not run {script}",
-                    f"link {script} into it (isense slurm-conf)")]
+        return [
+            Finding(
+                "WARN",
+                f"{name}={value}: its files are not visible on this host",
+                f"make sure every node's {name} runs {script}",
+            )
+        ]
+    return [Finding("WARN", f"{name}={value} does not run {script}", f"link {script} into it (isense slurm-conf)")]
 
 
 # --- gathering (I/O) ---------------------------------------------------------------------
+
 
 def _hook_files(value: str | None) -> list[str]:
     """The scripts a Prolog=/Epilog= value names (comma lists, globs), resolved."""
@@ -319,8 +377,9 @@ def _allowed(path: Path, uid: int, gid: int, bits: tuple[int, int, int]) -> bool
 def _readable_path(path: Path, uid: int, gid: int) -> bool:
     """Every folder above searchable, the file readable."""
     folders = [p for p in reversed(path.parents)]
-    return (all(_allowed(p, uid, gid, (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)) for p in folders)
-            and _allowed(path, uid, gid, (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)))
+    return all(_allowed(p, uid, gid, (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)) for p in folders) and _allowed(
+        path, uid, gid, (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+    )
 
 
 def gather(cfg, slurm) -> Facts:
@@ -378,7 +437,9 @@ def _gather_files(cfg, facts: Facts) -> None:
     job_dir = Path(cfg.slurm.job_dir)
     if not job_dir.is_dir():
         facts.job_dir_problem = "missing"
-    elif facts.account is not None and not _allowed(job_dir, *facts.account, (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH)):
+    elif facts.account is not None and not _allowed(
+        job_dir, *facts.account, (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH)
+    ):
         facts.job_dir_problem = f"not writable by {cfg.slurm.service_account}"
     wake = cfg.slurm.submit_wake
     if wake is not None and not wake.parent.is_dir():

@@ -57,12 +57,19 @@ def _one_line(text: str, last: bool = True) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-def run_check(what: str, prefix: list[str], argv: list[str], *, cwd: Path | None = None,
-              timeout: float = TIMEOUT_SECONDS) -> ExecCheck:
+def run_check(
+    what: str, prefix: list[str], argv: list[str], *, cwd: Path | None = None, timeout: float = TIMEOUT_SECONDS
+) -> ExecCheck:
     command = " ".join(argv)
     try:
-        proc = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, cwd=str(cwd) if cwd and cwd.is_dir() else "/")
+        proc = subprocess.run(
+            [*prefix, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=str(cwd) if cwd and cwd.is_dir() else "/",
+        )
     except subprocess.TimeoutExpired:
         return ExecCheck(what, command, f"no answer within {timeout:g} s")
     except OSError as err:
@@ -101,12 +108,20 @@ def check_executables(cfg, isense: str) -> tuple[list[ExecCheck], str | None]:
     if isinstance(prefix, str):
         return [], prefix
     job_dir = Path(cfg.slurm.job_dir)
-    checks = [run_check("worker executable", prefix,
-                        [isense, "--config", str(Path(cfg.path).resolve()), "worker", "--help"], cwd=job_dir)]
+    checks = [
+        run_check(
+            "worker executable",
+            prefix,
+            [isense, "--config", str(Path(cfg.path).resolve()), "worker", "--help"],
+            cwd=job_dir,
+        )
+    ]
     exe = cfg.worker.vllm_executable
     path = exe if "/" in exe else shutil.which(exe)
     if path is None:
-        checks.append(ExecCheck("vLLM executable", exe, "not found in PATH (set [worker] vllm_executable to its full path)"))
+        checks.append(
+            ExecCheck("vLLM executable", exe, "not found in PATH (set [worker] vllm_executable to its full path)")
+        )
         return checks, None
     python = _interpreter(Path(path))
     if python is not None:

@@ -68,9 +68,10 @@ def _for_release(site: Site) -> tuple[Release, str]:
     """The release the text is written for, and the header line that says so."""
     release = parse_release(site.slurm_version) if site.slurm_version else None
     if release is None:
-        return (parse_release(ASSUMED_RELEASE) or (24, 11, None),
-                f"# For Slurm {ASSUMED_RELEASE}, assumed: Slurm did not answer here (for yours:"
-                " --slurm-version X.Y).")
+        return (
+            parse_release(ASSUMED_RELEASE) or (24, 11, None),
+            f"# For Slurm {ASSUMED_RELEASE}, assumed: Slurm did not answer here (for yours: --slurm-version X.Y).",
+        )
     how = f" ({site.version_from})" if site.version_from else ""
     return release, f"# For Slurm {site.slurm_version}{how}."
 
@@ -207,10 +208,14 @@ def _cgroup_lines() -> list[str]:
 
 def _job_submit_lines(site: Site, release: Release) -> list[str]:
     wake = site.submit_wake
-    concurrent = [
-        "# Slurm 23.02+ may run job_submit calls concurrently: isense_wake() writes a new file",
-        "# and renames it over the wake file, so isense serve never reads a partial one.",
-    ] if _at_least(release, 23, 2) else []
+    concurrent = (
+        [
+            "# Slurm 23.02+ may run job_submit calls concurrently: isense_wake() writes a new file",
+            "# and renames it over the wake file, so isense serve never reads a partial one.",
+        ]
+        if _at_least(release, 23, 2)
+        else []
+    )
     return [
         "# ---- job_submit.lua (slurmctld host, next to slurm.conf) ---------------------",
         "# Sites with their own job_submit.lua: copy isense_wake() and its two pcall lines.",

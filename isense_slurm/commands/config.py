@@ -19,8 +19,12 @@ exit status: 0 valid, 2 missing or invalid (one line naming file, line and key),
 def add_arguments(parser) -> None:
     actions = parser.add_subparsers(dest="config_action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="validate the config and print the effective settings")
-    check.add_argument("file", nargs="?", metavar="FILE",
-                       help="config file to check (default: --config, $ISENSE_CONFIG, /etc/isense/isense.toml)")
+    check.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="config file to check (default: --config, $ISENSE_CONFIG, /etc/isense/isense.toml)",
+    )
     check.add_argument("--json", action="store_true", help="print the effective config as JSON")
     actions.add_parser("path", help="print which config file would be used and why")
 
@@ -33,7 +37,6 @@ def run(args) -> int:
 
 def _check(args) -> int:
     from isense_slurm.config import config_to_dict, load_config
-
     from isense_slurm.controller.scheduled_exports import check_cron
 
     cfg = load_config(args.file or args.config)
@@ -72,9 +75,13 @@ def _path(args) -> int:
         f"${ENV_VAR}": f"from ${ENV_VAR}",
         "default": f"the default: no --config given and ${ENV_VAR} is not set",
     }[source]
-    state = "a directory" if file.is_dir() else (
-        "exists" if file.is_file() and os.access(file, os.R_OK) else
-        "not readable" if file.exists() else "missing")
+    state = (
+        "a directory"
+        if file.is_dir()
+        else (
+            "exists" if file.is_file() and os.access(file, os.R_OK) else "not readable" if file.exists() else "missing"
+        )
+    )
     print(file.absolute())
     print(f"  why:   {why}")
     print(f"  state: {state}")

@@ -1,5 +1,7 @@
 """`isense earnings`: token revenue per period and group beside lent GPU-hours."""
 
+from datetime import UTC
+
 NAME = "earnings"
 HELP = "token revenue, operator share and lent GPU-hours per day, week or month"
 DESCRIPTION = """\
@@ -64,7 +66,7 @@ def _flag_range(args):
 def _report(args, cfg, since, until):
     """The earnings report from the ledger (read only); open ends run from its first entry to now."""
     import time
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from isense_slurm.errors import UsageError
     from isense_slurm.meter import earnings as queries
@@ -77,10 +79,10 @@ def _report(args, cfg, since, until):
     try:
         if since is None:
             first = queries.earliest(conn)
-            start_day = datetime.fromtimestamp(first if first is not None else now, timezone.utc).date()
+            start_day = datetime.fromtimestamp(first if first is not None else now, UTC).date()
             since = period_of(args.by, start_day).start
         if until is None:
-            until = datetime.fromtimestamp(now, timezone.utc)
+            until = datetime.fromtimestamp(now, UTC)
         if since >= until:
             raise UsageError(f"--since {args.since}: starts after now; nothing to report yet")
         return build_report(

@@ -24,8 +24,9 @@ PROGRESS_MIN_ROWS = 20_000  # below this an export takes well under a second
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--period", required=True, metavar="PERIOD",
-                        help="yesterday | YYYY-MM-DD | YYYY-Www | YYYY-MM (UTC)")
+    parser.add_argument(
+        "--period", required=True, metavar="PERIOD", help="yesterday | YYYY-MM-DD | YYYY-Www | YYYY-MM (UTC)"
+    )
     parser.add_argument("--format", required=True, metavar="csv|jsonl", help="file format")
     parser.add_argument("--out", required=True, metavar="DIR", help="existing, writable folder for the files")
     parser.add_argument("--force", action="store_true", help="write the file again even if already exported")
@@ -46,15 +47,22 @@ def run(args) -> int:
         result = run_export(ledger_path, args.period, args.format, args.out, args.force, progress=progress)
     t = result.totals
     if result.action == "already exported":
-        print(f"already exported {result.period} ({result.format}): {result.path} "
-              f"({result.rows} requests, sha256 {result.sha256[:16]}... verified)")
+        print(
+            f"already exported {result.period} ({result.format}): {result.path} "
+            f"({result.rows} requests, sha256 {result.sha256[:16]}... verified)"
+        )
     elif result.action != "late":
-        print(f"{result.action} {result.period} ({result.format}): {result.path}: {result.rows} requests, "
-              f"{t.prompt_tokens} tokens in, {t.completion_tokens} out, gross {_money(t.gross_nanos)}, "
-              f"operator {_money(t.operator_nanos)}; sha256 {result.sha256[:16]}...")
+        print(
+            f"{result.action} {result.period} ({result.format}): {result.path}: {result.rows} requests, "
+            f"{t.prompt_tokens} tokens in, {t.completion_tokens} out, gross {_money(t.gross_nanos)}, "
+            f"operator {_money(t.operator_nanos)}; sha256 {result.sha256[:16]}..."
+        )
         if result.previous_sha256:
-            print(f"isense: note: the file changed (was sha256 {result.previous_sha256[:16]}...): "
-                  "tell whoever took the old one", file=sys.stderr)
+            print(
+                f"isense: note: the file changed (was sha256 {result.previous_sha256[:16]}...): "
+                "tell whoever took the old one",
+                file=sys.stderr,
+            )
     for late in result.late:
         print(f"isense: LATE ROWS: {late.message()}", file=sys.stderr)
     return 1 if result.late else 0
@@ -84,8 +92,14 @@ class _progress_bar:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-            self._bar = Progress("exporting", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=True)
+            self._bar = Progress(
+                "exporting",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._bar.start()
             self._task = self._bar.add_task("export", total=total)
         self._bar.update(self._task, completed=done)

@@ -28,9 +28,7 @@ exit status: 0 stopped by a signal, 1 runtime error (port busy), 2 usage or conf
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--listen", metavar="HOST:PORT", help="address to listen on (default: [gateway] listen)"
-    )
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: [gateway] listen)")
 
 
 def run(args) -> int:

@@ -53,8 +53,7 @@ def _backend(args):
 
 def rows(nodes) -> list[tuple[str, ...]]:
     return [
-        (n.name, n.state_text, ",".join(n.partitions), str(n.gpus_total), str(n.gpus_alloc),
-         n.reason or "")
+        (n.name, n.state_text, ",".join(n.partitions), str(n.gpus_total), str(n.gpus_alloc), n.reason or "")
         for n in nodes
     ]
 

@@ -41,6 +41,8 @@ def run(args) -> int:
         return 0
     print(f"{path}: created")
     if gid is None and pwd.getpwuid(os.geteuid()).pw_name != account:
-        print(f"warning: not root, so {path} is not in {account}'s group: worker jobs cannot read it;"
-              f" run `isense secrets init` as root (after removing it)")
+        print(
+            f"warning: not root, so {path} is not in {account}'s group: worker jobs cannot read it;"
+            f" run `isense secrets init` as root (after removing it)"
+        )
     return 0

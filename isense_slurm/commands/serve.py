@@ -34,14 +34,21 @@ exit status: 0 stopped by a signal, 1 runtime error (Slurm, port busy), 2 usage 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print each tick's plan (one line per decision); submit and cancel nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each tick's plan (one line per decision); submit and cancel nothing",
+    )
     parser.add_argument("--once", action="store_true", help="run one tick and exit (no gateway)")
-    parser.add_argument("--no-gateway", action="store_true",
-                        help="serve only the controller's /internal routes (hook events) and /metrics, not the API")
+    parser.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="serve only the controller's /internal routes (hook events) and /metrics, not the API",
+    )
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: [gateway] listen)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log debug lines too (each make-way judgement, early ticks)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug lines too (each make-way judgement, early ticks)"
+    )
 
 
 def _print_plan(plan) -> None:
@@ -123,8 +130,9 @@ def _daemon(cfg, slurm, host: str, port: int, *, with_gateway: bool) -> int:
     favour_the_loop()
 
     async def main() -> None:
-        controller = await ControllerDaemon.open(cfg, slurm, secret=secret,
-                                                 scheduled=[export_hook] if export_hook else [])
+        controller = await ControllerDaemon.open(
+            cfg, slurm, secret=secret, scheduled=[export_hook] if export_hook else []
+        )
         await serve(cfg, host=host, port=port, secret=secret, with_gateway=with_gateway, controller=controller)
 
     asyncio.run(main())

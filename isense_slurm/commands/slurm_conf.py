@@ -7,8 +7,8 @@ Print, for this config's pools and lend partition, what Slurm needs: partition-p
 preemption (PreemptType, PreemptMode, PriorityTier, GraceTime=0), KillWait fitted to
 [slurm] drain_seconds, the node Prolog/Epilog, PrologFlags, the SPANK plugin's
 plugstack line, the prolog.d/epilog.d links and, with [slurm] submit_wake, the
-JobSubmitPlugins=lua line and job_submit.lua that wake the controller on each submit. The pools' node list comes from the
-live cluster when Slurm answers. Nothing is written: review and merge by hand, then
+JobSubmitPlugins=lua line and job_submit.lua that wake the controller on each submit.
+The pools' node list comes from the live cluster when Slurm answers. Nothing is written: review and merge by hand, then
 check with `isense doctor`.
 
 The text is for the Slurm release this host's Slurm reports, or --slurm-version's; what
@@ -21,8 +21,11 @@ _VERSION_ARG = r"^\d{2}\.\d{2}(\.\d+)?$"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--slurm-version", metavar="X.Y",
-                        help="write for this Slurm release (e.g. 24.11), not the one Slurm here reports")
+    parser.add_argument(
+        "--slurm-version",
+        metavar="X.Y",
+        help="write for this Slurm release (e.g. 24.11), not the one Slurm here reports",
+    )
 
 
 def _release_arg(text: str):
@@ -40,10 +43,10 @@ def _release_arg(text: str):
 
 
 def run(args) -> int:
-    from isense_slurm.config import load_config
     from isense_slurm.admin.doctor import service_group
-    from isense_slurm.controller.observe import pool_nodes
     from isense_slurm.admin.slurm_conf import Site, checkout_root, render
+    from isense_slurm.config import load_config
+    from isense_slurm.controller.observe import pool_nodes
     from isense_slurm.errors import SlurmError
     from isense_slurm.slurm import backend_for, compact
 
@@ -69,11 +72,18 @@ def run(args) -> int:
     except SlurmError:
         pass  # Slurm not reachable here: placeholders say what to fill in
     site = Site(
-        lend_partition=s.lend_partition, service_account=s.service_account,
-        service_group=service_group(s.service_account), pools=tuple(s.pools),
+        lend_partition=s.lend_partition,
+        service_account=s.service_account,
+        service_group=service_group(s.service_account),
+        pools=tuple(s.pools),
         pool_partitions=pool_partitions or tuple(p for p in s.pools if "[" not in p and "," not in p),
-        pool_nodes=nodes_text, max_job_minutes=s.max_job_minutes, drain_seconds=s.drain_seconds,
-        root=checkout_root(), submit_wake=s.submit_wake, slurm_version=version, version_from=version_from,
+        pool_nodes=nodes_text,
+        max_job_minutes=s.max_job_minutes,
+        drain_seconds=s.drain_seconds,
+        root=checkout_root(),
+        submit_wake=s.submit_wake,
+        slurm_version=version,
+        version_from=version_from,
     )
     print(render(site, str(cfg.path)), end="")
     return 0

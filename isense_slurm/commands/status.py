@@ -1,5 +1,7 @@
 """`isense status`: sinfo-style GPUs, workers, traffic and earnings per partition or node."""
 
+from datetime import UTC
+
 NAME = "status"
 HELP = "sinfo-style view: GPUs training / lent / idle, workers, traffic and today's earnings"
 DESCRIPTION = """\
@@ -37,9 +39,10 @@ def add_view_arguments(parser) -> None:
     parser.add_argument("-N", "--Node", dest="per_node", action="store_true", help="one row per node")
     parser.add_argument("--ledger", metavar="PATH", help="ledger file (default: [ledger] path of the config)")
     parser.add_argument(
-        "--from-json", metavar="DIR",
+        "--from-json",
+        metavar="DIR",
         help="read Slurm from saved output in DIR (sinfo.json or scontrol-node.json, squeue.json, "
-             "optional scontrol-partition.txt) instead of running Slurm's commands",
+        "optional scontrol-partition.txt) instead of running Slurm's commands",
     )
 
 
@@ -57,7 +60,7 @@ def backend_for(args, cfg=None):
 def collect(args, cfg, backend, conn, now: float, held_back=()):
     """One StatusReport from the backend and the (possibly absent) ledger connection;
     `held_back`: the running controller's held (node, model) pairs."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from isense_slurm.report import status_inputs
     from isense_slurm.report.status_model import build_status
@@ -66,11 +69,14 @@ def collect(args, cfg, backend, conn, now: float, held_back=()):
     status_inputs.check_partition(slurm, args.partition)
     figures = status_inputs.read_figures(conn, now)
     return build_status(
-        slurm.nodes, slurm.jobs, slurm.partitions, figures,
+        slurm.nodes,
+        slurm.jobs,
+        slurm.partitions,
+        figures,
         lend_partition=cfg.slurm.lend_partition,
         service_account=cfg.slurm.service_account,
         currency=cfg.revenue.currency,
-        at=datetime.fromtimestamp(now, timezone.utc),
+        at=datetime.fromtimestamp(now, UTC),
         day_start=status_inputs.day_start(now),
         view="node" if args.per_node else "partition",
         partition=args.partition,

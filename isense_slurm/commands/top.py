@@ -24,10 +24,12 @@ def add_arguments(parser) -> None:
     from isense_slurm.commands.status import add_view_arguments
 
     add_view_arguments(parser)
-    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
-                        help="seconds between refreshes (default 2)")
-    parser.add_argument("--minutes", type=float, default=10.0, metavar="N",
-                        help="sparkline span in minutes (default 10)")
+    parser.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="seconds between refreshes (default 2)"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, metavar="N", help="sparkline span in minutes (default 10)"
+    )
     parser.add_argument("--reclaims", type=int, default=5, metavar="N", help="recent reclaims shown (default 5)")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
 
@@ -105,8 +107,10 @@ def live(args, cfg, backend, conn, console) -> int:
     # with one line, before the screen is taken; later failures stay on screen.
     frame = read_frame(args, cfg, backend, conn, time.time(), strict=True)
     try:
-        with keypresses() as pressed, Live(renderable(frame, args.interval), console=console, screen=True,
-                                           auto_refresh=False) as view:
+        with (
+            keypresses() as pressed,
+            Live(renderable(frame, args.interval), console=console, screen=True, auto_refresh=False) as view,
+        ):
             while True:
                 deadline = time.monotonic() + args.interval
                 while (left := deadline - time.monotonic()) > 0:

@@ -26,10 +26,8 @@ or died (its log's tail is printed), 4 the gateway refused the registration.
 def add_arguments(parser) -> None:
     parser.add_argument("--model", metavar="NAME", help="model from the config (default: $ISENSE_MODEL)")
     parser.add_argument("--port", type=int, metavar="N", help="vLLM's port (default: a free one)")
-    parser.add_argument("--job-id", metavar="ID",
-                        help="job id (default: $SLURM_JOB_ID, else local-HOST-PID)")
-    parser.add_argument("--gateway", metavar="URL",
-                        help="gateway to register with (default: [gateway] advertise_url)")
+    parser.add_argument("--job-id", metavar="ID", help="job id (default: $SLURM_JOB_ID, else local-HOST-PID)")
+    parser.add_argument("--gateway", metavar="URL", help="gateway to register with (default: [gateway] advertise_url)")
 
 
 def run(args) -> int:
@@ -47,5 +45,4 @@ def run(args) -> int:
         raise UsageError(f"--gateway: '{args.gateway}' is not an http(s):// URL")
     cfg = load_config(args.config)
     setup_logging()
-    return run_worker(plan_worker(cfg, model, job_id=args.job_id, port=args.port,
-                                  gateway_url=args.gateway))
+    return run_worker(plan_worker(cfg, model, job_id=args.job_id, port=args.port, gateway_url=args.gateway))

@@ -44,8 +44,10 @@ def parse_config(text: str, path: str | os.PathLike = "<string>") -> Config:
 
 
 def _read_text(file: Path, source: str) -> str:
-    hint = {"default": f" (the default; pass --config FILE or set {ENV_VAR})",
-            f"${ENV_VAR}": f" (from ${ENV_VAR})"}.get(source, "")
+    hint = {
+        "default": f" (the default; pass --config FILE or set {ENV_VAR})",
+        f"${ENV_VAR}": f" (from ${ENV_VAR})",
+    }.get(source, "")
     try:
         if file.is_dir():
             raise ConfigError(f"{file}: is a directory, not a config file{hint}")
@@ -66,6 +68,7 @@ def _read_text(file: Path, source: str) -> str:
 def _user() -> str:
     try:
         import pwd  # Unix only: elsewhere the uid is shown
+
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError):
         return f"uid {os.geteuid()}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from isense_slurm.availability import WindowError, parse_window
 from isense_slurm.config.schema import (
@@ -27,13 +28,33 @@ from isense_slurm.config.schema import (
 from isense_slurm.config.validate import Context, Table, show
 from isense_slurm.config.values import check_host, check_http_url, format_host_port, parse_host_port
 
-SLURM_KEYS = ["lend_partition", "service_account", "pools", "max_lend_share", "min_idle_seconds",
-              "availability", "tick_seconds", "drain_seconds", "max_job_minutes", "job_dir", "submit_wake",
-              "backoff_after_failures", "backoff_seconds", "backoff_max_seconds", "backend"]
-GATEWAY_KEYS = ["listen", "advertise_url", "max_body_bytes", "retry_after_seconds",
-                "heartbeat_timeout_seconds"]
-WORKER_KEYS = ["vllm_executable", "startup_timeout_seconds", "heartbeat_seconds", "env",
-               "advertise_host", "bind_host", "nice"]
+SLURM_KEYS = [
+    "lend_partition",
+    "service_account",
+    "pools",
+    "max_lend_share",
+    "min_idle_seconds",
+    "availability",
+    "tick_seconds",
+    "drain_seconds",
+    "max_job_minutes",
+    "job_dir",
+    "submit_wake",
+    "backoff_after_failures",
+    "backoff_seconds",
+    "backoff_max_seconds",
+    "backend",
+]
+GATEWAY_KEYS = ["listen", "advertise_url", "max_body_bytes", "retry_after_seconds", "heartbeat_timeout_seconds"]
+WORKER_KEYS = [
+    "vllm_executable",
+    "startup_timeout_seconds",
+    "heartbeat_seconds",
+    "env",
+    "advertise_host",
+    "bind_host",
+    "nice",
+]
 MODEL_KEYS = ["name", "path", "gpus", "context_length", "weight", "vllm_args", "price"]
 PRICE_KEYS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"]
 EXPORTS_KEYS = ["cron", "period", "format", "dir"]
@@ -45,6 +66,7 @@ def _no_space(what: str) -> Callable[[str], str]:
         if re.search(r"[\s,]", value):
             raise ValueError(f'{what} "{value}" must not contain spaces or commas')
         return value
+
     return check
 
 
@@ -132,8 +154,7 @@ def _worker(t: Table) -> WorkerConfig:
         startup_timeout_seconds=t.number("startup_timeout_seconds", 600.0, above=0),
         heartbeat_seconds=t.number("heartbeat_seconds", 5.0, above=0),
         env=env,
-        advertise_host=t.string("advertise_host", "", empty_ok=True,
-                                check=lambda v: check_host(v) if v else v),
+        advertise_host=t.string("advertise_host", "", empty_ok=True, check=lambda v: check_host(v) if v else v),
         bind_host=t.string("bind_host", "0.0.0.0", check=check_host),
         nice=t.integer("nice", 10, minimum=0, maximum=19),
     )
@@ -144,8 +165,10 @@ def _gateway(t: Table, worker: WorkerConfig) -> GatewayConfig:
     default_url = f"http://{format_host_port(_reachable_host(host), port)}"
     timeout = t.number("heartbeat_timeout_seconds", max(15.0, 3 * worker.heartbeat_seconds), above=0)
     if "heartbeat_timeout_seconds" in t.data and timeout <= worker.heartbeat_seconds:
-        raise t.fail("heartbeat_timeout_seconds",
-                     f"must be greater than worker.heartbeat_seconds ({worker.heartbeat_seconds:g}), got {timeout:g}")
+        raise t.fail(
+            "heartbeat_timeout_seconds",
+            f"must be greater than worker.heartbeat_seconds ({worker.heartbeat_seconds:g}), got {timeout:g}",
+        )
     return GatewayConfig(
         listen_host=host,
         listen_port=port,
@@ -168,11 +191,13 @@ def _revenue(t: Table) -> RevenueConfig:
         if not re.fullmatch(r"[A-Z]{3}", value):
             raise ValueError(f'"{value}" is not a three-letter currency code such as "USD"')
         return value
+
     return RevenueConfig(
         operator_share=t.number("operator_share", 0.7, minimum=0, maximum=1),
         currency=t.string("currency", "USD", check=currency),
-        raw_gpu_hour_price=t.number("raw_gpu_hour_price", 2.0, minimum=0, maximum=MAX_PRICE_PER_MTOK,
-                                    unit="per GPU-hour"),
+        raw_gpu_hour_price=t.number(
+            "raw_gpu_hour_price", 2.0, minimum=0, maximum=MAX_PRICE_PER_MTOK, unit="per GPU-hour"
+        ),
     )
 
 
@@ -227,6 +252,7 @@ def _model(t: Table) -> ModelConfig:
         if re.search(r"\s", value) or not value.isprintable():
             raise ValueError(f"{show(value)} must not contain spaces or control characters")
         return value
+
     name = t.string("name", check=served_name)
     path = t.string("path")
     gpus = t.integer("gpus", 1, minimum=1)
@@ -245,6 +271,6 @@ def _model(t: Table) -> ModelConfig:
         output_per_mtok=price_t.number("output_per_mtok", **price_range),
         cached_input_per_mtok=price_t.number("cached_input_per_mtok", input_price, **price_range),
     )
-    return ModelConfig(name=name, path=path, gpus=gpus, context_length=context_length,
-                       weight=weight, vllm_args=args, price=price)
-
+    return ModelConfig(
+        name=name, path=path, gpus=gpus, context_length=context_length, weight=weight, vllm_args=args, price=price
+    )

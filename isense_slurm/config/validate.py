@@ -6,8 +6,9 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from isense_slurm.config.key_lines import KeyLines, KeyPath
 from isense_slurm.errors import ConfigError
@@ -91,8 +92,9 @@ class Table:
             raise self.fail(key, "required key is missing")
         return default, False
 
-    def string(self, key: str, default: Any = _REQUIRED, *, empty_ok: bool = False,
-               check: Callable[[str], Any] | None = None) -> Any:
+    def string(
+        self, key: str, default: Any = _REQUIRED, *, empty_ok: bool = False, check: Callable[[str], Any] | None = None
+    ) -> Any:
         value, given = self._get(key, default)
         if not given:
             return value
@@ -107,8 +109,9 @@ class Table:
                 raise self.fail(key, str(err)) from None
         return value
 
-    def integer(self, key: str, default: Any = _REQUIRED, *, minimum: int | None = None,
-                maximum: int | None = None) -> int:
+    def integer(
+        self, key: str, default: Any = _REQUIRED, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         value, given = self._get(key, default)
         if given and (isinstance(value, bool) or not isinstance(value, int)):
             hint = " (no decimal point)" if isinstance(value, float) else ""
@@ -117,8 +120,16 @@ class Table:
             self._range(key, value, minimum, maximum)
         return value
 
-    def number(self, key: str, default: Any = _REQUIRED, *, minimum: float | None = None,
-               maximum: float | None = None, above: float | None = None, unit: str = "") -> float:
+    def number(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        above: float | None = None,
+        unit: str = "",
+    ) -> float:
         value, given = self._get(key, default)
         if not given:
             return float(value)
@@ -173,4 +184,3 @@ class Table:
     def folder_path(self, key: str, default: str) -> Path:
         value = Path(self.string(key, default))
         return value if value.is_absolute() else self.ctx.folder / value
-

@@ -70,7 +70,7 @@ def check_http_url(text: str) -> str:
     if not parts.hostname:
         raise ValueError(f'"{text}" has no host')
     try:
-        parts.port
+        _ = parts.port  # urllib checks the port only when asked
     except ValueError:
         raise ValueError(f'"{text}" has a bad port (1..65535)') from None
     if parts.port == 0:
@@ -79,4 +79,3 @@ def check_http_url(text: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f'"{text}" must not carry a query or fragment')
     return text.rstrip("/")
-

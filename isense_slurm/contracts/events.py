@@ -39,13 +39,24 @@ _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # --- builders (the node hooks) ---------------------------------------------------------
 
+
 def cleaned_process(pid: int, cmd: str, gpus: list[int], source: str, sigkill: bool) -> dict:
     """One process the prolog found on the job's GPUs (job_start's `cleaned`)."""
     return {"pid": pid, "cmd": cmd, "gpus": gpus, "source": source, "sigkill": sigkill}
 
 
-def job_start_event(*, job_id: str, node: str, user: str, partition: str, gpus: list[int], time: float,
-                    cleaned: list[dict], clean_seconds: float, survivors: list[int]) -> dict:
+def job_start_event(
+    *,
+    job_id: str,
+    node: str,
+    user: str,
+    partition: str,
+    gpus: list[int],
+    time: float,
+    cleaned: list[dict],
+    clean_seconds: float,
+    survivors: list[int],
+) -> dict:
     return {
         "kind": EventKind.JOB_START.value,
         "job_id": job_id,
@@ -60,9 +71,19 @@ def job_start_event(*, job_id: str, node: str, user: str, partition: str, gpus: 
     }
 
 
-def worker_end_event(*, job_id: str, node: str, gpus: list[int], time: float, sigterm_time: float | None,
-                     exit_code: str | None, exit_code2: str | None, derived_ec: str | None,
-                     restart_count: int | None, reason: str) -> dict:
+def worker_end_event(
+    *,
+    job_id: str,
+    node: str,
+    gpus: list[int],
+    time: float,
+    sigterm_time: float | None,
+    exit_code: str | None,
+    exit_code2: str | None,
+    derived_ec: str | None,
+    restart_count: int | None,
+    reason: str,
+) -> dict:
     return {
         "kind": EventKind.WORKER_END.value,
         "job_id": job_id,
@@ -83,6 +104,7 @@ def gpus_free_event(*, job_id: str, node: str, gpus: list[int], time: float) -> 
 
 
 # --- validation (the daemon) ------------------------------------------------------------
+
 
 class EventError(ValueError):
     """A bad event: the message names the field."""
@@ -112,8 +134,10 @@ def _time(event: dict, key: str, where: str, *, required: bool = True) -> float 
 
 
 def _gpus(value, where: str) -> list[int]:
-    if not isinstance(value, list) or len(value) > MAX_GPU_INDEX + 1 or not all(
-        isinstance(g, int) and not isinstance(g, bool) and 0 <= g <= MAX_GPU_INDEX for g in value
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_GPU_INDEX + 1
+        or not all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g <= MAX_GPU_INDEX for g in value)
     ):
         raise _fail(where, f"must be a list of GPU indices (integers 0..{MAX_GPU_INDEX})")
     return sorted(set(value))
@@ -159,13 +183,15 @@ def _cleaned(value, where: str) -> list[dict]:
         pid = item.get("pid")
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             raise _fail(f"{at}.pid", "must be a positive integer")
-        out.append({
-            "pid": pid,
-            "cmd": (_text(item, "cmd", at, 400) or ""),
-            "gpus": _gpus(item.get("gpus", []), f"{at}.gpus"),
-            "source": _text(item, "source", at, 16) or "",
-            "sigkill": bool(item.get("sigkill", False)),
-        })
+        out.append(
+            {
+                "pid": pid,
+                "cmd": (_text(item, "cmd", at, 400) or ""),
+                "gpus": _gpus(item.get("gpus", []), f"{at}.gpus"),
+                "source": _text(item, "source", at, 16) or "",
+                "sigkill": bool(item.get("sigkill", False)),
+            }
+        )
     return out
 
 
@@ -175,15 +201,24 @@ def validate_event(event, where: str = "event") -> dict:
     if kind not in KINDS:
         raise _fail(f"{where}.kind", f"must be one of {', '.join(KINDS)}")
     kind = EventKind(kind)
-    out = {"kind": kind.value, "node": node, "time": _time(event, "time", where),
-           "gpus": _gpus(event.get("gpus", []), f"{where}.gpus")}
+    out = {
+        "kind": kind.value,
+        "node": node,
+        "time": _time(event, "time", where),
+        "gpus": _gpus(event.get("gpus", []), f"{where}.gpus"),
+    }
     if kind is EventKind.JOB_START:
         survivors = event.get("survivors") or []
-        if not isinstance(survivors, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in survivors):
+        if not isinstance(survivors, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in survivors
+        ):
             raise _fail(f"{where}.survivors", "must be a list of pids")
         clean_seconds = event.get("clean_seconds", 0.0)
-        if isinstance(clean_seconds, bool) or not isinstance(clean_seconds, (int, float)) or not (
-                0 <= clean_seconds < 3600):
+        if (
+            isinstance(clean_seconds, bool)
+            or not isinstance(clean_seconds, (int, float))
+            or not (0 <= clean_seconds < 3600)
+        ):
             raise _fail(f"{where}.clean_seconds", "must be a number of seconds")
         out.update(
             job_id=_job_id(event, where),

@@ -40,8 +40,12 @@ class WorkerRule:
 
     def is_worker(self, user: str | None, partition: str | None, name: str | None = None) -> bool:
         """Whether a job is a worker; `name` None: not known (the node hooks)."""
-        return (self.lend_partition is not None and partition == self.lend_partition
-                and user == self.service_account and (name is None or is_worker_name(name)))
+        return (
+            self.lend_partition is not None
+            and partition == self.lend_partition
+            and user == self.service_account
+            and (name is None or is_worker_name(name))
+        )
 
     def is_worker_job(self, job) -> bool:
         """For a job record with .user, .partition and .name (slurm.Job)."""

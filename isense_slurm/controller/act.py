@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from isense_slurm.controller.memory import Memory, Submitted
 from isense_slurm.contracts.workers import worker_job_name
+from isense_slurm.controller.memory import Memory, Submitted
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner import Cancel, Plan, Submit
 from isense_slurm.slurm import SubmitOptions
@@ -90,8 +90,16 @@ class Outcome:
 class Actor:
     """Applies plans. `on_lent(job_id, submit)` records a new worker (the ledger)."""
 
-    def __init__(self, cfg, slurm, memory: Memory, *, plugin: bool | None = None, isense: str | None = None,
-                 on_lent: Callable[[str, Submit], None] | None = None):
+    def __init__(
+        self,
+        cfg,
+        slurm,
+        memory: Memory,
+        *,
+        plugin: bool | None = None,
+        isense: str | None = None,
+        on_lent: Callable[[str, Submit], None] | None = None,
+    ):
         self.slurm = slurm
         self.memory = memory
         self.account = cfg.slurm.service_account
@@ -111,8 +119,11 @@ class Actor:
                 log.warning("could not ask sbatch for --%s: %s", PLUGIN_OPTION, err)
                 return False
             if not self._plugin:
-                log.warning("sbatch has no --%s: the SPANK plugin is not loaded, workers run without"
-                            " its containment (see docs/spank.md)", PLUGIN_OPTION)
+                log.warning(
+                    "sbatch has no --%s: the SPANK plugin is not loaded, workers run without"
+                    " its containment (see docs/spank.md)",
+                    PLUGIN_OPTION,
+                )
         return self._plugin
 
     def apply(self, plan: Plan, now: datetime) -> list[Outcome]:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from isense_slurm.contracts.states import WorkerStage
 from isense_slurm.contracts.workers import model_of
@@ -48,9 +48,18 @@ ENDED_GRACE_SECONDS = 30.0  # let the epilog's worker_end (better reason) arrive
 
 
 class Agent:
-    def __init__(self, cfg, slurm, *, ledger=None, demand: Callable[[], Iterable[Demand]] | None = None,
-                 dry_run: bool = False, report: Callable[[Plan], None] | None = None,
-                 plugin: bool | None = None, served: Callable[[str], bool | None] | None = None):
+    def __init__(
+        self,
+        cfg,
+        slurm,
+        *,
+        ledger=None,
+        demand: Callable[[], Iterable[Demand]] | None = None,
+        dry_run: bool = False,
+        report: Callable[[Plan], None] | None = None,
+        plugin: bool | None = None,
+        served: Callable[[str], bool | None] | None = None,
+    ):
         self.cfg = cfg
         self.slurm = slurm
         self.ledger = ledger
@@ -87,10 +96,18 @@ class Agent:
     def start(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
-        self.scheduler.add_job(self.tick, "interval", seconds=self.tick_seconds, id=TICK_JOB, name="tick",
-                               max_instances=1, coalesce=True, misfire_grace_time=None,
-                               next_run_time=datetime.now(timezone.utc))
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.tick_seconds,
+            id=TICK_JOB,
+            name="tick",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+        )
         self.scheduler.start()
 
     def stop(self) -> None:
@@ -104,7 +121,7 @@ class Agent:
         that the gateway's event loop shares."""
         self._again.set()
         delay = max(0.0, self._last_start + WAKE_GAP_SECONDS - time.monotonic())
-        self._run_at(datetime.now(timezone.utc) + timedelta(seconds=delay))
+        self._run_at(datetime.now(UTC) + timedelta(seconds=delay))
 
     def make_way(self, wake_time: float | None = None) -> None:
         """A job was submitted: stop now the workers it would preempt (thread-safe)."""
@@ -116,8 +133,15 @@ class Agent:
         from apscheduler.triggers.cron import CronTrigger
         from tzlocal import get_localzone
 
-        self.scheduler.add_job(func, CronTrigger.from_crontab(expr, timezone=get_localzone()), id=name, name=name,
-                               max_instances=1, coalesce=True, replace_existing=True)
+        self.scheduler.add_job(
+            func,
+            CronTrigger.from_crontab(expr, timezone=get_localzone()),
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
 
     def _run_at(self, when: datetime) -> None:
         if self.scheduler is None or not self.scheduler.running:
@@ -215,18 +239,22 @@ class Agent:
 
     def _schedule_dwell_end(self, observation: Observation, now: datetime) -> None:
         dwell = timedelta(seconds=self.policy.min_idle_seconds)
-        due = [n.idle_since + dwell for n in observation.snapshot.nodes
-               if n.idle_since is not None and n.lendable and n.idle_since + dwell > now]
+        due = [
+            n.idle_since + dwell
+            for n in observation.snapshot.nodes
+            if n.idle_since is not None and n.lendable and n.idle_since + dwell > now
+        ]
         if due:
             # Naive local -> aware: astimezone() reads a naive time as local.
-            self._run_at(min(due).astimezone(timezone.utc) + timedelta(milliseconds=50))
+            self._run_at(min(due).astimezone(UTC) + timedelta(milliseconds=50))
 
     # --- ledger -----------------------------------------------------------------------
 
     def _record_lent(self, job_id: str, submit: Submit) -> None:
         if self.ledger is not None:
-            self.ledger.worker_event(job_id, state=WorkerStage.LENT, node=submit.node, gpus=submit.gpus,
-                                     model=submit.model)
+            self.ledger.worker_event(
+                job_id, state=WorkerStage.LENT, node=submit.node, gpus=submit.gpus, model=submit.model
+            )
 
     def _reconcile(self, observation: Observation) -> None:
         """Ledger <-> Slurm: at start, then every RECONCILE_SECONDS."""
@@ -241,9 +269,14 @@ class Agent:
             for job_id, job in observation.workers.items():
                 if job_id in open_runs or not (job.is_pending or job.is_active):
                     continue
-                self.ledger.worker_event(job_id, state=WorkerStage.LENT, node=job.nodes[0] if job.nodes else None,
-                                         gpus=job.gpus, model=model_of(job.name),
-                                         at=job.submit_time.timestamp() if job.submit_time else None)
+                self.ledger.worker_event(
+                    job_id,
+                    state=WorkerStage.LENT,
+                    node=job.nodes[0] if job.nodes else None,
+                    gpus=job.gpus,
+                    model=model_of(job.name),
+                    at=job.submit_time.timestamp() if job.submit_time else None,
+                )
                 log.info("adopted worker %s (%s) from squeue", job_id, job.name)
             wall = time.time()
             for job_id, run in open_runs.items():
@@ -282,8 +315,17 @@ class Agent:
             return []
         now = datetime.now()
         return [
-            {"node": h.node, "model": h.model, "failures": h.failures, "state": h.state(now),
-             "backoff_seconds": h.backoff_seconds, "until": h.until.timestamp(), "trying": h.trying,
-             "last_job_id": h.last_job_id, "last_reason": h.last_reason, "text": h.text(now)}
+            {
+                "node": h.node,
+                "model": h.model,
+                "failures": h.failures,
+                "state": h.state(now),
+                "backoff_seconds": h.backoff_seconds,
+                "until": h.until.timestamp(),
+                "trying": h.trying,
+                "last_job_id": h.last_job_id,
+                "last_reason": h.last_reason,
+                "text": h.text(now),
+            }
             for h in self.last_plan.holds
         ]

@@ -32,8 +32,7 @@ class ControllerDaemon:
     `scheduled`: hooks that add periodic jobs (exports) with agent.add_cron once the
     scheduler runs."""
 
-    def __init__(self, cfg, slurm, ledger: Ledger, *, secret: bytes,
-                 scheduled: Iterable[Callable[[Agent], None]] = ()):
+    def __init__(self, cfg, slurm, ledger: Ledger, *, secret: bytes, scheduled: Iterable[Callable[[Agent], None]] = ()):
         self.cfg = cfg
         self.ledger = ledger
         self.agent = agent = Agent(cfg, slurm, ledger=ledger)
@@ -43,8 +42,9 @@ class ControllerDaemon:
         self.scheduled = list(scheduled)
 
     @classmethod
-    async def open(cls, cfg, slurm, *, secret: bytes,
-                   scheduled: Iterable[Callable[[Agent], None]] = ()) -> ControllerDaemon:
+    async def open(
+        cls, cfg, slurm, *, secret: bytes, scheduled: Iterable[Callable[[Agent], None]] = ()
+    ) -> ControllerDaemon:
         loop = asyncio.get_running_loop()
         ledger = await loop.run_in_executor(None, Ledger.open, cfg.ledger.path)  # the controller's connection
         return cls(cfg, slurm, ledger, secret=secret, scheduled=scheduled)

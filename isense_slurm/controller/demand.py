@@ -23,8 +23,9 @@ def _counters(registry) -> dict[str, tuple[int, int]]:
 class GatewayDemand:
     """Callable from the controller's thread: returns this tick's Demand per model."""
 
-    def __init__(self, registry, loop: asyncio.AbstractEventLoop | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, registry, loop: asyncio.AbstractEventLoop | None = None, clock: Callable[[], float] = time.monotonic
+    ):
         self.registry = registry
         self.loop = loop
         self.clock = clock
@@ -48,8 +49,7 @@ class GatewayDemand:
         for model, (requests, rejected) in sorted(counters.items()):
             last_requests, last_rejected = self._last.get(model, (requests, rejected))
             rate = (requests - last_requests) / elapsed if elapsed > 0 else 0.0
-            out.append(Demand(model, rejected=max(0, rejected - last_rejected),
-                              requests_per_second=round(rate, 3)))
+            out.append(Demand(model, rejected=max(0, rejected - last_rejected), requests_per_second=round(rate, 3)))
             self._last[model] = (requests, rejected)
         self._last_at = now
         return tuple(out)

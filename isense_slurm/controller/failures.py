@@ -66,8 +66,13 @@ class WorkerWatch:
     without it no end counts (nothing tells a failure from a worker that served).
     `stopped(job_id)`: whether make way stopped it (it keeps its own memory)."""
 
-    def __init__(self, job_dir: Path, *, served: Callable[[str], bool | None] | None = None,
-                 stopped: Callable[[str], bool] | None = None):
+    def __init__(
+        self,
+        job_dir: Path,
+        *,
+        served: Callable[[str], bool | None] | None = None,
+        stopped: Callable[[str], bool] | None = None,
+    ):
         self.job_dir = Path(job_dir)
         self.served = served
         self.stopped = stopped
@@ -117,7 +122,11 @@ class WorkerWatch:
             if self.served is None:
                 continue
             end = WorkerEnd(
-                job_id=job_id, node=w.node, model=w.model, at=now, served=w.served,
+                job_id=job_id,
+                node=w.node,
+                model=w.model,
+                at=now,
+                served=w.served,
                 state=job.state if job is not None else "",
                 stopped=w.stopped or (self.stopped is not None and self.stopped(job_id)),
                 exit_code=job.exit_code if job is not None else None,

@@ -68,8 +68,9 @@ class Memory:
             if job_id not in live:
                 del self.cancels[job_id]
 
-    def note_idle(self, node: str, has_free_gpus: bool, now: datetime,
-                  known_since: datetime | None = None) -> datetime | None:
+    def note_idle(
+        self, node: str, has_free_gpus: bool, now: datetime, known_since: datetime | None = None
+    ) -> datetime | None:
         """Track the unbroken stretch of free GPUs on a node; returns its start.
 
         `known_since`: when a node first seen has been idle for sure (Slurm's last busy

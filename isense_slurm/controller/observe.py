@@ -21,10 +21,10 @@ from datetime import datetime
 
 from isense_slurm.contracts.states import WorkerState
 from isense_slurm.contracts.workers import WorkerRule, model_of
+from isense_slurm.controller.memory import Memory
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner import Demand, PendingTraining, PoolNode, Reservation, Snapshot, Worker
 from isense_slurm.planner.inputs import STARTABLE_REASONS
-from isense_slurm.controller.memory import Memory
 from isense_slurm.slurm import Job, Node, expand
 
 log = logging.getLogger("isense.controller")
@@ -100,21 +100,46 @@ def _worker(job: Job, scope: Scope, memory: Memory) -> Worker | None:
         node = job.required_nodes[0] if len(job.required_nodes) == 1 else None
         if node is None and job_id in memory.submits:
             node = memory.submits[job_id].node
-        return Worker(job_id, model, job.gpus, WorkerState.PENDING, node, to_local(job.submit_time),
-                      pending_reason=job.reason or "")
+        return Worker(
+            job_id,
+            model,
+            job.gpus,
+            WorkerState.PENDING,
+            node,
+            to_local(job.submit_time),
+            pending_reason=job.reason or "",
+        )
     if not holds_gpus(job):
         return None
     node = job.nodes[0] if job.nodes else None
     # CONFIGURING: the node prolog runs (PrologFlags=Alloc); the worker is starting.
-    draining = (job_id in memory.cancels or job.state not in ("RUNNING", "CONFIGURING")
-                or "COMPLETING" in job.states or job.preempt_time is not None)
-    return Worker(job_id, model, gpus_on(job, node) if node else job.gpus,
-                  WorkerState.DRAINING if draining else WorkerState.RUNNING, node,
-                  to_local(job.submit_time), to_local(job.end_time))
+    draining = (
+        job_id in memory.cancels
+        or job.state not in ("RUNNING", "CONFIGURING")
+        or "COMPLETING" in job.states
+        or job.preempt_time is not None
+    )
+    return Worker(
+        job_id,
+        model,
+        gpus_on(job, node) if node else job.gpus,
+        WorkerState.DRAINING if draining else WorkerState.RUNNING,
+        node,
+        to_local(job.submit_time),
+        to_local(job.end_time),
+    )
 
 
-def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Scope, memory: Memory, *,
-                   reservations: Iterable = (), demand: Iterable[Demand] = ()) -> Observation:
+def build_snapshot(
+    now: datetime,
+    nodes: list[Node],
+    jobs: list[Job],
+    scope: Scope,
+    memory: Memory,
+    *,
+    reservations: Iterable = (),
+    demand: Iterable[Demand] = (),
+) -> Observation:
     """The planner's view of this moment. Updates `memory` (dwell clocks, seen submits)."""
     pool = pool_nodes(scope.pools, nodes)
     pool_names = {n.name for n in pool}
@@ -133,15 +158,19 @@ def build_snapshot(now: datetime, nodes: list[Node], jobs: list[Job], scope: Sco
             del memory.idle_since[name]
 
     snapshot = Snapshot(
-        now=now, nodes=tuple(pool_view), workers=tuple(sorted(workers, key=lambda w: w.job_id)),
+        now=now,
+        nodes=tuple(pool_view),
+        workers=tuple(sorted(workers, key=lambda w: w.job_id)),
         pending_training=tuple(_pending_training(jobs, scope, {p for n in pool for p in n.partitions})),
-        reservations=tuple(_reservations(reservations, pool_names, now)), demand=tuple(demand),
+        reservations=tuple(_reservations(reservations, pool_names, now)),
+        demand=tuple(demand),
     )
     return Observation(snapshot, by_id, worker_jobs)
 
 
-def _pool_view(pool: list[Node], by_id: dict[str, Job], worker_ids: set[str], memory: Memory,
-               now: datetime) -> list[PoolNode]:
+def _pool_view(
+    pool: list[Node], by_id: dict[str, Job], worker_ids: set[str], memory: Memory, now: datetime
+) -> list[PoolNode]:
     """Each pool node's GPUs split between training and workers; keeps the dwell clocks."""
     # GPUs per node from the job list too: squeue is read after sinfo, so a job Slurm
     # has just started may hold GPUs that the node view does not show yet.
@@ -164,11 +193,18 @@ def _pool_view(pool: list[Node], by_id: dict[str, Job], worker_ids: set[str], me
         # A node with no job at all has been idle since Slurm last saw it busy.
         known = to_local(n.last_busy) if n.gpus_alloc == 0 and n.cpus_alloc == 0 else None
         idle = memory.note_idle(n.name, n.usable and n.gpus_total - training > 0, now, known)
-        pool_view.append(PoolNode(
-            name=n.name, partitions=n.partitions, gpus_total=n.gpus_total,
-            gpus_used_by_training=training, gpus_used_by_workers=workers_here,
-            lendable=lendable, state=state, idle_since=idle,
-        ))
+        pool_view.append(
+            PoolNode(
+                name=n.name,
+                partitions=n.partitions,
+                gpus_total=n.gpus_total,
+                gpus_used_by_training=training,
+                gpus_used_by_workers=workers_here,
+                lendable=lendable,
+                state=state,
+                idle_since=idle,
+            )
+        )
     return pool_view
 
 
@@ -180,12 +216,16 @@ def _pending_training(jobs: list[Job], scope: Scope, pool_partitions: set[str]) 
         partitions = [p for p in j.partition.split(",") if p]
         if not set(partitions) & pool_partitions:
             continue
-        pending.append(PendingTraining(
-            job_id=str(j.job_id), partition=j.partition, gpus=j.gpus,
-            expected_start=to_local(j.expected_start),
-            expected_nodes=tuple(n for n in j.required_nodes),
-            eligible=(j.reason or "") in STARTABLE_REASONS,
-        ))
+        pending.append(
+            PendingTraining(
+                job_id=str(j.job_id),
+                partition=j.partition,
+                gpus=j.gpus,
+                expected_start=to_local(j.expected_start),
+                expected_nodes=tuple(n for n in j.required_nodes),
+                eligible=(j.reason or "") in STARTABLE_REASONS,
+            )
+        )
     return pending
 
 
@@ -202,8 +242,14 @@ def _reservations(reservations: Iterable, pool_names: set[str], now: datetime) -
 class Observer:
     """Reads Slurm (through the access layer) and builds each tick's Observation."""
 
-    def __init__(self, scope: Scope, slurm, memory: Memory,
-                 demand: Callable[[], Iterable[Demand]] | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        scope: Scope,
+        slurm,
+        memory: Memory,
+        demand: Callable[[], Iterable[Demand]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.scope = scope
         self.slurm = slurm
         self.memory = memory
@@ -233,5 +279,6 @@ class Observer:
                 demand = tuple(self.demand())
             except Exception as err:  # noqa: BLE001 - demand only steers; lend without it
                 log.warning("gateway demand not read: %s", err)
-        return build_snapshot(now, nodes, jobs, self.scope, self.memory,
-                              reservations=self.reservations(), demand=demand)
+        return build_snapshot(
+            now, nodes, jobs, self.scope, self.memory, reservations=self.reservations(), demand=demand
+        )

@@ -36,8 +36,14 @@ def export_once(cfg) -> None:
     except IsenseError as err:
         log.error("scheduled export failed: %s", err)
         return
-    log.info("scheduled export %s %s: %s (%d rows, sha256 %s)", result.period, result.format,
-             result.action, result.rows, result.sha256[:12])
+    log.info(
+        "scheduled export %s %s: %s (%d rows, sha256 %s)",
+        result.period,
+        result.format,
+        result.action,
+        result.rows,
+        result.sha256[:12],
+    )
     for late in result.late:
         log.error("scheduled export: %s", late.message())
 
@@ -49,7 +55,13 @@ def schedule_exports(cfg):
 
     def hook(agent) -> None:
         agent.add_cron(cfg.exports.cron, lambda: export_once(cfg), JOB_NAME)
-        log.info("exports: %s of %s as %s into %s on cron %r", cfg.exports.period, "the ledger",
-                 cfg.exports.format, cfg.exports.dir, cfg.exports.cron)
+        log.info(
+            "exports: %s of %s as %s into %s on cron %r",
+            cfg.exports.period,
+            "the ledger",
+            cfg.exports.format,
+            cfg.exports.dir,
+            cfg.exports.cron,
+        )
 
     return hook

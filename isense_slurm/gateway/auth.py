@@ -57,5 +57,5 @@ class KeyCache:
             await asyncio.sleep(self._refresh_seconds)
             try:
                 await self.refresh()
-            except Exception as err:  # busy, unreadable, anything: keep the last good keys, never end the task
+            except Exception as err:  # noqa: BLE001 - busy, unreadable, anything: keep the last good keys, never end the task
                 log.warning("key refresh failed: %s", err)

@@ -40,7 +40,7 @@ class Booking:
         try:
             await asyncio.wrap_future(self.writer.submit(row))
             return True
-        except Exception as err:  # whatever the writer failed with, the caller answers 500 and serves on
+        except Exception as err:  # noqa: BLE001 - whatever the writer failed with, the caller answers 500 and serves on
             log.error("ledger: row %s not committed: %s", row.id, err)
             return False
 
@@ -55,8 +55,17 @@ class Booking:
     def failed_attempt(self, call: Call, worker: Worker, attempt: int, error: str, *, streamed: bool) -> None:
         """A worker failed this attempt: an 'aborted' row with 0 tokens (the client got none of
         them: the retry answers) and one more retry in the model's counters."""
-        self.record(make_row(call, row_id=attempt_row_id(call, attempt), worker=worker, status=RequestStatus.ABORTED,
-                             streamed=streamed, error=error, attempts=attempt))
+        self.record(
+            make_row(
+                call,
+                row_id=attempt_row_id(call, attempt),
+                worker=worker,
+                status=RequestStatus.ABORTED,
+                streamed=streamed,
+                error=error,
+                attempts=attempt,
+            )
+        )
         self.stats(call.model).retries += 1
 
 

@@ -46,8 +46,7 @@ async def _worker_request(ctl: WorkerControl, request: web.Request, required: tu
     for name in required:
         value = payload.get(name)
         if not isinstance(value, str) or not value or not value.isprintable() or not value.isascii():
-            return None, error_response(400, f"'{name}' must be a non-empty string of printable ASCII",
-                                        param=name)
+            return None, error_response(400, f"'{name}' must be a non-empty string of printable ASCII", param=name)
     if not check_worker_token(ctl.secret, payload["job_id"], bearer(request.headers.get("Authorization"))):
         return None, error_response(401, f"bad worker token for job {payload['job_id']}", code="invalid_worker_token")
     return payload, None
@@ -63,8 +62,9 @@ async def register(ctl: WorkerControl, request: web.Request) -> web.Response:
         return refusal
     model = payload["model"]
     if model not in ctl.models:
-        return error_response(404, f"model '{model}' is not configured on this gateway", param="model",
-                              code="model_not_found")
+        return error_response(
+            404, f"model '{model}' is not configured on this gateway", param="model", code="model_not_found"
+        )
     url = payload["url"]
     if not url.startswith(("http://", "https://")):
         return error_response(400, "'url' must be an http(s) URL", param="url")
@@ -110,8 +110,10 @@ async def health(ctl: WorkerControl, request: web.Request) -> web.Response:
     if request.method not in ("GET", "HEAD"):
         return error_response(405, "use GET", headers={"Allow": "GET"})
     live = {name: ctl.registry.live_count(name) for name in ctl.models}
-    return web.json_response({
-        "status": "ok",
-        "live_workers": live,
-        "loop_max_lag_ms": round(ctl.loop_watch.max_lag * 1000, 1),
-    })
+    return web.json_response(
+        {
+            "status": "ok",
+            "live_workers": live,
+            "loop_max_lag_ms": round(ctl.loop_watch.max_lag * 1000, 1),
+        }
+    )

@@ -43,8 +43,15 @@ OWNER = "isense"
 class Gateway:
     """Everything a request handler needs, owned by one event loop."""
 
-    def __init__(self, cfg, *, secret: bytes, writer: RequestWriter, ledger: LedgerLink | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        cfg,
+        *,
+        secret: bytes,
+        writer: RequestWriter,
+        ledger: LedgerLink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.ledger = ledger
         self.models = {m.name: m for m in cfg.models}
         self.retry_after = int(cfg.gateway.retry_after_seconds)
@@ -64,9 +71,13 @@ class Gateway:
         await link.start()
         # interval_s=0: commit as soon as the queue is empty; rows that arrive during a
         # commit share the next one, so batching grows with load without adding latency.
-        writer = RequestWriter(cfg.ledger.path, prices={m.name: m.price for m in cfg.models},
-                               operator_share=cfg.revenue.operator_share, currency=cfg.revenue.currency,
-                               interval_s=0)
+        writer = RequestWriter(
+            cfg.ledger.path,
+            prices={m.name: m.price for m in cfg.models},
+            operator_share=cfg.revenue.operator_share,
+            currency=cfg.revenue.currency,
+            interval_s=0,
+        )
         return cls(cfg, secret=secret, writer=writer, ledger=link)
 
     async def close(self) -> None:
@@ -83,13 +94,22 @@ class Gateway:
     def _worker_event(self, state: str, worker: Worker, reason: str | None) -> None:
         log.info(
             "worker %s %s: node %s, gpus %s, model %s, %s%s",
-            worker.job_id, state, worker.node or "-", worker.gpus or "-", worker.model, worker.url,
+            worker.job_id,
+            state,
+            worker.node or "-",
+            worker.gpus or "-",
+            worker.model,
+            worker.url,
             f" ({reason})" if reason else "",
         )
         if self.ledger is not None:
             self.ledger.worker_event(
-                worker.job_id, state=state, node=worker.node or None, gpus=worker.gpus or None,
-                model=worker.model, address=worker.url,
+                worker.job_id,
+                state=state,
+                node=worker.node or None,
+                gpus=worker.gpus or None,
+                model=worker.model,
+                address=worker.url,
                 reason=end_reason(reason) if state == WorkerStage.ENDED else None,
             )
 
@@ -130,8 +150,14 @@ class Gateway:
         if not self.registry.has_live(model):
             return self.no_capacity(model)
         call = Call(
-            path=request.path, model=model, body=body, raw=raw, key_id=key.id,
-            request_id=uuid.uuid4().hex, ts=time.time(), started=time.perf_counter(),
+            path=request.path,
+            model=model,
+            body=body,
+            raw=raw,
+            key_id=key.id,
+            request_id=uuid.uuid4().hex,
+            ts=time.time(),
+            started=time.perf_counter(),
         )
         stats.in_flight += 1
         try:
@@ -168,8 +194,11 @@ class Gateway:
         )
         self.upstream = Upstream(self.registry, session, self.book, self.no_capacity)
         await self.keys.refresh()
-        tasks = [asyncio.create_task(self.keys.run()), asyncio.create_task(self._expire_loop()),
-                 asyncio.create_task(self.loop_watch.run())]
+        tasks = [
+            asyncio.create_task(self.keys.run()),
+            asyncio.create_task(self._expire_loop()),
+            asyncio.create_task(self.loop_watch.run()),
+        ]
         yield
         for task in tasks:
             task.cancel()

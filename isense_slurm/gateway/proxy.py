@@ -67,8 +67,9 @@ async def forward(up: Upstream, call: Call) -> web.Response:
     return up.no_capacity(call.model)
 
 
-async def _answer(up: Upstream, call: Call, worker: Worker, attempt: int, status: int,
-                  payload: bytes) -> web.Response | str:
+async def _answer(
+    up: Upstream, call: Call, worker: Worker, attempt: int, status: int, payload: bytes
+) -> web.Response | str:
     """The client's answer to a worker's 2xx-4xx, its row committed first; or why the
     attempt failed (a 200 that vLLM aborted or that cannot be read)."""
     if status == 200:
@@ -80,14 +81,30 @@ async def _answer(up: Upstream, call: Call, worker: Worker, attempt: int, status
             up.registry.quarantine(worker)
             return "aborted by the worker" if answer else "unreadable answer"
         prompt, completion, cached = usage_tokens(answer.get("usage"))
-        row = make_row(call, row_id=answer.get("id") or call.response_id, worker=worker, status=RequestStatus.OK,
-                       streamed=False, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
+        row = make_row(
+            call,
+            row_id=answer.get("id") or call.response_id,
+            worker=worker,
+            status=RequestStatus.OK,
+            streamed=False,
+            prompt=prompt,
+            completion=completion,
+            cached=cached,
+            attempts=attempt,
+        )
         if not await up.book.commit(row):
             return error_response(500, "the answer could not be recorded; not billed, please retry")
         return web.Response(body=payload, content_type=JSON)
     # The request itself is wrong (vLLM's 4xx): the client gets vLLM's own body.
-    row = make_row(call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=False,
-                   error=f"HTTP {status}", attempts=attempt)
+    row = make_row(
+        call,
+        row_id=call.response_id,
+        worker=worker,
+        status=RequestStatus.ERROR,
+        streamed=False,
+        error=f"HTTP {status}",
+        attempts=attempt,
+    )
     if not await up.book.commit(row):
         return error_response(500, "the answer could not be recorded; please retry")
     return web.Response(status=status, body=payload, content_type=JSON)

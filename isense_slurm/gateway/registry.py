@@ -158,12 +158,13 @@ class Registry:
         if not candidates:
             return None
         now = self.clock()
-        best = None
+        best: Worker | None = None
+        best_rank: tuple[bool, int, float] | None = None
         for worker in candidates:
             if worker.job_id in exclude:
                 continue
             rank = (worker.quarantined_until > now, worker.outstanding, worker.last_picked)
-            if best is None or rank < best_rank:
+            if best_rank is None or rank < best_rank:
                 best, best_rank = worker, rank
         if best is not None:
             best.last_picked = now

@@ -116,8 +116,9 @@ class StreamState:
     def ok(self) -> bool:
         """[DONE] came and every choice finished: a request vLLM dropped from its queue
         on shutdown may end with [DONE] and no finish_reason at all."""
-        return self.done and not self.aborted and self.error is None and bool(self.finished) \
-            and self.finished >= self.seen
+        return (
+            self.done and not self.aborted and self.error is None and bool(self.finished) and self.finished >= self.seen
+        )
 
     # --- events -----------------------------------------------------------------
 
@@ -219,8 +220,11 @@ class StreamState:
 
     @staticmethod
     def _usage_dict(prompt: int, completion: int, cached: int) -> dict:
-        usage: dict[str, object] = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
-                                    "completion_tokens": completion}
+        usage: dict[str, object] = {
+            "prompt_tokens": prompt,
+            "total_tokens": prompt + completion,
+            "completion_tokens": completion,
+        }
         if cached:
             usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return usage

@@ -100,11 +100,20 @@ async def relay(up: Upstream, request: web.Request, call: Call) -> web.StreamRes
             return await _finish(up, call, worker, response, state, attempt)
         if outcome == CLIENT_LEFT:
             prompt, completion, cached = state.partial_totals(current_attempt=True)
-            up.book.record(make_row(
-                call, row_id=state.response_id or call.response_id, worker=worker, status=RequestStatus.PARTIAL,
-                streamed=True, prompt=prompt, completion=completion, cached=cached,
-                error="client disconnected", attempts=attempt,
-            ))
+            up.book.record(
+                make_row(
+                    call,
+                    row_id=state.response_id or call.response_id,
+                    worker=worker,
+                    status=RequestStatus.PARTIAL,
+                    streamed=True,
+                    prompt=prompt,
+                    completion=completion,
+                    cached=cached,
+                    error="client disconnected",
+                    attempts=attempt,
+                )
+            )
             return response
         if response is not None:
             state.attempt_failed()
@@ -120,8 +129,16 @@ async def relay(up: Upstream, request: web.Request, call: Call) -> web.StreamRes
     return await _cut(up, call, worker, response, state, len(tried), failure)
 
 
-async def _attempt(up: Upstream, request: web.Request, call: Call, worker: Worker, attempt: int, payload: bytes,
-                   state: StreamState, response: web.StreamResponse | None):
+async def _attempt(
+    up: Upstream,
+    request: web.Request,
+    call: Call,
+    worker: Worker,
+    attempt: int,
+    payload: bytes,
+    state: StreamState,
+    response: web.StreamResponse | None,
+):
     """One worker's try: (outcome, why it failed or "", the client's response).
 
     REFUSED (a 4xx) comes with vLLM's own answer, its row committed, when nothing went
@@ -160,18 +177,35 @@ async def _attempt(up: Upstream, request: web.Request, call: Call, worker: Worke
 
 
 async def _refused(up: Upstream, call: Call, worker: Worker, status: int, detail: bytes, attempt: int) -> web.Response:
-    row = make_row(call, row_id=call.response_id, worker=worker, status=RequestStatus.ERROR, streamed=True,
-                   error=f"HTTP {status}", attempts=attempt)
+    row = make_row(
+        call,
+        row_id=call.response_id,
+        worker=worker,
+        status=RequestStatus.ERROR,
+        streamed=True,
+        error=f"HTTP {status}",
+        attempts=attempt,
+    )
     if not await up.book.commit(row):
         return error_response(500, "the answer could not be recorded; please retry")
     return web.Response(status=status, body=detail, content_type="application/json")
 
 
-async def _finish(up: Upstream, call: Call, worker: Worker, response: web.StreamResponse, state: StreamState,
-                  attempt: int):
+async def _finish(
+    up: Upstream, call: Call, worker: Worker, response: web.StreamResponse, state: StreamState, attempt: int
+):
     prompt, completion, cached = state.totals()
-    row = make_row(call, row_id=state.response_id or call.response_id, worker=worker, status=RequestStatus.OK,
-                   streamed=True, prompt=prompt, completion=completion, cached=cached, attempts=attempt)
+    row = make_row(
+        call,
+        row_id=state.response_id or call.response_id,
+        worker=worker,
+        status=RequestStatus.OK,
+        streamed=True,
+        prompt=prompt,
+        completion=completion,
+        cached=cached,
+        attempts=attempt,
+    )
     usage = state.usage_event()
     try:
         if usage is not None:
@@ -189,12 +223,22 @@ async def _finish(up: Upstream, call: Call, worker: Worker, response: web.Stream
     return response
 
 
-async def _cut(up: Upstream, call: Call, worker: Worker | None, response, state: StreamState, attempt: int,
-               failure: str):
+async def _cut(
+    up: Upstream, call: Call, worker: Worker | None, response, state: StreamState, attempt: int, failure: str
+):
     prompt, completion, cached = state.partial_totals(current_attempt=False)
-    row = make_row(call, row_id=state.response_id or call.response_id, worker=worker,
-                   status=RequestStatus.PARTIAL if completion else "error", streamed=True, prompt=prompt,
-                   completion=completion, cached=cached, error=failure, attempts=attempt)
+    row = make_row(
+        call,
+        row_id=state.response_id or call.response_id,
+        worker=worker,
+        status=RequestStatus.PARTIAL if completion else "error",
+        streamed=True,
+        prompt=prompt,
+        completion=completion,
+        cached=cached,
+        error=failure,
+        attempts=attempt,
+    )
     log.warning("stream %s ended early: %s", call.request_id, failure)
     try:
         await response.write(sse_error_event(f"the stream was interrupted: {failure}"))

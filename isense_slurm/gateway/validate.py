@@ -40,14 +40,16 @@ def _type_error(param: str, expected: str, value) -> Invalid:
 def _below(param: str, kind: str, lo, value) -> Invalid:
     return Invalid(
         f"Invalid '{param}': {kind} below minimum value. Expected a value >= {lo}, but got {shown(value)} instead.",
-        param, f"{kind}_below_min_value",
+        param,
+        f"{kind}_below_min_value",
     )
 
 
 def _above(param: str, kind: str, hi, value) -> Invalid:
     return Invalid(
         f"Invalid '{param}': {kind} above maximum value. Expected a value <= {hi}, but got {shown(value)} instead.",
-        param, f"{kind}_above_max_value",
+        param,
+        f"{kind}_above_max_value",
     )
 
 
@@ -58,7 +60,8 @@ def _missing(param: str) -> Invalid:
 def _empty(param: str) -> Invalid:
     return Invalid(
         f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-        param, "empty_array",
+        param,
+        "empty_array",
     )
 
 
@@ -326,7 +329,8 @@ def check(body: dict, *, chat: bool) -> None:
         raise _missing("prompt")
     if body.get("stream_options") is not None and body.get("stream") is not True:
         raise Invalid(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
             "invalid_value",
         )
 

@@ -39,11 +39,20 @@ def run(facts: JobFacts, cfg, clock) -> tuple[list[dict], str]:
             owner = None
         sigterm = take_marker(marker_path(cfg.slurm.job_dir, facts.job_id), owner) if facts.job_id else None
         reason = guess_reason(sigterm, facts.exit_code2)
-        events.append(worker_end_event(
-            job_id=facts.job_id, node=facts.node, gpus=facts.gpus, time=now, sigterm_time=sigterm,
-            exit_code=facts.exit_code, exit_code2=facts.exit_code2, derived_ec=facts.derived_ec,
-            restart_count=facts.restart_count, reason=reason,
-        ))
+        events.append(
+            worker_end_event(
+                job_id=facts.job_id,
+                node=facts.node,
+                gpus=facts.gpus,
+                time=now,
+                sigterm_time=sigterm,
+                exit_code=facts.exit_code,
+                exit_code2=facts.exit_code2,
+                derived_ec=facts.derived_ec,
+                restart_count=facts.restart_count,
+                reason=reason,
+            )
+        )
         note = f"worker ended ({reason.value}{', SIGTERM marker' if sigterm else ''}); "
     elif cfg is None:
         note = "no config; "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from isense_slurm.contracts.workers import WorkerRule
 from isense_slurm.gpu import parse_gpu_list
@@ -24,7 +24,7 @@ class JobFacts:
     derived_ec: str | None  # SLURM_JOB_DERIVED_EC; epilog only
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "JobFacts":
+    def from_env(cls, env: Mapping[str, str]) -> JobFacts:
         def number(key: str) -> int | None:
             value = env.get(key, "")
             return int(value) if value.isdigit() else None

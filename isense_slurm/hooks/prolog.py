@@ -39,8 +39,10 @@ def run(facts: JobFacts, cfg, clock) -> tuple[list[dict], str]:
         sigkilled = set(report.sigkilled)
         cleaned = [cleaned_process(p.pid, p.cmd, list(p.gpus), p.source, p.pid in sigkilled) for p in report.found]
         pids = f" (pids {', '.join(str(c['pid']) for c in cleaned)})" if cleaned else ""
-        note = (f"cleaned {len(cleaned)} process(es){pids} in {report.total_s * 1000:.0f} ms"
-                f"{' (nvml)' if report.nvml else ''}")
+        note = (
+            f"cleaned {len(cleaned)} process(es){pids} in {report.total_s * 1000:.0f} ms"
+            f"{' (nvml)' if report.nvml else ''}"
+        )
         if report.survivors:
             note += f"; SURVIVORS {report.survivors}"
         if report.others:
@@ -48,7 +50,11 @@ def run(facts: JobFacts, cfg, clock) -> tuple[list[dict], str]:
         if report.error:
             note += f"; {report.error}"
     event = job_start_event(
-        job_id=facts.job_id, node=facts.node, user=facts.user, partition=facts.partition, gpus=facts.gpus,
+        job_id=facts.job_id,
+        node=facts.node,
+        user=facts.user,
+        partition=facts.partition,
+        gpus=facts.gpus,
         # When the prolog is done cleaning: the job starts right after.
         time=clock(),
         cleaned=cleaned,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 DEFAULT_LOG = "/var/log/isense/hooks.log"
 SEND_TIMEOUT_SECONDS = 0.5
@@ -44,8 +44,14 @@ def write_log(path: str, line: str) -> None:
             pass
 
 
-def deliver(events: list[dict], spool, url: str | None, token: str | None, why_not: str = "",
-            timeout_s: float = SEND_TIMEOUT_SECONDS) -> str:
+def deliver(
+    events: list[dict],
+    spool,
+    url: str | None,
+    token: str | None,
+    why_not: str = "",
+    timeout_s: float = SEND_TIMEOUT_SECONDS,
+) -> str:
     """Send the spool's events and then `events` in one POST; keep them on failure."""
     from isense_slurm.hooks.send import SendError, post_json
 
@@ -78,11 +84,12 @@ def deliver(events: list[dict], spool, url: str | None, token: str | None, why_n
                 status2, _ = post_json(url + EVENTS_PATH, token, {"events": events}, max(left, 0.05))
             except SendError as err:
                 spool.put(events)
-                return f"dropped {len(pending)} spooled event(s) refused ({_one_line(text, 200)}); " \
-                       f"spooled {len(events)}: {err}"
+                return (
+                    f"dropped {len(pending)} spooled event(s) refused ({_one_line(text, 200)}); "
+                    f"spooled {len(events)}: {err}"
+                )
             if 200 <= status2 < 300:
-                return f"dropped {len(pending)} spooled event(s) refused ({_one_line(text, 200)}); " \
-                       f"sent {len(events)}"
+                return f"dropped {len(pending)} spooled event(s) refused ({_one_line(text, 200)}); sent {len(events)}"
         return f"dropped {len(batch)} event(s) refused by the daemon: {_one_line(text, 200)}"
     return keep(f"HTTP {status} {_one_line(text, 120)}")
 
@@ -93,8 +100,10 @@ def _run(kind: str, env: Mapping[str, str], started: float) -> str:
     from isense_slurm.hooks.spool import DEFAULT_DIR, DEFAULT_MAX_LINES, Spool
 
     facts = JobFacts.from_env(env)
-    head = (f"{kind} job={facts.job_id or '-'} node={facts.node} user={facts.user or '-'} "
-            f"partition={facts.partition or '-'} gpus={','.join(map(str, facts.gpus)) or '-'}")
+    head = (
+        f"{kind} job={facts.job_id or '-'} node={facts.node} user={facts.user or '-'} "
+        f"partition={facts.partition or '-'} gpus={','.join(map(str, facts.gpus)) or '-'}"
+    )
     parts = []
     cfg = None
     try:

@@ -68,7 +68,7 @@ def post_json(url: str, token: str, payload, timeout_s: float) -> tuple[int, str
                 break
     except SendError:
         raise
-    except (OSError, socket.timeout) as err:
+    except (TimeoutError, OSError) as err:
         raise SendError(f"{host_header}: {err.strerror or err or type(err).__name__}") from None
     finally:
         sock.close()

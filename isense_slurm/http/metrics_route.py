@@ -13,9 +13,15 @@ from isense_slurm.http.errors import error_response
 from isense_slurm.report.metrics import MetricsSource
 
 
-def make_metrics_route(ledger_path, *, gateway_stats: Callable[[], Mapping] | None = None,
-                       model_gpus: Mapping[str, int] | None = None, currency: str | None = None,
-                       allow: Iterable[str] | None = LOOPBACK, source: MetricsSource | None = None):
+def make_metrics_route(
+    ledger_path,
+    *,
+    gateway_stats: Callable[[], Mapping] | None = None,
+    model_gpus: Mapping[str, int] | None = None,
+    currency: str | None = None,
+    allow: Iterable[str] | None = LOOPBACK,
+    source: MetricsSource | None = None,
+):
     """An aiohttp handler for GET /metrics.
 
     `gateway_stats`: called on the event loop (the registry is not thread-safe), e.g.
@@ -42,6 +48,10 @@ def make_metrics_route(ledger_path, *, gateway_stats: Callable[[], Mapping] | No
 def metrics_routes(cfg, gateway_stats: Callable[[], Mapping] | None = None) -> list[tuple]:
     """[("GET", "/metrics", handler)] for a config: its ledger, models and currency;
     `gateway_stats` (Registry.snapshot) where the process runs the gateway."""
-    handler = make_metrics_route(cfg.ledger.path, gateway_stats=gateway_stats,
-                                 model_gpus={m.name: m.gpus for m in cfg.models}, currency=cfg.revenue.currency)
+    handler = make_metrics_route(
+        cfg.ledger.path,
+        gateway_stats=gateway_stats,
+        model_gpus={m.name: m.gpus for m in cfg.models},
+        currency=cfg.revenue.currency,
+    )
     return [("GET", "/metrics", handler)]

@@ -68,14 +68,16 @@ class JsonErrorHandler(web.RequestHandler):
 
     __slots__ = ()
 
-    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
             # Logs "Error handling request" with the traceback, and raises ConnectionError
             # when part of a response went out already; its text body is dropped.
             super().handle_error(request, status, exc, message)
-            resp = errors.error_response(status, "internal error in the gateway" if status == 500 else
-                                         f"the gateway could not answer ({status})")
+            resp = errors.error_response(
+                status, "internal error in the gateway" if status == 500 else f"the gateway could not answer ({status})"
+            )
         else:
             text = describe(exc, message)
             log.info("bad HTTP request from %s: %s", request.remote, text)

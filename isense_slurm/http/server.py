@@ -24,14 +24,26 @@ from isense_slurm.http.protocol import JsonErrorRunner  # JSON bodies for aiohtt
 log = logging.getLogger("isense.http")
 
 
-async def serve(cfg, *, host: str, port: int, secret: bytes, with_gateway: bool = True,
-                controller: Controller | None = None, ready: Callable[[], None] | None = None) -> None:
+async def serve(
+    cfg,
+    *,
+    host: str,
+    port: int,
+    secret: bytes,
+    with_gateway: bool = True,
+    controller: Controller | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT; `ready` is called once the port listens."""
     gateway = await Gateway.open(cfg, secret=secret) if with_gateway else None
     if controller is not None and gateway is not None:
         controller.use_gateway(gateway.registry)
-    runner = JsonErrorRunner(create_app(cfg, gateway=gateway, controller=controller), access_log=None,
-                             handle_signals=False, shutdown_timeout=30)
+    runner = JsonErrorRunner(
+        create_app(cfg, gateway=gateway, controller=controller),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=30,
+    )
     await runner.setup()
     try:
         try:
@@ -59,8 +71,13 @@ def _log_listening(host: str, port: int, gateway: Gateway | None, controller: Co
         n = len(gateway.models) if gateway is not None else 0
         log.info("listening on %s:%d (%d model%s)", host, port, n, "" if n == 1 else "s")
     else:
-        log.info("listening on %s:%d (%s); %s", host, port,
-                 "gateway and controller" if gateway is not None else "controller only", controller.lending())
+        log.info(
+            "listening on %s:%d (%s); %s",
+            host,
+            port,
+            "gateway and controller" if gateway is not None else "controller only",
+            controller.lending(),
+        )
 
 
 async def _until_signalled(ready: Callable[[], None] | None) -> None:

@@ -87,9 +87,7 @@ def request_sums(conn: sqlite3.Connection, start: float, end: float, group: str 
     if group not in REQUEST_GROUPS:
         raise ValueError(f"cannot group requests by {group!r}")
     column = "key_id" if group == "client" else group
-    rows = conn.execute(
-        f"SELECT {column}, {_SUMS} FROM requests {where} GROUP BY {column}", [start, end]
-    ).fetchall()
+    rows = conn.execute(f"SELECT {column}, {_SUMS} FROM requests {where} GROUP BY {column}", [start, end]).fetchall()
     if group != "client":
         return {row[0]: RequestTotals(*row[1:]) for row in rows}
     names = key_names(conn)

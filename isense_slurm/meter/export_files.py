@@ -12,15 +12,27 @@ import json
 import math
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from isense_slurm.errors import UsageError
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = (
-    "id", "time", "client", "key_id", "model", "node", "job_id", "status",
-    "prompt_tokens", "completion_tokens", "cached_tokens", "currency", "gross", "operator_share",
+    "id",
+    "time",
+    "client",
+    "key_id",
+    "model",
+    "node",
+    "job_id",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "currency",
+    "gross",
+    "operator_share",
 )
 FILE_MODE = 0o644
 
@@ -40,13 +52,12 @@ def time_text(ts: float) -> str:
     """UTC ISO 8601 with microseconds, truncated (never rounded into the next day)."""
     seconds = math.floor(ts)
     micros = min(int((ts - seconds) * 1_000_000), 999_999)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
 def record(row: tuple) -> dict:
     """A ledger row (the columns of meter.exports.ROW_COLUMNS) as an export record."""
-    (rid, ts, key_id, client, model, node, job_id, status,
-     prompt, completion, cached, currency, gross, operator) = row
+    (rid, ts, key_id, client, model, node, job_id, status, prompt, completion, cached, currency, gross, operator) = row
     return {
         "id": rid,
         "time": time_text(ts),

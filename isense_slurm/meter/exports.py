@@ -26,14 +26,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from isense_slurm.errors import IsenseError, UsageError
+from isense_slurm.meter import export_files
 from isense_slurm.meter.connection import transaction
 from isense_slurm.meter.ledger import Ledger
 from isense_slurm.meter.rows import RequestTotals
-from isense_slurm.meter import export_files
 from isense_slurm.periods import Period, iso_z, parse_export_period
 
 PROGRESS_EVERY = 5_000
@@ -118,7 +118,7 @@ def run_export(
     when a recorded export's file is missing or altered. progress(done, total) is
     called every few thousand rows.
     """
-    moment = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     if fmt not in export_files.FORMATS:
         raise UsageError(f"--format {fmt!r}: use one of {', '.join(export_files.FORMATS)}")
     span = parse_export_period(period, moment)
@@ -233,8 +233,15 @@ def _record(conn, period: str, fmt: str, target: Path, sha256: str, totals: Requ
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(period, format) DO UPDATE SET "
             "path = excluded.path, sha256 = excluded.sha256, rows = excluded.rows, "
             "totals = excluded.totals, created_at = excluded.created_at",
-            [period, fmt, str(target), sha256, totals.requests, json.dumps(asdict(totals), sort_keys=True),
-             time.time()],
+            [
+                period,
+                fmt,
+                str(target),
+                sha256,
+                totals.requests,
+                json.dumps(asdict(totals), sort_keys=True),
+                time.time(),
+            ],
         )
 
 
@@ -242,8 +249,7 @@ def _verify(entry: ExportEntry) -> None:
     actual = export_files.file_sha256(Path(entry.path))
     if actual is None:
         raise IsenseError(
-            f"{entry.path}: the export of {entry.period} ({entry.format}) is missing; "
-            "`--force` writes it again"
+            f"{entry.path}: the export of {entry.period} ({entry.format}) is missing; `--force` writes it again"
         )
     if actual != entry.sha256:
         raise IsenseError(
@@ -258,5 +264,6 @@ def _entry(row) -> ExportEntry:
 
 
 def _from_entry(entry: ExportEntry, action: str, late: list[LatePeriod]) -> ExportResult:
-    return ExportResult(entry.period, entry.format, Path(entry.path), entry.sha256, entry.rows,
-                        entry.totals, action, late)
+    return ExportResult(
+        entry.period, entry.format, Path(entry.path), entry.sha256, entry.rows, entry.totals, action, late
+    )

@@ -80,9 +80,7 @@ class Ledger:
         plaintext = new_key_plaintext()
         now = time.time()
         with self._lock, transaction(self.db.conn):
-            clash = self.db.execute(
-                "SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL", [name]
-            ).fetchone()
+            clash = self.db.execute("SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL", [name]).fetchone()
             if clash:
                 raise UsageError(f"an active key named {name!r} exists (id {clash[0]}); revoke it or pick another name")
             cursor = self.db.execute(
@@ -123,9 +121,7 @@ class Ledger:
     def active_key_hashes(self) -> dict[str, KeyInfo]:
         """sha256 hex -> KeyInfo of every active key, for the gateway's in-memory check."""
         with self._lock:
-            rows = self.db.execute(
-                f"SELECT hash, {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
-            ).fetchall()
+            rows = self.db.execute(f"SELECT hash, {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL").fetchall()
         return {row[0]: KeyInfo(*row[1:]) for row in rows}
 
     def keys_generation(self) -> int:
@@ -229,9 +225,7 @@ class Ledger:
         row.update(started_at=at, serving_at=None, draining_at=None, ended_at=None, updated_at=at)
         row[STATE_TIME_COLUMN[state]] = at
         columns = ", ".join(row)
-        self.db.execute(
-            f"INSERT INTO workers({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values())
-        )
+        self.db.execute(f"INSERT INTO workers({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
     def _update_run(self, current: WorkerInfo, state: str, reason: str | None, given: dict, at: float) -> None:
         """A later report on the current run: the state only moves forward, first times stay."""
@@ -293,12 +287,17 @@ class Ledger:
         """
         job = str(training_job_id)
         given = {
-            "worker_job_id": worker_job_id, "submit_time": submit_time, "sigterm_time": sigterm_time,
-            "gpus_free_time": gpus_free_time, "start_time": start_time,
+            "worker_job_id": worker_job_id,
+            "submit_time": submit_time,
+            "sigterm_time": sigterm_time,
+            "gpus_free_time": gpus_free_time,
+            "start_time": start_time,
         }
         changes = {k: v for k, v in given.items() if v is not None}
         with self._lock, transaction(self.db.conn):
-            rows = self.db.execute("SELECT id, node FROM reclaims WHERE training_job_id = ? ORDER BY id", [job]).fetchall()
+            rows = self.db.execute(
+                "SELECT id, node FROM reclaims WHERE training_job_id = ? ORDER BY id", [job]
+            ).fetchall()
             if node is None:
                 targets = [row[0] for row in rows]
             else:
@@ -310,13 +309,14 @@ class Ledger:
             if targets and changes:
                 assignments = ", ".join(f"{column} = ?" for column in changes)
                 marks = ", ".join("?" * len(targets))
-                self.db.execute(f"UPDATE reclaims SET {assignments} WHERE id IN ({marks})",
-                                [*changes.values(), *targets])
+                self.db.execute(
+                    f"UPDATE reclaims SET {assignments} WHERE id IN ({marks})", [*changes.values(), *targets]
+                )
             elif not targets:
-                row = {"training_job_id": job, "node": node, **given,
-                       "created_at": time.time() if at is None else at}
-                self.db.execute(f"INSERT INTO reclaims({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                                list(row.values()))
+                row = {"training_job_id": job, "node": node, **given, "created_at": time.time() if at is None else at}
+                self.db.execute(
+                    f"INSERT INTO reclaims({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+                )
         return self.reclaims(job)
 
     def reclaims(self, training_job_id=None, since: float | None = None) -> list[ReclaimInfo]:

@@ -51,11 +51,7 @@ def revenue_from_rates(
     # Cached tokens are a subset of the prompt; a count above the prompt is a reporting
     # glitch upstream and must not bill more prompt tokens than were sent.
     cached = min(cached_tokens, prompt_tokens)
-    scaled = (
-        (prompt_tokens - cached) * input_rate
-        + cached * cached_rate
-        + completion_tokens * output_rate
-    )
+    scaled = (prompt_tokens - cached) * input_rate + cached * cached_rate + completion_tokens * output_rate
     # One rounding per request, down: a client is never billed above the exact price,
     # and what is lost is under one nano per request.
     return scaled // TOKENS_PER_MTOK
@@ -68,9 +64,7 @@ def revenue(price: PriceLike, prompt_tokens: int, completion_tokens: int, cached
     the rest of the prompt at input_per_mtok, completion tokens at output_per_mtok.
     The result is rounded down to the nano.
     """
-    return revenue_from_rates(
-        price_nanos_per_mtok(price), prompt_tokens, completion_tokens, cached_tokens
-    )
+    return revenue_from_rates(price_nanos_per_mtok(price), prompt_tokens, completion_tokens, cached_tokens)
 
 
 def operator_share_nanos(gross: int, share: float) -> int:

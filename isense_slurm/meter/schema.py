@@ -181,8 +181,7 @@ def read_version(db: Database, path: Path) -> int:
     if meta.get("created_by") != CREATED_BY:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise ConfigError(
-            f"{path}: an SQLite database but not an isense ledger (tables: {shown}); "
-            "point [ledger] path at a new file"
+            f"{path}: an SQLite database but not an isense ledger (tables: {shown}); point [ledger] path at a new file"
         )
     try:
         return int(meta["schema_version"])

@@ -45,9 +45,7 @@ def _has_index(conn: sqlite3.Connection, name: str) -> bool:
 
 def active_workers(conn: sqlite3.Connection) -> dict[str, WorkerInfo]:
     """job id -> its latest run that has not ended (lent, serving or draining)."""
-    rows = conn.execute(
-        f"SELECT {WORKER_COLUMNS} FROM workers WHERE state != 'ended' ORDER BY job_id, run"
-    ).fetchall()
+    rows = conn.execute(f"SELECT {WORKER_COLUMNS} FROM workers WHERE state != 'ended' ORDER BY job_id, run").fetchall()
     return {row[0]: WorkerInfo(*row) for row in rows}  # later runs overwrite earlier ones
 
 

@@ -26,16 +26,31 @@ from isense_slurm.meter.rows import RequestRow
 log = logging.getLogger("isense.meter")
 
 _COLUMNS = (
-    "id", "ts", "key_id", "model", "job_id", "node", "prompt_tokens", "completion_tokens",
-    "cached_tokens", "status", "latency_ms", "streamed", "error", "attempts", "currency",
-    "input_nanos_per_mtok", "output_nanos_per_mtok", "cached_nanos_per_mtok",
-    "gross_nanos", "operator_nanos",
+    "id",
+    "ts",
+    "key_id",
+    "model",
+    "job_id",
+    "node",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "status",
+    "latency_ms",
+    "streamed",
+    "error",
+    "attempts",
+    "currency",
+    "input_nanos_per_mtok",
+    "output_nanos_per_mtok",
+    "cached_nanos_per_mtok",
+    "gross_nanos",
+    "operator_nanos",
 )
 # ON CONFLICT(id) DO NOTHING, not INSERT OR IGNORE: OR IGNORE would also silently drop
 # a row that breaks a NOT NULL constraint, and a lost row is lost money.
 _INSERT = (
-    f"INSERT INTO requests({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-    "ON CONFLICT(id) DO NOTHING"
+    f"INSERT INTO requests({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT(id) DO NOTHING"
 )
 
 
@@ -196,7 +211,7 @@ class RequestWriter:
         try:
             values = [self._values(row, rates, share) for row, _ in batch]
             inserted = self._insert(values)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure is handed to the rows' waiters, never lost
             if len(batch) == 1:
                 log.error("ledger: request row %s not written: %s", batch[0][0].id, err)
                 _fail(batch[0][1], err)
@@ -223,10 +238,24 @@ class RequestWriter:
         else:
             gross = money.revenue_from_rates(rate, row.prompt_tokens, row.completion_tokens, row.cached_tokens)
         return (
-            row.id, row.ts, row.key_id, row.model, row.job_id, row.node,
-            row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.status,
-            row.latency_ms, int(row.streamed), row.error, row.attempts, self.currency,
-            *rate, gross, money.operator_share_nanos(gross, share),
+            row.id,
+            row.ts,
+            row.key_id,
+            row.model,
+            row.job_id,
+            row.node,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.cached_tokens,
+            row.status,
+            row.latency_ms,
+            int(row.streamed),
+            row.error,
+            row.attempts,
+            self.currency,
+            *rate,
+            gross,
+            money.operator_share_nanos(gross, share),
         )
 
 

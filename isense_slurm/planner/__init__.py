@@ -37,7 +37,23 @@ from isense_slurm.planner.inputs import (
 from isense_slurm.planner.plan import Action, Cancel, Plan, Submit
 
 __all__ = [
-    "Action", "Cancel", "Demand", "Failures", "Hold", "ModelSpec", "PendingTraining", "Plan", "Policy", "PoolNode",
-    "Reservation", "Snapshot", "Submit", "Worker", "WorkerEnd", "WorkerState", "make_plan", "note_end",
+    "Action",
+    "Cancel",
+    "Demand",
+    "Failures",
+    "Hold",
+    "ModelSpec",
+    "PendingTraining",
+    "Plan",
+    "Policy",
+    "PoolNode",
+    "Reservation",
+    "Snapshot",
+    "Submit",
+    "Worker",
+    "WorkerEnd",
+    "WorkerState",
+    "make_plan",
+    "note_end",
     "note_served",
 ]

@@ -76,8 +76,10 @@ class Hold:
             nxt = f"back-off over, worker {self.trying} is trying"
         else:
             nxt = "back-off over, one worker may try now"
-        return (f"{self.failures} {model_workers(self.failures)} ended before serving in a row"
-                f" (last: job {self.last_job_id}, {self.last_reason}); {nxt}")
+        return (
+            f"{self.failures} {model_workers(self.failures)} ended before serving in a row"
+            f" (last: job {self.last_job_id}, {self.last_reason}); {nxt}"
+        )
 
 
 def model_workers(count: int) -> str:
@@ -114,13 +116,13 @@ def note_end(failures: Mapping[tuple[str, str], Failures], end: WorkerEnd) -> di
         out.pop(key, None)
     elif is_failure(end):
         before = out.get(key)
-        out[key] = Failures(end.node, end.model, (before.count if before else 0) + 1, end.at, end.job_id,
-                            failure_line(end))
+        out[key] = Failures(
+            end.node, end.model, (before.count if before else 0) + 1, end.at, end.job_id, failure_line(end)
+        )
     return out
 
 
-def note_served(failures: Mapping[tuple[str, str], Failures], node: str, model: str) \
-        -> dict[tuple[str, str], Failures]:
+def note_served(failures: Mapping[tuple[str, str], Failures], node: str, model: str) -> dict[tuple[str, str], Failures]:
     """A worker of `model` on `node` serves: the pair is clear."""
     return {key: f for key, f in failures.items() if key != (node, model)}
 
@@ -147,11 +149,20 @@ def holds(failures: Iterable[Failures], workers: Iterable[Worker], policy: Polic
             continue
         wait = backoff_seconds(f.count, policy)
         trying = sorted(live.get((f.node, f.model), []), key=natural_key)
-        out.append(Hold(f.node, f.model, f.count, wait, f.last_at + timedelta(seconds=wait), f.last_job_id,
-                        f.last_reason, trying[0] if trying else None))
+        out.append(
+            Hold(
+                f.node,
+                f.model,
+                f.count,
+                wait,
+                f.last_at + timedelta(seconds=wait),
+                f.last_job_id,
+                f.last_reason,
+                trying[0] if trying else None,
+            )
+        )
     return sorted(out, key=lambda h: (natural_key(h.node), natural_key(h.model)))
 
 
 def hold_line(hold: Hold, now: datetime) -> str:
     return f"hold {hold.model} on {hold.node}: {hold.text(now)}"
-

@@ -49,11 +49,13 @@ def cancels_blocked(snapshot: Snapshot, uses: dict[str, NodeUse]) -> list[Cancel
         if held[w.node] + w.gpus <= node.gpus_total:
             held[w.node] += w.gpus
             continue
-        cancels.append(Cancel(
-            w.job_id,
-            f"cannot start: {w.node} has {node.gpus_used_by_training} of {gpus(node.gpus_total)} used by training"
-            f" and {held[w.node] - node.gpus_used_by_training} by workers, it needs {w.gpus}",
-        ))
+        cancels.append(
+            Cancel(
+                w.job_id,
+                f"cannot start: {w.node} has {node.gpus_used_by_training} of {gpus(node.gpus_total)} used by training"
+                f" and {held[w.node] - node.gpus_used_by_training} by workers, it needs {w.gpus}",
+            )
+        )
     return sorted(cancels, key=lambda c: natural_key(c.job_id))
 
 
@@ -65,16 +67,19 @@ def cancels_stuck(snapshot: Snapshot, policy: Policy) -> list[Cancel]:
             continue
         waited = (snapshot.now - w.submit_time).total_seconds()
         if waited >= policy.stuck_pending_seconds:
-            cancels.append(Cancel(
-                w.job_id,
-                f"stuck: pending {seconds(waited)} s with reason {w.pending_reason}"
-                f" (limit {seconds(policy.stuck_pending_seconds)} s)",
-            ))
+            cancels.append(
+                Cancel(
+                    w.job_id,
+                    f"stuck: pending {seconds(waited)} s with reason {w.pending_reason}"
+                    f" (limit {seconds(policy.stuck_pending_seconds)} s)",
+                )
+            )
     return cancels
 
 
 def cancels_over_share(workers: list[Worker], lent: int, cap: int, max_lend_share: float) -> list[Cancel]:
     """Youngest first, pending before running (no vLLM start-up wasted), down to the cap."""
+
     def youngest_first(state: WorkerState) -> list[Worker]:
         return sorted((w for w in workers if w.state == state), key=_oldest_first, reverse=True)
 

@@ -95,8 +95,15 @@ def _hole(use: NodeUse, snapshot: Snapshot, policy: Policy, available: bool, win
     return reason if reason is not None else fit_hole(use, snapshot, policy, window_end)
 
 
-def _lend_line(hole: Hole, submits: list[Submit], room: int, chooser: ModelChooser, policy: Policy,
-               blocked: list[Hold], now: datetime) -> str:
+def _lend_line(
+    hole: Hole,
+    submits: list[Submit],
+    room: int,
+    chooser: ModelChooser,
+    policy: Policy,
+    blocked: list[Hold],
+    now: datetime,
+) -> str:
     left = hole.free - sum(s.gpus for s in submits)
     held = _held_note(blocked, now)
     if not submits:
@@ -141,8 +148,9 @@ def _window_end(policy: Policy, snapshot: Snapshot) -> datetime | None:
     return None if end is None or end >= snapshot.now + horizon else end
 
 
-def _cancels(snapshot: Snapshot, policy: Policy, uses: dict[str, NodeUse], available: bool,
-             lent: int, cap: int) -> tuple[list[Cancel], bool]:
+def _cancels(
+    snapshot: Snapshot, policy: Policy, uses: dict[str, NodeUse], available: bool, lent: int, cap: int
+) -> tuple[list[Cancel], bool]:
     """The cancels, and whether some are for the share (then nothing is submitted)."""
     if not available:
         return cancels_outside_window(snapshot), False
@@ -157,8 +165,14 @@ def _cancels(snapshot: Snapshot, policy: Policy, uses: dict[str, NodeUse], avail
     return cancels + over, bool(over)
 
 
-def _fill(hole: Hole, policy: Policy, chooser: ModelChooser, room: int, blocked: frozenset[str] = frozenset(),
-          trial: frozenset[str] = frozenset()) -> list[Submit]:
+def _fill(
+    hole: Hole,
+    policy: Policy,
+    chooser: ModelChooser,
+    room: int,
+    blocked: frozenset[str] = frozenset(),
+    trial: frozenset[str] = frozenset(),
+) -> list[Submit]:
     """Workers for this node's free GPUs, in groups of each chosen model's size. Models in
     `blocked` are held back here; of each model in `trial`, one worker may try."""
     submits, free = [], hole.free
@@ -188,8 +202,9 @@ def _unfit(left: int, room: int, chooser: ModelChooser) -> str:
     return f"{gpus(left)} free, but the smallest model needs {smallest}"
 
 
-def _summary(snapshot: Snapshot, policy: Policy, total: int, cap: int, lent: int, available: bool,
-             window_end: datetime | None) -> str:
+def _summary(
+    snapshot: Snapshot, policy: Policy, total: int, cap: int, lent: int, available: bool, window_end: datetime | None
+) -> str:
     counts = {state: 0 for state in WorkerState}
     for w in snapshot.workers:
         counts[WorkerState(w.state)] += w.gpus

@@ -15,7 +15,6 @@ from datetime import datetime
 from isense_slurm.availability import Window
 from isense_slurm.contracts.states import WorkerState
 
-
 # Slurm pending reasons that mean "will start when GPUs are free": not stuck.
 STARTABLE_REASONS = frozenset({"", "None", "Priority", "Resources"})
 

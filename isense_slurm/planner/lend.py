@@ -81,15 +81,21 @@ def fit_hole(use: NodeUse, snapshot: Snapshot, policy: Policy, window_end: datet
     bounds: list[tuple[int, str]] = [(policy.max_job_minutes, "max_job_minutes")]
     for job in snapshot.pending_training:
         if job.expected_start is not None and targets(job, use):
-            bounds.append((minutes_between(now, job.expected_start, margin),
-                           f"training job {job.job_id} forecast at {clock(job.expected_start, now)}"))
+            bounds.append(
+                (
+                    minutes_between(now, job.expected_start, margin),
+                    f"training job {job.job_id} forecast at {clock(job.expected_start, now)}",
+                )
+            )
     for r in snapshot.reservations:
         if name in r.nodes and r.start > now:
-            bounds.append((minutes_between(now, r.start, margin),
-                           f"reservation {r.name} starts at {clock(r.start, now)}"))
+            bounds.append(
+                (minutes_between(now, r.start, margin), f"reservation {r.name} starts at {clock(r.start, now)}")
+            )
     if window_end is not None:
-        bounds.append((minutes_between(now, window_end, margin),
-                       f"availability window ends at {clock(window_end, now)}"))
+        bounds.append(
+            (minutes_between(now, window_end, margin), f"availability window ends at {clock(window_end, now)}")
+        )
     limit, why = min(bounds)
     if limit < policy.min_window_minutes:
         return f"{why} (hole {max(limit, 0)} min < minimum {policy.min_window_minutes} min)"

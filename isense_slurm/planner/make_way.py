@@ -71,8 +71,9 @@ class Release:
     reason: str
 
 
-def make_way(waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_partitions: set[str]) \
-        -> tuple[list[Release], list[Judgement]]:
+def make_way(
+    waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_partitions: set[str]
+) -> tuple[list[Release], list[Judgement]]:
     """(workers to stop, one judgement per waiting job)."""
     free = {n.name: n.free for n in nodes}
     left = {n.name: list(n.workers) for n in nodes}
@@ -81,7 +82,9 @@ def make_way(waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_p
     for job in waiting:
         parts = [p for p in job.partitions if p in preempting_partitions]
         if not parts:
-            lines.append(Judgement(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers"))
+            lines.append(
+                Judgement(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers")
+            )
             continue
         if job.gpus_per_node <= 0:
             lines.append(Judgement(f"job {job.job_id}: asks for no GPUs; Slurm alone decides"))
@@ -91,24 +94,41 @@ def make_way(waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_p
         if job.required_nodes:
             required = set(job.required_nodes)
             if not required <= {n.name for n in candidates}:
-                lines.append(Judgement(f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here",
-                                       notable=True))
+                lines.append(
+                    Judgement(
+                        f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here",
+                        notable=True,
+                    )
+                )
                 continue
-            candidates = [n for n in candidates if n.name in required] + \
-                         [n for n in candidates if n.name not in required]
+            candidates = [n for n in candidates if n.name in required] + [
+                n for n in candidates if n.name not in required
+            ]
         fits_now = [n for n in candidates if free[n.name] >= need]
-        freeable = [n for n in candidates if free[n.name] < need
-                    and free[n.name] + sum(w.gpus for w in left[n.name]) >= need]
+        freeable = [
+            n for n in candidates if free[n.name] < need and free[n.name] + sum(w.gpus for w in left[n.name]) >= need
+        ]
+
         # Required nodes first, then nodes that fit as they are, then the ones that cost
         # the fewest stopped GPUs.
-        def order(n: StoppableNode) -> tuple:
-            return (n.name not in job.required_nodes, free[n.name] < need, need - free[n.name],
-                    sum(w.outstanding for w in left[n.name]), natural_key(n.name))
+        def order(n: StoppableNode, job: WaitingJob = job, need: int = need) -> tuple:
+            return (
+                n.name not in job.required_nodes,
+                free[n.name] < need,
+                need - free[n.name],
+                sum(w.outstanding for w in left[n.name]),
+                natural_key(n.name),
+            )
 
-        chosen = sorted(fits_now + freeable, key=order)[:max(job.nodes, len(job.required_nodes))]
+        chosen = sorted(fits_now + freeable, key=order)[: max(job.nodes, len(job.required_nodes))]
         if len(chosen) < job.nodes or any(r not in {n.name for n in chosen} for r in job.required_nodes):
-            lines.append(Judgement(f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(need)};"
-                                   " stopping workers would not free enough: it waits for training", notable=True))
+            lines.append(
+                Judgement(
+                    f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(need)};"
+                    " stopping workers would not free enough: it waits for training",
+                    notable=True,
+                )
+            )
             continue
         stopped = []
         for node in chosen:
@@ -117,19 +137,27 @@ def make_way(waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_p
                 left[node.name].remove(worker)
                 free[node.name] += worker.gpus
                 stopped.append(worker)
-                releases.append(Release(
-                    worker.job_id, node.name, job.job_id,
-                    f"job {job.job_id} ({','.join(parts)}, {gpus(need)} on {node.name}) would preempt it",
-                ))
+                releases.append(
+                    Release(
+                        worker.job_id,
+                        node.name,
+                        job.job_id,
+                        f"job {job.job_id} ({','.join(parts)}, {gpus(need)} on {node.name}) would preempt it",
+                    )
+                )
             free[node.name] -= need  # taken by this job: later jobs do not count on it
         if stopped:
-            lines.append(Judgement(
-                f"job {job.job_id}: stop worker(s) {', '.join(w.job_id for w in stopped)} on "
-                f"{', '.join(sorted({r.node for r in releases if r.for_job_id == job.job_id}, key=natural_key))}"
-                " now, before Slurm's next pass"))
+            lines.append(
+                Judgement(
+                    f"job {job.job_id}: stop worker(s) {', '.join(w.job_id for w in stopped)} on "
+                    f"{', '.join(sorted({r.node for r in releases if r.for_job_id == job.job_id}, key=natural_key))}"
+                    " now, before Slurm's next pass"
+                )
+            )
         else:
-            lines.append(Judgement(
-                f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop"))
+            lines.append(
+                Judgement(f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop")
+            )
     return releases, lines
 
 
@@ -138,7 +166,9 @@ def _fewest_to_stop(workers: list[RunningWorker], missing: int) -> list[RunningW
     idlest first), else the biggest first."""
     if missing <= 0:
         return []
-    alone = sorted((w for w in workers if w.gpus >= missing), key=lambda w: (w.gpus, w.outstanding, natural_key(w.job_id)))
+    alone = sorted(
+        (w for w in workers if w.gpus >= missing), key=lambda w: (w.gpus, w.outstanding, natural_key(w.job_id))
+    )
     if alone:
         return [alone[0]]
     picked, freed = [], 0

@@ -75,8 +75,13 @@ class _Node:
 
 
 class ReclaimAssembler:
-    def __init__(self, window_seconds: float = WINDOW_SECONDS, *, lend_partition: str | None = None,
-                 service_account: str | None = None):
+    def __init__(
+        self,
+        window_seconds: float = WINDOW_SECONDS,
+        *,
+        lend_partition: str | None = None,
+        service_account: str | None = None,
+    ):
         self.window = window_seconds
         self.rule = WorkerRule(service_account, lend_partition)
         self._nodes: dict[str, _Node] = {}
@@ -89,8 +94,13 @@ class ReclaimAssembler:
         node = self._nodes.setdefault(event["node"], _Node())
         self._latest = max(self._latest, event["time"])
         if kind == EventKind.WORKER_END:
-            end = _End(event["job_id"], frozenset(event["gpus"]), event["time"], event.get("sigterm_time"),
-                       event.get("sigterm_time") is not None or event.get("reason") in STOPPED_REASONS)
+            end = _End(
+                event["job_id"],
+                frozenset(event["gpus"]),
+                event["time"],
+                event.get("sigterm_time"),
+                event.get("sigterm_time") is not None or event.get("reason") in STOPPED_REASONS,
+            )
             if end not in node.ends:
                 node.ends.append(end)
             touched = [s for s in node.starts if s.time >= end.time - SKEW_SECONDS]
@@ -116,14 +126,19 @@ class ReclaimAssembler:
     def _pair(self, name: str, node: _Node, start: _Start) -> Reclaim | None:
         holders: list[_End] = []
         for gpu in start.gpus:
-            before = [e for e in node.ends if gpu in e.gpus and e.time <= start.time + SKEW_SECONDS
-                      and start.time - e.time <= self.window]
+            before = [
+                e
+                for e in node.ends
+                if gpu in e.gpus and e.time <= start.time + SKEW_SECONDS and start.time - e.time <= self.window
+            ]
             if not before:
                 continue
             last = max(before, key=lambda e: e.time)
             # Another job started on this GPU after that worker ended: not our reclaim.
-            between = any(gpu in s.gpus and s.job_id != start.job_id and last.time - SKEW_SECONDS < s.time < start.time
-                          for s in node.starts)
+            between = any(
+                gpu in s.gpus and s.job_id != start.job_id and last.time - SKEW_SECONDS < s.time < start.time
+                for s in node.starts
+            )
             if not between and last not in holders:
                 holders.append(last)
         stopped = [e for e in holders if e.stopped]

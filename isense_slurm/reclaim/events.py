@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -85,4 +86,5 @@ def _finished(pending: set):
         pending.discard(future)
         if not future.cancelled() and future.exception() is not None:
             log.error("hook event handler failed: %s", future.exception())
+
     return done

@@ -24,14 +24,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # The lend loop's views and memory: make way reads Slurm the way a tick does.
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope, gpus_on, holds_gpus
 from isense_slurm.errors import SlurmError
 from isense_slurm.planner.inputs import STARTABLE_REASONS
-from isense_slurm.planner.make_way import StoppableNode, Release, RunningWorker, WaitingJob, make_way
+from isense_slurm.planner.make_way import Release, RunningWorker, StoppableNode, WaitingJob, make_way
 from isense_slurm.reclaim.book import ReclaimBook
 
 log = logging.getLogger("isense.controller")
@@ -39,7 +39,7 @@ log = logging.getLogger("isense.controller")
 NODES_TTL = 30.0  # the tick's node list is used while this fresh (nodes' GPUs and partitions change rarely)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
-EPOCH = datetime.fromtimestamp(0, timezone.utc)  # sorts jobs without a submit time (Slurm's are aware UTC)
+EPOCH = datetime.fromtimestamp(0, UTC)  # sorts jobs without a submit time (Slurm's are aware UTC)
 
 
 def preempting_partitions(partitions, lend_partition: str) -> set[str]:
@@ -53,19 +53,25 @@ def preempting_partitions(partitions, lend_partition: str) -> set[str]:
 def waiting_jobs(jobs, scope: Scope) -> list[WaitingJob]:
     """Pending jobs that are not workers and that Slurm may start now, oldest first."""
     out = []
-    for j in sorted((j for j in jobs if j.is_pending and not scope.is_worker_job(j)),
-                    key=lambda j: (j.submit_time is None, j.submit_time or EPOCH, j.job_id)):
+    for j in sorted(
+        (j for j in jobs if j.is_pending and not scope.is_worker_job(j)),
+        key=lambda j: (j.submit_time is None, j.submit_time or EPOCH, j.job_id),
+    ):
         if (j.reason or "") not in STARTABLE_REASONS:
             continue
         nodes = max(1, j.node_count, len(j.required_nodes))
         per_node = j.gpus_per_node or -(-j.gpus // nodes)
-        out.append(WaitingJob(str(j.job_id), tuple(p for p in j.partition.split(",") if p), per_node, nodes,
-                              tuple(j.required_nodes)))
+        out.append(
+            WaitingJob(
+                str(j.job_id), tuple(p for p in j.partition.split(",") if p), per_node, nodes, tuple(j.required_nodes)
+            )
+        )
     return out
 
 
-def stoppable_nodes(nodes, jobs, scope: Scope, memory: Memory,
-              outstanding: dict[str, int] | None = None) -> list[StoppableNode]:
+def stoppable_nodes(
+    nodes, jobs, scope: Scope, memory: Memory, outstanding: dict[str, int] | None = None
+) -> list[StoppableNode]:
     """Each node's GPUs: held by others, or by running workers that may still be stopped.
     Workers already on their way out (cancelled, preempted, completing) count as free."""
     outstanding = outstanding or {}
@@ -75,8 +81,9 @@ def stoppable_nodes(nodes, jobs, scope: Scope, memory: Memory,
         if j.is_pending or not holds_gpus(j):
             continue
         job_id = str(j.job_id)
-        leaving = scope.is_worker_job(j) and (job_id in memory.cancels or j.state != "RUNNING"
-                                          or "COMPLETING" in j.states or j.preempt_time is not None)
+        leaving = scope.is_worker_job(j) and (
+            job_id in memory.cancels or j.state != "RUNNING" or "COMPLETING" in j.states or j.preempt_time is not None
+        )
         for name in j.nodes:
             held = gpus_on(j, name)
             if leaving:
@@ -85,16 +92,33 @@ def stoppable_nodes(nodes, jobs, scope: Scope, memory: Memory,
                 workers.setdefault(name, []).append(RunningWorker(job_id, held, outstanding.get(job_id, 0)))
             else:
                 other[name] = other.get(name, 0) + held
-    return [StoppableNode(n.name, n.partitions, n.gpus_total, min(n.gpus_total, other.get(n.name, 0)),
-                    tuple(workers.get(n.name, ())), n.usable) for n in nodes]
+    return [
+        StoppableNode(
+            n.name,
+            n.partitions,
+            n.gpus_total,
+            min(n.gpus_total, other.get(n.name, 0)),
+            tuple(workers.get(n.name, ())),
+            n.usable,
+        )
+        for n in nodes
+    ]
 
 
 class WayMaker:
     """One pass: read Slurm, decide with planner.make_way, SIGTERM the workers. Thread-safe."""
 
-    def __init__(self, scope: Scope, slurm, memory: Memory, *, dry_run: bool = False,
-                 outstanding: Callable[[], dict[str, int]] | None = None, clock: Callable[[], float] = time.monotonic,
-                 book: ReclaimBook | None = None):
+    def __init__(
+        self,
+        scope: Scope,
+        slurm,
+        memory: Memory,
+        *,
+        dry_run: bool = False,
+        outstanding: Callable[[], dict[str, int]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        book: ReclaimBook | None = None,
+    ):
         self.scope = scope
         self.slurm = slurm
         self.memory = memory
@@ -124,8 +148,11 @@ class WayMaker:
                 return True
             self._enabled = preempt_type == PARTITION_PRIO
             if not self._enabled:
-                log.warning("make way off: PreemptType is %s, not %s; Slurm's own preemption reclaims alone",
-                            preempt_type or "unset", PARTITION_PRIO)
+                log.warning(
+                    "make way off: PreemptType is %s, not %s; Slurm's own preemption reclaims alone",
+                    preempt_type or "unset",
+                    PARTITION_PRIO,
+                )
         return self._enabled
 
     def note_nodes(self, nodes: list) -> None:
@@ -192,8 +219,9 @@ class WayMaker:
         uses = stoppable_nodes(nodes, jobs, self.scope, self.memory, outstanding)
         releases, lines = make_way(waiting, uses, preempting)
         for line in lines:
-            (log.info if line.notable else log.debug)("make way: %s (pass %.0f ms)", line.text,
-                                                      (self.clock() - started) * 1000)
+            (log.info if line.notable else log.debug)(
+                "make way: %s (pass %.0f ms)", line.text, (self.clock() - started) * 1000
+            )
         now = datetime.now()
         for r in releases:
             if self.dry_run:
@@ -208,6 +236,12 @@ class WayMaker:
             self.book.note_stopped(r.worker_job_id)
             self.released += 1
             after = f"{(time.time() - wake_time) * 1000:.0f} ms after the submit" if wake_time else "no wake"
-            log.info("make way: SIGTERM to worker %s on %s: %s (%s; pass %.0f ms)", r.worker_job_id, r.node,
-                     r.reason, after, (self.clock() - started) * 1000)
+            log.info(
+                "make way: SIGTERM to worker %s on %s: %s (%s; pass %.0f ms)",
+                r.worker_job_id,
+                r.node,
+                r.reason,
+                after,
+                (self.clock() - started) * 1000,
+            )
         return releases

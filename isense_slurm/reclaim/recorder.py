@@ -9,14 +9,14 @@ it asks Slurm about the jobs (scontrol show job) and writes the ledger.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from isense_slurm.contracts.events import EventKind
 from isense_slurm.contracts.states import EndReason, WorkerStage
 from isense_slurm.contracts.workers import WorkerRule, is_worker_name
-from isense_slurm.reclaim.book import ReclaimBook
 from isense_slurm.errors import SlurmError
+from isense_slurm.reclaim.book import ReclaimBook
 from isense_slurm.slurm import Job
 
 log = logging.getLogger("isense.controller")
@@ -36,8 +36,9 @@ _STATE_REASONS = {
 LIMIT_SLACK_SECONDS = 2.0
 
 
-def worker_end_reason(hook_reason: str | None, job: Job | None, sigterm_time: float | None, *,
-               made_way: bool = False) -> str:
+def worker_end_reason(
+    hook_reason: str | None, job: Job | None, sigterm_time: float | None, *, made_way: bool = False
+) -> str:
     """The ledger's end reason of a worker from its epilog's guess and Slurm's job record.
 
     The epilog reads any SIGTERM as "preempted"; a SIGTERM at the job's time limit is
@@ -70,8 +71,16 @@ class EventRecorder:
     """`book`: the reclaims in flight, shared with make way (it knows the submits it
     caught and the workers it stopped); without one, a book of its own."""
 
-    def __init__(self, slurm, ledger, *, book: ReclaimBook | None = None, lend_partition: str | None = None,
-                 service_account: str | None = None, wake: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        slurm,
+        ledger,
+        *,
+        book: ReclaimBook | None = None,
+        lend_partition: str | None = None,
+        service_account: str | None = None,
+        wake: Callable[[], None] | None = None,
+    ):
         self.slurm = slurm
         self.ledger = ledger
         self.wake = wake
@@ -97,16 +106,28 @@ class EventRecorder:
         # The hooks call every job of the service account in the lend partition a worker;
         # only isense-* jobs are the controller's (others are the admin's own tests).
         if event["kind"] == EventKind.WORKER_END and (job is None or is_worker_name(job.name)):
-            reason = worker_end_reason(event.get("reason"), job, event.get("sigterm_time"),
-                                       made_way=self.book.made_way(event["job_id"]))
-            self.ledger.worker_event(event["job_id"], state=WorkerStage.ENDED, node=event["node"],
-                                     gpus=event.get("gpus") or None, reason=reason, at=event["time"])
+            reason = worker_end_reason(
+                event.get("reason"), job, event.get("sigterm_time"), made_way=self.book.made_way(event["job_id"])
+            )
+            self.ledger.worker_event(
+                event["job_id"],
+                state=WorkerStage.ENDED,
+                node=event["node"],
+                gpus=event.get("gpus") or None,
+                reason=reason,
+                at=event["time"],
+            )
         for reclaim in self.book.add_event(event):
             fields = reclaim.ledger_fields()
             fields["submit_time"] = self._submit_time(reclaim.training_job_id)
             self.ledger.record_reclaim(**fields)
-            log.info("reclaim: job %s on %s took worker %s's GPUs: %s", reclaim.training_job_id, reclaim.node,
-                     fields["worker_job_id"], _timeline(fields))
+            log.info(
+                "reclaim: job %s on %s took worker %s's GPUs: %s",
+                reclaim.training_job_id,
+                reclaim.node,
+                fields["worker_job_id"],
+                _timeline(fields),
+            )
 
     def _job(self, job_id: str) -> Job | None:
         try:

@@ -38,8 +38,9 @@ class SubmitWatcher:
             return
         # The file as it is now is no wake; stamped here, not in the thread, so a write
         # right after start() is never taken for the starting point.
-        self._thread = threading.Thread(target=self._loop, args=(self._stamp(),), name="isense-submit-watch",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stamp(),), name="isense-submit-watch", daemon=True
+        )
         self._thread.start()
         log.info("make way on: watching %s (written by job_submit.lua)", self.path)
 

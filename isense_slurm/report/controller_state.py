@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from isense_slurm.report.status_model import HeldBack
 
@@ -46,13 +46,18 @@ def held_back(state: dict | None) -> list[HeldBack]:
     out = []
     for item in (state or {}).get("held_back") or []:
         try:
-            out.append(HeldBack(
-                node=str(item["node"]), model=str(item["model"]), failures=int(item["failures"]),
-                state=str(item.get("state", "")),
-                until=datetime.fromtimestamp(float(item["until"]), timezone.utc),
-                last_job_id=str(item.get("last_job_id", "")), last_reason=str(item.get("last_reason", "")),
-                text=str(item.get("text", "")),
-            ))
+            out.append(
+                HeldBack(
+                    node=str(item["node"]),
+                    model=str(item["model"]),
+                    failures=int(item["failures"]),
+                    state=str(item.get("state", "")),
+                    until=datetime.fromtimestamp(float(item["until"]), UTC),
+                    last_job_id=str(item.get("last_job_id", "")),
+                    last_reason=str(item.get("last_reason", "")),
+                    text=str(item.get("text", "")),
+                )
+            )
         except (KeyError, TypeError, ValueError):
             continue  # an older or newer daemon: show what can be read
     return out

@@ -7,8 +7,8 @@ import io
 import json
 
 from isense_slurm.meter.money import format_money
-from isense_slurm.report.earnings import EarningsReport, EarningsRow
 from isense_slurm.periods import iso_z
+from isense_slurm.report.earnings import EarningsReport, EarningsRow
 
 
 def decimal_text(nanos: int | None) -> str | None:
@@ -85,9 +85,17 @@ def _columns(report: EarningsReport) -> list[tuple[str, bool]]:
     cur = report.currency
     group = [(report.group.upper(), False)] if report.group else []
     return [
-        ("PERIOD", False), *group, ("REQUESTS", True), ("TOKENS_IN", True), ("TOKENS_OUT", True),
-        ("CACHED", True), (f"GROSS({cur})", True), (f"OPERATOR({cur})", True), ("GPU_HOURS", True),
-        (f"{cur}/GPU_HOUR", True), (f"RAW_EQUIV({cur})", True),
+        ("PERIOD", False),
+        *group,
+        ("REQUESTS", True),
+        ("TOKENS_IN", True),
+        ("TOKENS_OUT", True),
+        ("CACHED", True),
+        (f"GROSS({cur})", True),
+        (f"OPERATOR({cur})", True),
+        ("GPU_HOURS", True),
+        (f"{cur}/GPU_HOUR", True),
+        (f"RAW_EQUIV({cur})", True),
     ]
 
 
@@ -98,9 +106,16 @@ def _cells(report: EarningsReport, row: EarningsRow, thousands: bool) -> list[st
     hours = row.gpu_hours
     group = [row.group if row.group is not None else "-"] if report.group else []
     return [
-        row.period, *group, number(t.requests), number(t.prompt_tokens), number(t.completion_tokens),
-        number(t.cached_tokens), money(t.gross_nanos), money(t.operator_nanos),
-        "-" if hours is None else f"{hours:.3f}", money(row.gross_per_gpu_hour_nanos()),
+        row.period,
+        *group,
+        number(t.requests),
+        number(t.prompt_tokens),
+        number(t.completion_tokens),
+        number(t.cached_tokens),
+        money(t.gross_nanos),
+        money(t.operator_nanos),
+        "-" if hours is None else f"{hours:.3f}",
+        money(row.gross_per_gpu_hour_nanos()),
         money(row.raw_equivalent_nanos(report.raw_gpu_hour_nanos)),
     ]
 
@@ -139,6 +154,9 @@ def print_table(report: EarningsReport, console) -> None:
         table.add_column(header, justify="right" if right else "left", no_wrap=True)
     rows = _rows(report)
     for row in rows:
-        table.add_row(*_cells(report, row, True), style="bold" if row is report.total else None,
-                      end_section=row is not report.total and rows[-1] is report.total and row is rows[-2])
+        table.add_row(
+            *_cells(report, row, True),
+            style="bold" if row is report.total else None,
+            end_section=row is not report.total and rows[-1] is report.total and row is rows[-2],
+        )
     console.print(table)

@@ -45,6 +45,7 @@ ACTIVE_STATES = tuple(s for s in WORKER_STATES if s != "ended")
 
 # --- running totals from the ledger ---------------------------------------------------
 
+
 @dataclass
 class ReclaimHistogram:
     """Cumulative buckets of submit->start seconds; each reclaim counted once, when both
@@ -113,9 +114,8 @@ class LedgerCounters:
         self.reclaims.update(queries.reclaims_from(conn, self.reclaims.next_id), now)
 
 
-
-
 # --- collectors -------------------------------------------------------------------------
+
 
 def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, labels=labels)
@@ -131,15 +131,22 @@ def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int], cur
     increase() see a series start at 0 and dashboards show 0, not "no data"."""
     tokens_in = _counter("isense_tokens_in_total", "Prompt tokens served, by model (ledger).", ["model"])
     tokens_out = _counter("isense_tokens_out_total", "Completion tokens served, by model (ledger).", ["model"])
-    tokens_cached = _counter("isense_tokens_cached_total",
-                             "Cached prompt tokens (part of isense_tokens_in_total), by model (ledger).", ["model"])
-    requests = _counter("isense_requests_total", "Requests that reached a worker, by model and status (ledger).",
-                        ["model", "status"])
-    gross = _counter("isense_revenue_gross_total", "Gross token revenue in currency units, by model (ledger).",
-                     ["model", "currency"])
-    operator = _counter("isense_revenue_operator_total",
-                        "The operator's share of token revenue in currency units, by model (ledger).",
-                        ["model", "currency"])
+    tokens_cached = _counter(
+        "isense_tokens_cached_total",
+        "Cached prompt tokens (part of isense_tokens_in_total), by model (ledger).",
+        ["model"],
+    )
+    requests = _counter(
+        "isense_requests_total", "Requests that reached a worker, by model and status (ledger).", ["model", "status"]
+    )
+    gross = _counter(
+        "isense_revenue_gross_total", "Gross token revenue in currency units, by model (ledger).", ["model", "currency"]
+    )
+    operator = _counter(
+        "isense_revenue_operator_total",
+        "The operator's share of token revenue in currency units, by model (ledger).",
+        ["model", "currency"],
+    )
     per_status: dict[tuple[str, str], int] = {(m, s): 0 for m in model_gpus for s in REQUEST_STATUSES}
     per_model: dict[str, RequestTotals] = {m: RequestTotals() for m in model_gpus}
     money: dict[tuple[str, str], list[int]] = {(m, currency): [0, 0] for m in model_gpus} if currency else {}
@@ -174,8 +181,11 @@ def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int], cur
         lent.add_metric([model], count)
 
     hist = HistogramMetricFamily(
-        "isense_reclaim_seconds", "Seconds from a training job's submit to its start on GPUs taken back from workers.",
-        buckets=counters.reclaims.cumulative(), sum_value=counters.reclaims.total)
+        "isense_reclaim_seconds",
+        "Seconds from a training job's submit to its start on GPUs taken back from workers.",
+        buckets=counters.reclaims.cumulative(),
+        sum_value=counters.reclaims.total,
+    )
     return [tokens_in, tokens_out, tokens_cached, requests, gross, operator, workers, lent, hist]
 
 
@@ -187,8 +197,14 @@ class LedgerCollector(Collector):
     Scrapes take turns (a lock): the running totals are not shared between threads.
     """
 
-    def __init__(self, ledger_path, model_gpus: Mapping[str, int] | None = None, *, currency: str | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        ledger_path,
+        model_gpus: Mapping[str, int] | None = None,
+        *,
+        currency: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.path = Path(ledger_path)
         self.model_gpus = dict(model_gpus or {})
         self.currency = currency or None
@@ -238,11 +254,15 @@ class GatewayCollector(Collector):
         draining = _gauge("isense_gateway_draining_workers", "Workers finishing their requests, by model.", ["model"])
         outstanding = _gauge("isense_gateway_outstanding_requests", "Requests on workers now, by model.", ["model"])
         in_flight = _gauge("isense_gateway_in_flight_requests", "Requests inside the gateway now, by model.", ["model"])
-        accepted = _counter("isense_gateway_requests_total",
-                            "Requests accepted by the gateway since it started, by model.", ["model"])
+        accepted = _counter(
+            "isense_gateway_requests_total", "Requests accepted by the gateway since it started, by model.", ["model"]
+        )
         retries = _counter("isense_gateway_retries_total", "Extra attempts after a worker failed, by model.", ["model"])
-        rejected = _counter("isense_gateway_rejected_total",
-                            "Requests answered 429 (no live worker) since the gateway started, by model.", ["model"])
+        rejected = _counter(
+            "isense_gateway_rejected_total",
+            "Requests answered 429 (no live worker) since the gateway started, by model.",
+            ["model"],
+        )
         models = dict(self.stats.get("models") or {})
         per_model: dict[str, list[int]] = {name: [0, 0, 0] for name in [*self.models, *models]}
         for w in self.stats.get("workers") or []:
@@ -272,16 +292,25 @@ class _Scrape(Collector):
         started = time.perf_counter()
         for part in self.parts:
             yield from part.collect()
-        yield _gauge("isense_metrics_scrape_seconds", "Time this scrape took to read the ledger and gateway figures.",
-                     value=round(time.perf_counter() - started, 6))
+        yield _gauge(
+            "isense_metrics_scrape_seconds",
+            "Time this scrape took to read the ledger and gateway figures.",
+            value=round(time.perf_counter() - started, 6),
+        )
 
 
 class MetricsSource:
     """Everything /metrics serves: the ledger collector, kept between scrapes, and a
     gateway collector made per scrape from a registry snapshot."""
 
-    def __init__(self, ledger_path, model_gpus: Mapping[str, int] | None = None, *, currency: str | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        ledger_path,
+        model_gpus: Mapping[str, int] | None = None,
+        *,
+        currency: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.ledger = LedgerCollector(ledger_path, model_gpus, currency=currency, clock=clock)
 
     @property

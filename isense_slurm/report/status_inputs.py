@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from isense_slurm.errors import UsageError
@@ -42,7 +42,7 @@ def check_partition(state: SlurmState, name: str | None) -> None:
 
 
 def day_start(now: float) -> datetime:
-    return utc_midnight(datetime.fromtimestamp(now, timezone.utc).date())
+    return utc_midnight(datetime.fromtimestamp(now, UTC).date())
 
 
 def read_figures(conn: sqlite3.Connection | None, now: float, window: float = WINDOW_SECONDS) -> LedgerFigures:

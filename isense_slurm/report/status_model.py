@@ -143,8 +143,9 @@ def build_status(
     shown = {n.name for n in node_list}
     held = tuple(sorted((h for h in held_back if h.node in shown), key=lambda h: (_name_key_of(h.node), h.model)))
     if held:
-        per_node = [replace(row, held=tuple((h.node, h.model) for h in held if h.node == row.label))
-                    for row in per_node]
+        per_node = [
+            replace(row, held=tuple((h.node, h.model) for h in held if h.node == row.label)) for row in per_node
+        ]
     parts = list(partitions)
     if view == "node":
         rows = per_node
@@ -154,12 +155,14 @@ def build_status(
     if partition is None:
         # Requests on nodes Slurm no longer lists (or with no node recorded) count too.
         total = _with_traffic(total, _sum(figures.last_minute.values()), _sum(figures.today.values()))
-    return StatusReport(view, at, day_start, figures.window_seconds, currency, lend_partition, partition, rows, total,
-                        held)
+    return StatusReport(
+        view, at, day_start, figures.window_seconds, currency, lend_partition, partition, rows, total, held
+    )
 
 
-def node_rows(nodes: list[Node], jobs: Iterable[Job], figures: LedgerFigures, *,
-              lend_partition: str, service_account: str) -> list[Row]:
+def node_rows(
+    nodes: list[Node], jobs: Iterable[Job], figures: LedgerFigures, *, lend_partition: str, service_account: str
+) -> list[Row]:
     wanted = {n.name for n in nodes}
     lent: dict[str, int] = {}
     train: dict[str, int] = {}
@@ -184,24 +187,27 @@ def node_rows(nodes: list[Node], jobs: Iterable[Job], figures: LedgerFigures, *,
         name = node.name
         gpus_lent = lent.get(name, 0)
         allocated = max(node.gpus_alloc, gpus_lent + train.get(name, 0))
-        rows.append(Row(
-            label=name,
-            partitions=node.partitions,
-            state=node.state_text,
-            nodes=(name,),
-            gpus_total=node.gpus_total,
-            gpus_train=max(0, allocated - gpus_lent),
-            gpus_lent=gpus_lent,
-            gpus_idle=max(0, node.gpus_total - allocated) if node.usable else 0,
-            workers=tuple(workers.get(name, ())),
-            last_minute=figures.last_minute.get(name, RequestTotals()),
-            today=figures.today.get(name, RequestTotals()),
-        ))
+        rows.append(
+            Row(
+                label=name,
+                partitions=node.partitions,
+                state=node.state_text,
+                nodes=(name,),
+                gpus_total=node.gpus_total,
+                gpus_train=max(0, allocated - gpus_lent),
+                gpus_lent=gpus_lent,
+                gpus_idle=max(0, node.gpus_total - allocated) if node.usable else 0,
+                workers=tuple(workers.get(name, ())),
+                last_minute=figures.last_minute.get(name, RequestTotals()),
+                today=figures.today.get(name, RequestTotals()),
+            )
+        )
     return rows
 
 
-def partition_rows(nodes: list[Node], per_node: list[Row], partitions: list[Partition],
-                   only: str | None = None) -> list[Row]:
+def partition_rows(
+    nodes: list[Node], per_node: list[Row], partitions: list[Partition], only: str | None = None
+) -> list[Row]:
     """sinfo's default view: one row per partition and node state, partitions in
     slurm.conf order (then any a node names that scontrol did not list)."""
     known = {p.name: p for p in partitions}
@@ -243,7 +249,7 @@ def _worker_view(job: Job, ledger_workers: Mapping[str, WorkerInfo]) -> WorkerVi
 def _comment_model(comment: str) -> str | None:
     text = (comment or "").strip()
     if text.startswith(COMMENT_PREFIX):
-        return text[len(COMMENT_PREFIX):].strip() or None
+        return text[len(COMMENT_PREFIX) :].strip() or None
     return None
 
 

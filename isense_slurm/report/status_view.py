@@ -11,12 +11,19 @@ from __future__ import annotations
 import json
 
 from isense_slurm.meter.money import format_money
-from isense_slurm.report.earnings_view import decimal_text
 from isense_slurm.periods import iso_z
+from isense_slurm.report.earnings_view import decimal_text
 from isense_slurm.report.status_model import Row, StatusReport
 
-STATE_STYLES = {"idle": "green", "mixed": "yellow", "allocated": "yellow", "down": "red", "drain": "red",
-                "fail": "red", "not_responding": "red"}
+STATE_STYLES = {
+    "idle": "green",
+    "mixed": "yellow",
+    "allocated": "yellow",
+    "down": "red",
+    "drain": "red",
+    "fail": "red",
+    "not_responding": "red",
+}
 WORKER_STYLES = {"serving": "green", "lent": "cyan", "draining": "magenta", "held": "red"}
 
 
@@ -26,10 +33,26 @@ def columns(report: StatusReport) -> list[tuple[str, bool]]:
     gpus = [("GPUS", True), ("TRAIN", True), ("LENT", True), ("IDLE", True)]
     traffic = [("REQ/S", True), ("TOK/S", True), ("TOKENS_TODAY", True), (money, True)]
     if report.view == "node":
-        return [("NODE", False), ("PARTITIONS", False), ("STATE", False), *gpus, ("MODEL", False),
-                ("WORKER", False), *traffic]
-    return [("PARTITION", False), ("AVAIL", False), ("STATE", False), ("NODES", True), *gpus,
-            ("MODELS", False), ("WORKERS", False), *traffic, ("NODELIST", False)]
+        return [
+            ("NODE", False),
+            ("PARTITIONS", False),
+            ("STATE", False),
+            *gpus,
+            ("MODEL", False),
+            ("WORKER", False),
+            *traffic,
+        ]
+    return [
+        ("PARTITION", False),
+        ("AVAIL", False),
+        ("STATE", False),
+        ("NODES", True),
+        *gpus,
+        ("MODELS", False),
+        ("WORKERS", False),
+        *traffic,
+        ("NODELIST", False),
+    ]
 
 
 def cells(report: StatusReport, row: Row, thousands: bool = False) -> list[str]:
@@ -73,10 +96,12 @@ def _layout(header: list[tuple[str, bool]], lines: list[list[str]]) -> list[list
     last = len(header) - 1
     out = []
     for line in lines:
-        out.append([
-            cell if i == last and not right else (cell.rjust(w) if right else cell.ljust(w))
-            for i, (cell, w, (_, right)) in enumerate(zip(line, widths, header))
-        ])
+        out.append(
+            [
+                cell if i == last and not right else (cell.rjust(w) if right else cell.ljust(w))
+                for i, (cell, w, (_, right)) in enumerate(zip(line, widths, header))
+            ]
+        )
     return out
 
 
@@ -142,7 +167,9 @@ def held_lines(report: StatusReport) -> list[str]:
     """One line per (node, model) the controller holds back, and why."""
     out = []
     for h in report.held_back:
-        text = h.text or f"{h.failures} workers ended before serving in a row (last: job {h.last_job_id}, {h.last_reason})"
+        text = (
+            h.text or f"{h.failures} workers ended before serving in a row (last: job {h.last_job_id}, {h.last_reason})"
+        )
         out.append(f"held back: {h.model} on {h.node}: {text}")
     return out
 
@@ -165,9 +192,7 @@ def row_dict(report: StatusReport, row: Row) -> dict:
         "nodes": row.nodelist,
         "node_count": len(row.nodes),
         "gpus": {"total": row.gpus_total, "train": row.gpus_train, "lent": row.gpus_lent, "idle": row.gpus_idle},
-        "workers": [
-            {"job_id": w.job_id, "model": w.model, "state": w.state, "gpus": w.gpus} for w in row.workers
-        ],
+        "workers": [{"job_id": w.job_id, "model": w.model, "state": w.state, "gpus": w.gpus} for w in row.workers],
         "last_minute": {
             "requests": lm.requests,
             "prompt_tokens": lm.prompt_tokens,
@@ -186,8 +211,7 @@ def row_dict(report: StatusReport, row: Row) -> dict:
     }
     if report.view == "node":
         return {"node": row.label, **out}
-    return {"partition": row.label, "default": row.is_default,
-            "avail": row.avail.lower() if row.avail else None, **out}
+    return {"partition": row.label, "default": row.is_default, "avail": row.avail.lower() if row.avail else None, **out}
 
 
 def to_json(report: StatusReport) -> str:
@@ -206,9 +230,16 @@ def to_json(report: StatusReport) -> str:
             "rows": [row_dict(report, row) for row in report.rows],
             "total": total,
             "held_back": [
-                {"node": h.node, "model": h.model, "failures": h.failures, "state": h.state,
-                 "until": iso_z(h.until), "last_job_id": h.last_job_id, "last_reason": h.last_reason,
-                 "text": h.text}
+                {
+                    "node": h.node,
+                    "model": h.model,
+                    "failures": h.failures,
+                    "state": h.state,
+                    "until": iso_z(h.until),
+                    "last_job_id": h.last_job_id,
+                    "last_reason": h.last_reason,
+                    "text": h.text,
+                }
                 for h in report.held_back
             ],
         },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from isense_slurm.meter.rows import ReclaimInfo
 from isense_slurm.report import status_view
@@ -53,13 +53,15 @@ def reclaim_rows(reclaims: list[ReclaimInfo]) -> list[list[str]]:
     for r in reclaims:
         when = r.start_time or r.created_at
         wait = r.submit_to_start
-        rows.append([
-            datetime.fromtimestamp(when, timezone.utc).strftime("%H:%M:%S"),
-            r.training_job_id,
-            r.node or "-",
-            r.worker_job_id or "-",
-            "-" if wait is None else f"{wait:.2f}",
-        ])
+        rows.append(
+            [
+                datetime.fromtimestamp(when, UTC).strftime("%H:%M:%S"),
+                r.training_job_id,
+                r.node or "-",
+                r.worker_job_id or "-",
+                "-" if wait is None else f"{wait:.2f}",
+            ]
+        )
     return rows
 
 
@@ -69,8 +71,9 @@ RECLAIM_COLUMNS = ("TIME_UTC", "TRAINING_JOB", "NODE", "WORKER_JOBS", "SUBMIT_TO
 def reclaims_table(reclaims: list[ReclaimInfo]):
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold", pad_edge=False, title="recent reclaims", title_justify="left",
-                  title_style="bold")
+    table = Table(
+        box=None, header_style="bold", pad_edge=False, title="recent reclaims", title_justify="left", title_style="bold"
+    )
     for name in RECLAIM_COLUMNS:
         table.add_column(name, justify="right" if name.endswith("_S") else "left", no_wrap=True)
     for row in reclaim_rows(reclaims):
@@ -82,7 +85,7 @@ def reclaims_table(reclaims: list[ReclaimInfo]):
 
 def header_line(frame: Frame, interval: float | None) -> str:
     """interval None: a single frame (--once)."""
-    at = frame.report.at if frame.report else datetime.now(timezone.utc)
+    at = frame.report.at if frame.report else datetime.now(UTC)
     line = f"isense top  {at:%Y-%m-%d %H:%M:%S} UTC"
     return line if interval is None else f"{line}  every {interval:g} s  (q or Ctrl-C quits)"
 

@@ -21,22 +21,26 @@ class SlurmBackend(Protocol):
     def version(self) -> str:
         """Slurm release, e.g. "22.05.8"."""
 
-    def nodes(self, *, partition: str | None = None,
-              names: Iterable[str] | None = None) -> list[Node]:
+    def nodes(self, *, partition: str | None = None, names: Iterable[str] | None = None) -> list[Node]:
         """Nodes, optionally only those in a partition or with the given names."""
 
     def partitions(self) -> list[Partition]: ...
 
-    def jobs(self, *, user: str | None = None, partition: str | None = None,
-             states: Iterable[str] | None = None, job_ids: Iterable[int] | None = None,
-             name: str | None = None) -> list[Job]:
+    def jobs(
+        self,
+        *,
+        user: str | None = None,
+        partition: str | None = None,
+        states: Iterable[str] | None = None,
+        job_ids: Iterable[int] | None = None,
+        name: str | None = None,
+    ) -> list[Job]:
         """Jobs Slurm still knows (finished ones for MinJobAge), filtered."""
 
     def job(self, job_id: JobId) -> Job | None:
         """One job, or None when Slurm does not know it (any more)."""
 
-    def submit(self, script: str, options: Options = None, *,
-               as_user: str | None = None) -> int:
+    def submit(self, script: str, options: Options = None, *, as_user: str | None = None) -> int:
         """Submit a batch script (it must start with #!); return the job id."""
 
     def cancel(self, job_id: JobId, *, signal: str | None = None) -> None:
@@ -69,7 +73,8 @@ def filter_jobs(jobs, *, user=None, partition=None, states=None, job_ids=None, n
     want_states = {s.upper() for s in states} if states is not None else None
     want_ids = {int(i) for i in job_ids} if job_ids is not None else None
     return [
-        j for j in jobs
+        j
+        for j in jobs
         if (user is None or j.user == user)
         and (partition is None or j.partition == partition)
         and (want_states is None or j.states & want_states)

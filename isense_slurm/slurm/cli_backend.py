@@ -18,7 +18,7 @@ from typing import Any
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm.backend import JobId, filter_jobs
 from isense_slurm.slurm.models import Job, Node, Partition, Reservation
-from isense_slurm.slurm.parse_json import json_errors, jobs_from_json, nodes_from_json
+from isense_slurm.slurm.parse_json import jobs_from_json, json_errors, nodes_from_json
 from isense_slurm.slurm.parse_scontrol import (
     config_from_scontrol,
     jobs_from_scontrol,
@@ -61,8 +61,7 @@ def summarize_stderr(command: str, stderr: str) -> str:
 class CliBackend:
     """Talks to Slurm through its command-line tools."""
 
-    def __init__(self, *, timeout: float = 30.0, bin_dir: str | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(self, *, timeout: float = 30.0, bin_dir: str | None = None, env: Mapping[str, str] | None = None):
         self.timeout = timeout
         self.bin_dir = bin_dir
         self.extra_env = dict(env or {})
@@ -76,8 +75,14 @@ class CliBackend:
         if as_user:
             # A clean environment: sbatch exports it into the job of that user.
             home = pwd.getpwnam(as_user).pw_dir
-            env = {"PATH": _SAFE_PATH, "HOME": home, "USER": as_user, "LOGNAME": as_user,
-                   "LANG": os.environ.get("LANG", "C.UTF-8"), "SHELL": "/bin/bash"}
+            env = {
+                "PATH": _SAFE_PATH,
+                "HOME": home,
+                "USER": as_user,
+                "LOGNAME": as_user,
+                "LANG": os.environ.get("LANG", "C.UTF-8"),
+                "SHELL": "/bin/bash",
+            }
             if "SLURM_CONF" in os.environ:
                 env["SLURM_CONF"] = os.environ["SLURM_CONF"]
         else:
@@ -101,8 +106,9 @@ class CliBackend:
             raise SlurmError(f"cannot run {argv[0]} as {as_user}: only root can (running as {me})")
         return ["runuser", "-u", as_user, "--", *argv]
 
-    def _run(self, argv: list[str], *, input: str | None = None, as_user: str | None = None,
-             ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    def _run(
+        self, argv: list[str], *, input: str | None = None, as_user: str | None = None, ok_codes: tuple[int, ...] = (0,)
+    ) -> subprocess.CompletedProcess:
         command = argv[0]
         full = self._argv(argv, as_user)
         cwd = None
@@ -115,8 +121,9 @@ class CliBackend:
             # Slurm itself would retry for 60 s before saying so.
             raise SlurmError(f"SLURM_CONF={conf}: no such file")
         try:
-            proc = subprocess.run(full, input=input, capture_output=True, text=True,
-                                  timeout=self.timeout, env=env, cwd=cwd)
+            proc = subprocess.run(
+                full, input=input, capture_output=True, text=True, timeout=self.timeout, env=env, cwd=cwd
+            )
         except FileNotFoundError:
             missing = full[0]
             raise SlurmError(f"{missing}: command not found (is slurm-client installed and on PATH?)") from None
@@ -187,8 +194,7 @@ class CliBackend:
                 return doc
         return self._json(["sinfo", "--json"])
 
-    def nodes(self, *, partition: str | None = None,
-              names: Iterable[str] | None = None) -> list[Node]:
+    def nodes(self, *, partition: str | None = None, names: Iterable[str] | None = None) -> list[Node]:
         doc = self._node_json()
         try:
             nodes = nodes_from_json(doc)
@@ -196,18 +202,24 @@ class CliBackend:
             raise SlurmError(f"cannot read Slurm's node list: {err}") from None
         wanted = set(names) if names is not None else None
         return [
-            n for n in nodes
-            if (partition is None or partition in n.partitions)
-            and (wanted is None or n.name in wanted)
+            n
+            for n in nodes
+            if (partition is None or partition in n.partitions) and (wanted is None or n.name in wanted)
         ]
 
     def partitions(self) -> list[Partition]:
         out = self._run(["scontrol", "show", "-o", "partition"]).stdout
         return partitions_from_scontrol(out)
 
-    def jobs(self, *, user: str | None = None, partition: str | None = None,
-             states: Iterable[str] | None = None, job_ids: Iterable[int] | None = None,
-             name: str | None = None) -> list[Job]:
+    def jobs(
+        self,
+        *,
+        user: str | None = None,
+        partition: str | None = None,
+        states: Iterable[str] | None = None,
+        job_ids: Iterable[int] | None = None,
+        name: str | None = None,
+    ) -> list[Job]:
         # --states=all: newer Slurm applies squeue's default state filter to --json too
         # (22.05 ignores it and always lists everything it remembers).
         doc = self._json(["squeue", "--json", "--states=all"])
@@ -215,8 +227,7 @@ class CliBackend:
             jobs = jobs_from_json(doc)
         except (KeyError, TypeError, ValueError) as err:
             raise SlurmError(f"cannot read Slurm's job list: {err}") from None
-        return filter_jobs(jobs, user=user, partition=partition, states=states,
-                           job_ids=job_ids, name=name)
+        return filter_jobs(jobs, user=user, partition=partition, states=states, job_ids=job_ids, name=name)
 
     def job(self, job_id: JobId) -> Job | None:
         jid = _job_id(job_id)

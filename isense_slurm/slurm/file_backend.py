@@ -20,7 +20,7 @@ from typing import Any
 from isense_slurm.errors import SlurmError, UsageError
 from isense_slurm.slurm.backend import JobId, filter_jobs
 from isense_slurm.slurm.models import Job, Node, Partition
-from isense_slurm.slurm.parse_json import json_errors, jobs_from_json, nodes_from_json, slurm_release
+from isense_slurm.slurm.parse_json import jobs_from_json, json_errors, nodes_from_json, slurm_release
 from isense_slurm.slurm.parse_scontrol import partitions_from_scontrol
 from isense_slurm.slurm.submit import Options
 
@@ -71,8 +71,11 @@ class FileBackend:
             except (KeyError, TypeError, ValueError) as err:
                 raise UsageError(f"{self.node_file}: not a node list Slurm printed ({err})") from None
         wanted = set(names) if names is not None else None
-        return [n for n in self._nodes
-                if (partition is None or partition in n.partitions) and (wanted is None or n.name in wanted)]
+        return [
+            n
+            for n in self._nodes
+            if (partition is None or partition in n.partitions) and (wanted is None or n.name in wanted)
+        ]
 
     def partitions(self) -> list[Partition]:
         path = self.folder / PARTITION_FILE
@@ -85,17 +88,22 @@ class FileBackend:
                 members.setdefault(name, []).append(node.name)
         return [Partition(name=name, nodes=tuple(nodes), total_nodes=len(nodes)) for name, nodes in members.items()]
 
-    def jobs(self, *, user: str | None = None, partition: str | None = None,
-             states: Iterable[str] | None = None, job_ids: Iterable[int] | None = None,
-             name: str | None = None) -> list[Job]:
+    def jobs(
+        self,
+        *,
+        user: str | None = None,
+        partition: str | None = None,
+        states: Iterable[str] | None = None,
+        job_ids: Iterable[int] | None = None,
+        name: str | None = None,
+    ) -> list[Job]:
         if self._jobs is None:
             path = self.folder / JOB_FILE
             try:
                 self._jobs = jobs_from_json(self._load(path))
             except (KeyError, TypeError, ValueError) as err:
                 raise UsageError(f"{path}: not a job list Slurm printed ({err})") from None
-        return filter_jobs(self._jobs, user=user, partition=partition, states=states,
-                           job_ids=job_ids, name=name)
+        return filter_jobs(self._jobs, user=user, partition=partition, states=states, job_ids=job_ids, name=name)
 
     def job(self, job_id: JobId) -> Job | None:
         text = str(job_id)

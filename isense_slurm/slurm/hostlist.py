@@ -28,7 +28,7 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
 
 
 def _expand_ranges(body: str, where: str) -> list[str]:
-    """"1-3,07" -> ["1", "2", "3", "07"]; keeps the width of zero-padded bounds."""
+    """ "1-3,07" -> ["1", "2", "3", "07"]; keeps the width of zero-padded bounds."""
     out: list[str] = []
     for part in body.split(","):
         part = part.strip()
@@ -114,8 +114,7 @@ def compact(names: Iterable[str]) -> str:
     for (prefix, suffix, width), numbers in groups.items():
         ranges = _ranges(sorted(set(numbers)))
         text = ",".join(
-            str(a).zfill(width) if a == b else f"{str(a).zfill(width)}-{str(b).zfill(width)}"
-            for a, b in ranges
+            str(a).zfill(width) if a == b else f"{str(a).zfill(width)}-{str(b).zfill(width)}" for a, b in ranges
         )
         if len(numbers) == 1:
             parts.append(f"{prefix}{text}{suffix}")

@@ -13,18 +13,44 @@ from datetime import datetime
 
 # Node flags that make a node unusable for new work.
 UNUSABLE_NODE_FLAGS = frozenset(
-    {"DRAIN", "DRAINING", "DRAINED", "NOT_RESPONDING", "FAIL", "MAINTENANCE", "REBOOT_ISSUED",
-     "REBOOT_REQUESTED", "POWERED_DOWN", "POWERING_DOWN", "POWERING_UP", "POWER_DOWN",
-     "INVALID_REG", "RESERVED"}
+    {
+        "DRAIN",
+        "DRAINING",
+        "DRAINED",
+        "NOT_RESPONDING",
+        "FAIL",
+        "MAINTENANCE",
+        "REBOOT_ISSUED",
+        "REBOOT_REQUESTED",
+        "POWERED_DOWN",
+        "POWERING_DOWN",
+        "POWERING_UP",
+        "POWER_DOWN",
+        "INVALID_REG",
+        "RESERVED",
+    }
 )
 UNUSABLE_NODE_STATES = frozenset({"DOWN", "ERROR", "FUTURE", "UNKNOWN"})
 
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
-ACTIVE_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED",
-                           "SIGNALING", "STAGE_OUT", "RESIZING"})
-FINISHED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "PREEMPTED",
-                             "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY",
-                             "SPECIAL_EXIT", "REVOKED"})
+ACTIVE_STATES = frozenset(
+    {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
+)
+FINISHED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "PREEMPTED",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "SPECIAL_EXIT",
+        "REVOKED",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from isense_slurm.slurm.values import (
     word_list,
 )
 
+
 def json_errors(doc: Any) -> list[str]:
     """The `errors` Slurm reports inside its JSON (22.05 exits 0 with them)."""
     if not isinstance(doc, dict):
@@ -44,7 +45,7 @@ def json_errors(doc: Any) -> list[str]:
 
 
 def slurm_release(doc: Any) -> str | None:
-    """"22.05.8" from meta.Slurm (22.05) or meta.slurm (23.02+)."""
+    """ "22.05.8" from meta.Slurm (22.05) or meta.slurm (23.02+)."""
     meta = doc.get("meta") if isinstance(doc, dict) else None
     if not isinstance(meta, dict):
         return None
@@ -59,10 +60,9 @@ def slurm_release(doc: Any) -> str | None:
 
 # --- nodes ------------------------------------------------------------------------------
 
+
 def node_from_json(d: dict) -> Node:
-    state, flags = split_states(
-        states(d.get("state")) + states(d.get("state_flags") or []), NODE_BASE_STATES
-    )
+    state, flags = split_states(states(d.get("state")) + states(d.get("state_flags") or []), NODE_BASE_STATES)
     alloc = gpu_count(d.get("gres_used"))
     if not alloc:
         alloc = gpu_count(d.get("tres_used"))

@@ -82,12 +82,12 @@ def parse_records(text: str) -> list[Record]:
 
 
 def _user_name(value: str | None) -> str:
-    """"trainer(1001)" -> "trainer"."""
+    """ "trainer(1001)" -> "trainer"."""
     return (value or "").split("(", 1)[0]
 
 
 def _reason(value: str | None) -> tuple[str | None, str | None, datetime | None]:
-    """"fan swap [root@2026-11-27T23:50:29]" -> ("fan swap", "root", time)."""
+    """ "fan swap [root@2026-11-27T23:50:29]" -> ("fan swap", "root", time)."""
     text = text_or_none(value)
     if text is None:
         return None, None, None
@@ -152,9 +152,12 @@ def job_from_record(r: Record) -> Job:
     elif alloc_gpus and not pending:
         gpus = alloc_gpus
     else:
-        gpus = (gpu_count(r.get("TRES")) or gpu_count(r.get("TresPerJob"))
-                or per_node * max(1, node_count)
-                or gpu_count(r.get("TresPerTask")) * max(1, r.int("NumTasks", 1)))
+        gpus = (
+            gpu_count(r.get("TRES"))
+            or gpu_count(r.get("TresPerJob"))
+            or per_node * max(1, node_count)
+            or gpu_count(r.get("TresPerTask")) * max(1, r.int("NumTasks", 1))
+        )
     finished = state not in ("PENDING", "RUNNING", "SUSPENDED") and "COMPLETING" not in flags
     code, signal = _exit_status(r) if finished else (None, None)
     start = local_time(r.get("StartTime"))

@@ -114,8 +114,7 @@ class PyslurmBackend:
     def version(self) -> str:
         return self.cli.version()
 
-    def nodes(self, *, partition: str | None = None,
-              names: Iterable[str] | None = None) -> list[Node]:
+    def nodes(self, *, partition: str | None = None, names: Iterable[str] | None = None) -> list[Node]:
         loaded = list(self._call("Nodes.load", self.api.Nodes.load).values())
         held = None
         if any(gpus_of(n.configured_gres) and not names_gpus(n.allocated_gres) for n in loaded):
@@ -125,18 +124,24 @@ class PyslurmBackend:
         nodes = self._call("reading nodes", lambda: [node_from(n, held) for n in loaded])
         wanted = set(names) if names is not None else None
         return [
-            n for n in nodes
-            if (partition is None or partition in n.partitions)
-            and (wanted is None or n.name in wanted)
+            n
+            for n in nodes
+            if (partition is None or partition in n.partitions) and (wanted is None or n.name in wanted)
         ]
 
     def partitions(self) -> list[Partition]:
         loaded = self._call("Partitions.load", self.api.Partitions.load)
         return self._call("reading partitions", lambda: [partition_from(p) for p in loaded.values()])
 
-    def jobs(self, *, user: str | None = None, partition: str | None = None,
-             states: Iterable[str] | None = None, job_ids: Iterable[int] | None = None,
-             name: str | None = None) -> list[Job]:
+    def jobs(
+        self,
+        *,
+        user: str | None = None,
+        partition: str | None = None,
+        states: Iterable[str] | None = None,
+        job_ids: Iterable[int] | None = None,
+        name: str | None = None,
+    ) -> list[Job]:
         loaded = list(self._call("Jobs.load", self.api.Jobs.load).values())
         live = {int(j.id) for j in loaded}
         self._per_job_gpus = {k: v for k, v in self._per_job_gpus.items() if k in live}
@@ -144,8 +149,7 @@ class PyslurmBackend:
         if unknown:
             self._read_per_job_gpus(unknown)
         jobs = self._call("reading jobs", lambda: [self._job(j) for j in loaded])
-        return filter_jobs(jobs, user=user, partition=partition, states=states,
-                           job_ids=job_ids, name=name)
+        return filter_jobs(jobs, user=user, partition=partition, states=states, job_ids=job_ids, name=name)
 
     def job(self, job_id: JobId) -> Job | None:
         jid = _job_id(job_id)
@@ -180,8 +184,12 @@ class PyslurmBackend:
     def _asks_unknown(self, j) -> bool:
         """A pending job whose GPU request pyslurm cannot read: none per node or task, so
         maybe per job (--gpus), which the object API lacks (no tres_per_job)."""
-        return (int(j.id) not in self._per_job_gpus and "PENDING" in states(j.state)
-                and not gpus_of(j.gres_per_node) and not gpus_per_task(j))
+        return (
+            int(j.id) not in self._per_job_gpus
+            and "PENDING" in states(j.state)
+            and not gpus_of(j.gres_per_node)
+            and not gpus_per_task(j)
+        )
 
     def _read_per_job_gpus(self, job_ids: set[int]) -> None:
         """Those jobs' GPUs from one squeue read (the CLI backend's), kept per job: a
@@ -257,12 +265,12 @@ class PyslurmBackend:
         jid = _job_id(job_id)
         if "_" in jid or any(k not in UPDATE_FIELDS for k in fields):
             return self.cli.update_job(jid, fields)
-        changes = {UPDATE_FIELDS[k]: minutes_or_text(v) if k in ("TimeLimit", "TimeMin") else str(v)
-                   for k, v in fields.items()}
+        changes = {
+            UPDATE_FIELDS[k]: minutes_or_text(v) if k in ("TimeLimit", "TimeMin") else str(v) for k, v in fields.items()
+        }
         desc = self._call("JobSubmitDescription", lambda: self.api.JobSubmitDescription(**changes))
         self._call(f"update {jid}", self.api.Job(int(jid)).modify, desc)
 
 
 def _me() -> str:
     return user_name(os.geteuid())
-

@@ -40,8 +40,11 @@ def job_from(j, per_job_gpus: Mapping[int, int]) -> Job:
     if held:
         gpus = sum(gpu_count(spec) for _, spec in held)
     else:
-        gpus = (per_node * max(1, node_count) or gpus_per_task(j) * max(1, j.ntasks or 1)
-                or (per_job_gpus.get(job_id, 0) if pending else 0))
+        gpus = (
+            per_node * max(1, node_count)
+            or gpus_per_task(j) * max(1, j.ntasks or 1)
+            or (per_job_gpus.get(job_id, 0) if pending else 0)
+        )
     finished = state not in ("PENDING", "RUNNING", "SUSPENDED", "COMPLETING") and "COMPLETING" not in flags
     user = user_name(j.user_id)
     start = time_of(j.start_time)
@@ -142,7 +145,6 @@ def user_name(uid: Any) -> str:
         return pwd.getpwuid(int(uid)).pw_name
     except (KeyError, TypeError, ValueError):
         return str(uid if uid is not None else "")
-
 
 
 def node_from(n, held: dict[str, int] | None = None) -> Node:

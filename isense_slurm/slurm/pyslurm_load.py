@@ -15,7 +15,7 @@ SETUP_HINT = "build it for this Slurm (in a checkout: dev/pyslurm-setup; see doc
 
 
 def pyslurm_series(slurm_version: str) -> str | None:
-    """"22.05.8" -> "22.5": the pyslurm release line for that Slurm."""
+    """ "22.05.8" -> "22.5": the pyslurm release line for that Slurm."""
     m = re.match(r"(\d+)\.(\d+)", slurm_version or "")
     return f"{int(m.group(1))}.{int(m.group(2))}" if m else None
 

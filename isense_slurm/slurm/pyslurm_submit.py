@@ -18,16 +18,34 @@ from isense_slurm.slurm.cli_backend import _DROP_ENV, _signal
 
 # SubmitOptions fields -> JobSubmitDescription attributes; others go through sbatch.
 SUBMIT_FIELDS = {
-    "partition": "partitions", "job_name": "name", "gres": "gres_per_node", "nodes": "nodes",
-    "nodelist": "required_nodes", "exclude": "excluded_nodes", "time": "time_limit",
-    "time_min": "time_limit_min", "cpus_per_task": "cpus_per_task", "mem": "memory_per_node",
-    "output": "standard_output", "error": "standard_error", "chdir": "working_directory",
-    "comment": "comment", "requeue": "is_requeueable", "signal": "signal", "export": "environment",
+    "partition": "partitions",
+    "job_name": "name",
+    "gres": "gres_per_node",
+    "nodes": "nodes",
+    "nodelist": "required_nodes",
+    "exclude": "excluded_nodes",
+    "time": "time_limit",
+    "time_min": "time_limit_min",
+    "cpus_per_task": "cpus_per_task",
+    "mem": "memory_per_node",
+    "output": "standard_output",
+    "error": "standard_error",
+    "chdir": "working_directory",
+    "comment": "comment",
+    "requeue": "is_requeueable",
+    "signal": "signal",
+    "export": "environment",
 }
 # scontrol update keys -> JobSubmitDescription attributes; others go through scontrol.
-UPDATE_FIELDS = {"StartTime": "begin_time", "TimeLimit": "time_limit", "TimeMin": "time_limit_min",
-                  "Comment": "comment", "Partition": "partitions", "JobName": "name", "Name": "name"}
-
+UPDATE_FIELDS = {
+    "StartTime": "begin_time",
+    "TimeLimit": "time_limit",
+    "TimeMin": "time_limit_min",
+    "Comment": "comment",
+    "Partition": "partitions",
+    "JobName": "name",
+    "Name": "name",
+}
 
 
 def submit_fields(mapping: Mapping[str, Any]) -> dict[str, Any] | None:

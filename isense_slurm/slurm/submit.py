@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 _OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -52,7 +52,7 @@ class SubmitOptions:
         return out
 
 
-Options = Union[SubmitOptions, Mapping[str, Any], None]
+Options = SubmitOptions | Mapping[str, Any] | None
 
 
 def sbatch_args(options: Options) -> list[str]:

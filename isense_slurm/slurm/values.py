@@ -6,7 +6,7 @@ Pure functions, tolerant of the shapes different Slurm versions print.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -44,7 +44,7 @@ def epoch(value: Any) -> datetime | None:
     if not seconds or seconds < 0:
         return None
     try:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -57,7 +57,7 @@ def local_time(text: str | None) -> datetime | None:
         naive = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S")
     except ValueError:
         return None
-    return naive.astimezone(timezone.utc)
+    return naive.astimezone(UTC)
 
 
 def duration_minutes(text: str | None) -> int | None:
@@ -114,14 +114,21 @@ def word_list(value: Any) -> tuple[str, ...]:
 
 
 def states(value: Any) -> list[str]:
-    """"idle", "IDLE+DRAIN", "IDLE*", ["IDLE", "DRAIN"] -> upper-case words in order.
+    """ "idle", "IDLE+DRAIN", "IDLE*", ["IDLE", "DRAIN"] -> upper-case words in order.
 
     sinfo/scontrol suffixes mark flags: * not responding, ~ powered down, # powering up,
     % powering down, ! power down pending, $ maintenance, @ reboot requested, ^ reboot issued.
     """
-    suffixes = {"*": "NOT_RESPONDING", "~": "POWERED_DOWN", "#": "POWERING_UP",
-                "%": "POWERING_DOWN", "!": "POWER_DOWN", "$": "MAINTENANCE",
-                "@": "REBOOT_REQUESTED", "^": "REBOOT_ISSUED"}
+    suffixes = {
+        "*": "NOT_RESPONDING",
+        "~": "POWERED_DOWN",
+        "#": "POWERING_UP",
+        "%": "POWERING_DOWN",
+        "!": "POWER_DOWN",
+        "$": "MAINTENANCE",
+        "@": "REBOOT_REQUESTED",
+        "^": "REBOOT_ISSUED",
+    }
     words = list(value) if isinstance(value, (list, tuple)) else str(value or "").split("+")
     out: list[str] = []
     for word in words:
@@ -136,15 +143,31 @@ def states(value: Any) -> list[str]:
     return out
 
 
-NODE_BASE_STATES = frozenset(
-    {"IDLE", "MIXED", "ALLOCATED", "DOWN", "ERROR", "FUTURE", "UNKNOWN"}
-)
+NODE_BASE_STATES = frozenset({"IDLE", "MIXED", "ALLOCATED", "DOWN", "ERROR", "FUTURE", "UNKNOWN"})
 JOB_BASE_STATES = frozenset(
-    {"PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT",
-     "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
+    {
+        "PENDING",
+        "RUNNING",
+        "SUSPENDED",
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    }
 )
-_STATE_ALIASES = {"ALLOC": "ALLOCATED", "MIX": "MIXED", "COMP": "COMPLETING",
-                  "DRNG": "DRAINING", "DRAIN": "DRAIN", "IDLE": "IDLE"}
+_STATE_ALIASES = {
+    "ALLOC": "ALLOCATED",
+    "MIX": "MIXED",
+    "COMP": "COMPLETING",
+    "DRNG": "DRAINING",
+    "DRAIN": "DRAIN",
+    "IDLE": "IDLE",
+}
 
 
 def split_states(words: list[str], base_states: frozenset[str]) -> tuple[str, frozenset[str]]:
@@ -184,7 +207,7 @@ def _gpu_count(spec: str) -> int:
         is_tres = "=" in item
         for prefix in ("gres/", "gres:"):
             if item.startswith(prefix):
-                item = item[len(prefix):]
+                item = item[len(prefix) :]
         parts = re.split(r"[:=]", item)
         if parts[0] != "gpu":
             continue

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from isense_slurm.worker.vllm_process import NotServing
 
@@ -76,8 +76,7 @@ async def stop_vllm(
     killed = False
     while group_alive():
         if clock() - t0 >= grace:
-            log.info("SIGKILL to vLLM's process group (alive %.1f s after the stop began)",
-                     clock() - t0)
+            log.info("SIGKILL to vLLM's process group (alive %.1f s after the stop began)", clock() - t0)
             signal_group(signal.SIGKILL)
             killed = True
             break
@@ -140,7 +139,10 @@ async def drain(
 
     busy = serving and not vllm_exited() and count != 0
     result = await stop(busy)
-    log.info("vLLM process group stopped (%.3f s%s%s)", result.seconds,
-             ", engine first" if result.engine_first else "",
-             ", SIGKILL needed" if result.killed else "")
+    log.info(
+        "vLLM process group stopped (%.3f s%s%s)",
+        result.seconds,
+        ", engine first" if result.engine_first else "",
+        ", SIGKILL needed" if result.killed else "",
+    )
     return DrainResult(deregistered, deregister_seconds, wait_seconds, count, result)

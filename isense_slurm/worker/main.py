@@ -45,8 +45,7 @@ class RegistrationFailed(IsenseError):
 
 def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s.%(msecs)03d isense-worker: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d isense-worker: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -119,7 +118,7 @@ async def _heartbeat_loop(gw: GatewayClient, plan: WorkerPlan, session) -> None:
             log.info("gateway does not know this worker (restarted, or timed us out); registering again")
             await gw.register_until_done(plan.registration)
             log.info("registered again")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RuntimeError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as err:
             log.warning("heartbeat failed: %s", str(err) or type(err).__name__)
 
 
@@ -159,8 +158,7 @@ class _StopSignal:
             return
         self.at = time.monotonic()
         self.sig = sig
-        log.info("%s received: deregistering, then draining (budget %g s)",
-                 sig.name, self.plan.drain_seconds)
+        log.info("%s received: deregistering, then draining (budget %g s)", sig.name, self.plan.drain_seconds)
         if sig == signal.SIGTERM and self.plan.sigterm_marker is not None:
             try:  # the epilog reads it: "stopped by Slurm", and when
                 write_marker(self.plan.sigterm_marker, time.time())
@@ -173,8 +171,16 @@ class _Life:
     """One started vLLM's life with the gateway: health, first completion, registration,
     heartbeat, then a drain, a fast reclaim or a failure. Holds what the steps share."""
 
-    def __init__(self, plan: WorkerPlan, vllm: vp.VllmProcess, session: aiohttp.ClientSession,
-                 stop: _StopSignal, exited: asyncio.Future, stopped: asyncio.Future, t_start: float) -> None:
+    def __init__(
+        self,
+        plan: WorkerPlan,
+        vllm: vp.VllmProcess,
+        session: aiohttp.ClientSession,
+        stop: _StopSignal,
+        exited: asyncio.Future,
+        stopped: asyncio.Future,
+        t_start: float,
+    ) -> None:
         self.plan, self.vllm, self.session, self.stop = plan, vllm, session, stop
         self.exited, self.stopped, self.t_start = exited, stopped, t_start
         self.gw = GatewayClient(session, plan.gateway_url, plan.token)
@@ -187,12 +193,16 @@ class _Life:
             return await self._drain()
         plan = self.plan
         if register.exception() is not None:
-            raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: "
-                                     f"{register.exception()}")
+            raise RegistrationFailed(f"gateway {plan.gateway_url} refused registration: {register.exception()}")
         attempts = register.result()
-        log.info("registered with %s as %s (%.1f s after start, %d attempt%s)",
-                 plan.gateway_url, plan.registration.url, time.monotonic() - self.t_start,
-                 attempts, "" if attempts == 1 else "s")
+        log.info(
+            "registered with %s as %s (%.1f s after start, %d attempt%s)",
+            plan.gateway_url,
+            plan.registration.url,
+            time.monotonic() - self.t_start,
+            attempts,
+            "" if attempts == 1 else "s",
+        )
         return await self._serving()
 
     async def _start_up(self) -> asyncio.Future:
@@ -201,18 +211,27 @@ class _Life:
         # 1. Health.
         health = await self._step(_wait_healthy(self.session, plan), " before becoming healthy")
         if health.exception() is not None:
-            await self._fail(f"vLLM not healthy after {plan.startup_timeout:g} s "
-                             f"(worker.startup_timeout_seconds; log: {vllm.log_path})")
+            await self._fail(
+                f"vLLM not healthy after {plan.startup_timeout:g} s "
+                f"(worker.startup_timeout_seconds; log: {vllm.log_path})"
+            )
         log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
 
         # 1b. One real completion: /health alone does not prove vLLM can serve.
-        probe = await self._step(vp.probe_completion(
-            self.session, plan.local_url, plan.model.name, plan.env["VLLM_API_KEY"],
-            timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - self.t_start))),
-            " on its first completion")
+        probe = await self._step(
+            vp.probe_completion(
+                self.session,
+                plan.local_url,
+                plan.model.name,
+                plan.env["VLLM_API_KEY"],
+                timeout=max(PROBE_TIMEOUT_MIN, plan.startup_timeout - (time.monotonic() - self.t_start)),
+            ),
+            " on its first completion",
+        )
         if probe.exception() is not None:
-            await self._fail(f"vLLM is healthy but failed its first completion: {probe.exception()} "
-                             f"(log: {vllm.log_path})")
+            await self._fail(
+                f"vLLM is healthy but failed its first completion: {probe.exception()} (log: {vllm.log_path})"
+            )
         log.info("vLLM answered a first completion in %.2f s", probe.result())
 
         # 2. Registration.
@@ -228,8 +247,7 @@ class _Life:
         if self.stopped in done:
             return await self._drain()
         if self.exited in done:
-            await self._fail(f"vLLM died while serving (exit code {vllm.proc.returncode}; "
-                             f"log: {vllm.log_path})")
+            await self._fail(f"vLLM died while serving (exit code {vllm.proc.returncode}; log: {vllm.log_path})")
         err = heartbeat.exception()
         if isinstance(err, VllmUnhealthy):
             await self._fail(f"{err} while serving (log: {vllm.log_path})")
@@ -247,8 +265,7 @@ class _Life:
             raise _Stopped
         if self.exited in done:
             await _cancel(task)
-            await self._fail(f"vLLM exited with code {self.vllm.proc.returncode}{during} "
-                             f"(log: {self.vllm.log_path})")
+            await self._fail(f"vLLM exited with code {self.vllm.proc.returncode}{during} (log: {self.vllm.log_path})")
         return task
 
     async def _deregister(self, timeout: float) -> bool:
@@ -262,9 +279,13 @@ class _Life:
     async def _stop_vllm(self, busy: bool) -> StopResult:
         vllm = self.vllm
         result = await stop_vllm(
-            busy=busy, in_flight=self._in_flight, signal_engines=vllm.signal_engines,
-            signal_group=vllm.signal_group, group_alive=vllm.group_alive,
-            grace=KILL_GRACE_SECONDS)
+            busy=busy,
+            in_flight=self._in_flight,
+            signal_engines=vllm.signal_engines,
+            signal_group=vllm.signal_group,
+            group_alive=vllm.group_alive,
+            grace=KILL_GRACE_SECONDS,
+        )
         vllm.stopped = True
         await vllm.reap()
         return result
@@ -315,11 +336,9 @@ class _Life:
 
 def _log_start(plan: WorkerPlan) -> None:
     ident = plan.identity
-    log.info("job %s on node %s, GPUs '%s', model %s", ident.job_id, ident.node,
-             ident.gpus or "-", plan.model.name)
+    log.info("job %s on node %s, GPUs '%s', model %s", ident.job_id, ident.node, ident.gpus or "-", plan.model.name)
     log.info("starting vLLM: %s", " ".join(plan.cmd))
-    log.info("vLLM log: %s%s", plan.log_path,
-             "" if plan.identity.in_slurm else " (removed after a clean stop)")
+    log.info("vLLM log: %s%s", plan.log_path, "" if plan.identity.in_slurm else " (removed after a clean stop)")
 
 
 async def _serve(plan: WorkerPlan) -> int:
@@ -341,8 +360,12 @@ async def _serve(plan: WorkerPlan) -> int:
         # Whatever happened, leave no vLLM process behind. (After a SIGKILL its processes
         # may take a moment to vanish: nothing more to do for them.)
         if not vllm.stopped and vllm.group_alive():
-            await stop_vllm(busy=False, signal_engines=vllm.signal_engines,
-                            signal_group=vllm.signal_group, group_alive=vllm.group_alive,
-                            grace=KILL_GRACE_SECONDS)
+            await stop_vllm(
+                busy=False,
+                signal_engines=vllm.signal_engines,
+                signal_group=vllm.signal_group,
+                group_alive=vllm.group_alive,
+                grace=KILL_GRACE_SECONDS,
+            )
         for task in (exited, stopped):
             await _cancel(task)

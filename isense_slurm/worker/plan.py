@@ -8,12 +8,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from isense_slurm.contracts.control import Registration
 from isense_slurm.errors import UsageError
 from isense_slurm.hooks.markers import marker_path
 from isense_slurm.secrets import load_secret, vllm_api_key, worker_token
 from isense_slurm.worker import vllm_process as vp
 from isense_slurm.worker.identity import WorkerIdentity, identify
-from isense_slurm.contracts.control import Registration
 
 log = logging.getLogger("isense.worker")
 
@@ -59,8 +59,9 @@ def vllm_log_path(identity: WorkerIdentity, job_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="isense-worker-")) / "vllm.log"
 
 
-def plan_worker(cfg, model_name: str, *, job_id: str | None = None, port: int | None = None,
-                gateway_url: str | None = None) -> WorkerPlan:
+def plan_worker(
+    cfg, model_name: str, *, job_id: str | None = None, port: int | None = None, gateway_url: str | None = None
+) -> WorkerPlan:
     model = cfg.model(model_name)
     if model is None:
         known = ", ".join(m.name for m in cfg.models) or "none"
@@ -74,13 +75,15 @@ def plan_worker(cfg, model_name: str, *, job_id: str | None = None, port: int | 
         identity=identity,
         model=model,
         cmd=vp.niced(vp.build_command(cfg.worker.vllm_executable, model, bind_host, port), cfg.worker.nice),
-        env=vp.build_env(os.environ, cfg.worker.env,
-                         vllm_api_key(secret, identity.job_id)),
+        env=vp.build_env(os.environ, cfg.worker.env, vllm_api_key(secret, identity.job_id)),
         log_path=vllm_log_path(identity, cfg.slurm.job_dir),
         local_url=f"http://{vp.local_address(bind_host)}:{port}",
         registration=Registration(
-            job_id=identity.job_id, node=identity.node, gpus=identity.gpus,
-            model=model.name, url=f"http://{_url_host(advertise)}:{port}",
+            job_id=identity.job_id,
+            node=identity.node,
+            gpus=identity.gpus,
+            model=model.name,
+            url=f"http://{_url_host(advertise)}:{port}",
         ),
         gateway_url=gateway_url or cfg.gateway.advertise_url,
         token=worker_token(secret, identity.job_id),

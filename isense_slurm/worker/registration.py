@@ -7,7 +7,11 @@ import logging
 import aiohttp
 
 from isense_slurm.contracts.control import (
-    ControlAction, Registration, action_path, deregister_payload, heartbeat_payload,
+    ControlAction,
+    Registration,
+    action_path,
+    deregister_payload,
+    heartbeat_payload,
 )
 
 log = logging.getLogger("isense.worker")
@@ -45,7 +49,9 @@ class GatewayClient:
 
     async def _post(self, action: ControlAction, payload: dict, timeout: float) -> tuple[int, str]:
         async with self.session.post(
-            self.base + action_path(action), json=payload, headers=self._headers,
+            self.base + action_path(action),
+            json=payload,
+            headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             return resp.status, await resp.text()
@@ -70,9 +76,13 @@ class GatewayClient:
                 return attempt
             except RegistrationRefused:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RuntimeError) as err:
-                log.info("register attempt %d failed (%s); retrying in %.1f s",
-                         attempt, str(err) or type(err).__name__, delay)
+            except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as err:
+                log.info(
+                    "register attempt %d failed (%s); retrying in %.1f s",
+                    attempt,
+                    str(err) or type(err).__name__,
+                    delay,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, REGISTER_BACKOFF_MAX)
 

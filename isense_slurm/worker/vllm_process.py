@@ -22,8 +22,8 @@ import os
 import socket
 import subprocess
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import aiohttp
 
@@ -51,15 +51,17 @@ def build_command(executable: str, model, bind_host: str, port: int) -> list[str
     the API key goes through the VLLM_API_KEY environment variable (see build_env)."""
     for arg in model.vllm_args:
         if _flag_name(arg) in WORKER_OWNED_VLLM_FLAGS:
-            raise ConfigError(
-                f"models '{model.name}': vllm_args must not set {_flag_name(arg)} "
-                "(the worker sets it)"
-            )
+            raise ConfigError(f"models '{model.name}': vllm_args must not set {_flag_name(arg)} (the worker sets it)")
     cmd = [
-        executable, "serve", str(model.path),
-        "--served-model-name", model.name,
-        "--host", bind_host,
-        "--port", str(port),
+        executable,
+        "serve",
+        str(model.path),
+        "--served-model-name",
+        model.name,
+        "--host",
+        bind_host,
+        "--port",
+        str(port),
         "--enable-force-include-usage",
         # GET /load: HTTP requests not yet fully answered (streams included), for the drain.
         "--enable-server-load-tracking",
@@ -203,8 +205,12 @@ class VllmProcess:
         with open(log_path, "ab") as log:
             offset = log.tell()
             proc = await asyncio.create_subprocess_exec(
-                *cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                *cmd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return cls(proc, log_path, offset)
 
@@ -233,7 +239,7 @@ class VllmProcess:
         must not wait for that."""
         try:
             await asyncio.wait_for(self.proc.wait(), timeout=0.3)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -241,7 +247,7 @@ async def is_healthy(session: aiohttp.ClientSession, base_url: str) -> bool:
     try:
         async with session.get(f"{base_url}/health", timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
             return resp.status == 200
-    except (OSError, asyncio.TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, OSError, aiohttp.ClientError):
         return False
 
 
@@ -253,12 +259,11 @@ async def in_flight(session: aiohttp.ClientSession, base_url: str, timeout: floa
     """HTTP requests vLLM has not fully answered yet (GET /load; no API key needed).
     None when unknown (slow or odd answer); NotServing when nothing listens."""
     try:
-        async with session.get(f"{base_url}/load",
-                               timeout=aiohttp.ClientTimeout(total=max(timeout, 0.05))) as resp:
+        async with session.get(f"{base_url}/load", timeout=aiohttp.ClientTimeout(total=max(timeout, 0.05))) as resp:
             return parse_load(await resp.text()) if resp.status == 200 else None
     except aiohttp.ClientConnectorError as err:
         raise NotServing(str(err)) from None
-    except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return None
 
 
@@ -266,8 +271,9 @@ class ProbeFailed(Exception):
     """vLLM is healthy but could not answer one real completion."""
 
 
-async def probe_completion(session: aiohttp.ClientSession, base_url: str, model: str, api_key: str,
-                           timeout: float) -> float:
+async def probe_completion(
+    session: aiohttp.ClientSession, base_url: str, model: str, api_key: str, timeout: float
+) -> float:
     """One real 1-token completion through vLLM; its duration in seconds.
 
     `/health` only says the API server is up: a vLLM whose engine faults on its first
@@ -280,13 +286,14 @@ async def probe_completion(session: aiohttp.ClientSession, base_url: str, model:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     try:
-        async with session.post(f"{base_url}/v1/completions", json=body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.post(
+            f"{base_url}/v1/completions", json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
             text = await resp.text()
             if resp.status != 200:
                 raise ProbeFailed(f"HTTP {resp.status}: {text.strip()[:200]}")
             answer = json.loads(text)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ProbeFailed(f"no answer within {timeout:g} s") from None
     except (aiohttp.ClientError, OSError) as err:
         raise ProbeFailed(f"{type(err).__name__}: {err}") from None

@@ -54,7 +54,7 @@ class FaultProxy:
     def disarm(self) -> None:
         self.after_events = None
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self._thread = threading.Thread(target=self._run, daemon=True, name="fault-proxy")
         self._thread.start()
         assert self._ready.wait(30), "the fault proxy did not start"

@@ -25,9 +25,16 @@ async def load(request: web.Request) -> web.Response:
 
 async def broken(request: web.Request) -> web.Response:
     await request.read()
-    return web.json_response({"error": {"message": "EngineCore encountered an issue. See stack trace (above) "
-                                                   "for the root cause.", "type": "InternalServerError",
-                                        "code": 500}}, status=500)
+    return web.json_response(
+        {
+            "error": {
+                "message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+                "type": "InternalServerError",
+                "code": 500,
+            }
+        },
+        status=500,
+    )
 
 
 def main() -> None:

@@ -41,8 +41,15 @@ class Resp:
         return json.loads(self.text)
 
 
-def http(method: str, url: str, *, headers: dict | None = None, body: bytes | str | None = None,
-         json_body=None, timeout: float = 10) -> Resp:
+def http(
+    method: str,
+    url: str,
+    *,
+    headers: dict | None = None,
+    body: bytes | str | None = None,
+    json_body=None,
+    timeout: float = 10,
+) -> Resp:
     """A plain HTTP request (stdlib), any status."""
     headers = dict(headers or {})
     if json_body is not None:
@@ -61,7 +68,7 @@ def http(method: str, url: str, *, headers: dict | None = None, body: bytes | st
 def write_config(folder: Path, gateway_port: int) -> Path:
     """dev/isense.dev.toml with this run's ledger, secret, port and drain budget, plus
     a second model that no worker ever serves."""
-    assert 'vllm_args = [\n' in (REPO / "dev" / "isense.dev.toml").read_text()
+    assert "vllm_args = [\n" in (REPO / "dev" / "isense.dev.toml").read_text()
     out, section = [], None
     for line in (REPO / "dev" / "isense.dev.toml").read_text().splitlines():
         stripped = line.strip()
@@ -85,9 +92,15 @@ def write_config(folder: Path, gateway_port: int) -> Path:
             # A few sequences at a time: requests queue up in vLLM (the tiny model is
             # otherwise done in a blink), yet a test's few streams all run at once.
             out.append('  "--max-num-seqs", "4",')
-    out += ["", "[[models]]", f'name = "{SPARE}"', 'path = "/var/lib/isense-dev/models/tiny-llama"',
-            "gpus = 1", "context_length = 512",
-            "price = { input_per_mtok = 0.2, output_per_mtok = 0.8, cached_input_per_mtok = 0.1 }"]
+    out += [
+        "",
+        "[[models]]",
+        f'name = "{SPARE}"',
+        'path = "/var/lib/isense-dev/models/tiny-llama"',
+        "gpus = 1",
+        "context_length = 512",
+        "price = { input_per_mtok = 0.2, output_per_mtok = 0.8, cached_input_per_mtok = 0.1 }",
+    ]
     path = folder / "isense.toml"
     path.write_text("\n".join(out) + "\n")
     return path
@@ -126,7 +139,9 @@ class Gateway:
         self.log = open(site.folder / f"gateway-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             [str(ISENSE), "--config", str(site.config), "gateway", "--listen", f"127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(self._ready, 120, "the gateway to answer")
 
@@ -154,8 +169,13 @@ class Gateway:
 
     def control(self, action: str, payload: dict, token: str | None = None) -> Resp:
         token = token or worker_token(self.site.secret, payload["job_id"])
-        return http("POST", f"{self.url}/internal/workers/{action}", json_body=payload,
-                    headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return http(
+            "POST",
+            f"{self.url}/internal/workers/{action}",
+            json_body=payload,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
 
     def log_text(self) -> str:
         return (self.site.folder / f"gateway-{self.port}.log").read_text(errors="replace")

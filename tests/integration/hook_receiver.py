@@ -72,17 +72,18 @@ class EventReceiver:
         self._thread.join(10)
 
 
-def write_hook_config(folder: Path, advertise_url: str, secrets_dir: Path, job_dir: Path | None = None,
-                      service_account: str | None = None) -> Path:
+def write_hook_config(
+    folder: Path, advertise_url: str, secrets_dir: Path, job_dir: Path | None = None, service_account: str | None = None
+) -> Path:
     """dev/isense.dev.toml with the gateway URL, secrets and (optionally) job_dir and
     service account replaced."""
     text = (REPO / "dev" / "isense.dev.toml").read_text()
     if service_account is not None:
-        text = re.sub(r'(?m)^service_account = .*$', f'service_account = "{service_account}"', text)
-    text = re.sub(r'(?m)^advertise_url = .*$', f'advertise_url = "{advertise_url}"', text)
-    text = re.sub(r'(?m)^dir = .*$', f'dir = "{secrets_dir}"', text)
+        text = re.sub(r"(?m)^service_account = .*$", f'service_account = "{service_account}"', text)
+    text = re.sub(r"(?m)^advertise_url = .*$", f'advertise_url = "{advertise_url}"', text)
+    text = re.sub(r"(?m)^dir = .*$", f'dir = "{secrets_dir}"', text)
     if job_dir is not None:
-        text = re.sub(r'(?m)^job_dir = .*$', f'job_dir = "{job_dir}"', text)
+        text = re.sub(r"(?m)^job_dir = .*$", f'job_dir = "{job_dir}"', text)
     path = folder / "isense.toml"
     path.write_text(text)
     path.chmod(0o644)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from isense_slurm.errors import SlurmError  # noqa: E402
 from isense_slurm.secrets import create_secret  # noqa: E402
 from isense_slurm.slurm import CliBackend, SubmitOptions  # noqa: E402
-from waiting import free_port, wait_for
+from waiting import free_port, wait_for  # noqa: E402
 
 ISENSE = Path(sys.executable).with_name("isense")
 DEV_CONFIG = REPO / "dev" / "isense.dev.toml"
@@ -42,18 +42,27 @@ SERVICE = "isense"
 MODEL = "tiny-llama"
 
 
-def site_config(template: str, *, root: Path, port: int, pools: list[str], job_dir: Path,
-                min_idle_seconds: float = 2, tick_seconds: float = 2, max_job_minutes: int = 30,
-                backend: str = "cli") -> str:
+def site_config(
+    template: str,
+    *,
+    root: Path,
+    port: int,
+    pools: list[str],
+    job_dir: Path,
+    min_idle_seconds: float = 2,
+    tick_seconds: float = 2,
+    max_job_minutes: int = 30,
+    backend: str = "cli",
+) -> str:
     """The dev config with this site's pools, port, ledger, secret, job dir and [slurm] backend."""
     swaps = [
-        (r'(?m)^pools = .*$', f"pools = {json.dumps(pools)}"),
-        (r'(?m)^min_idle_seconds = .*$', f"min_idle_seconds = {min_idle_seconds:g}"),
-        (r'(?m)^tick_seconds = .*$', f"tick_seconds = {tick_seconds:g}\nbackend = {json.dumps(backend)}"),
-        (r'(?m)^max_job_minutes = .*$', f"max_job_minutes = {max_job_minutes}"),
-        (r'(?m)^job_dir = .*$', f'job_dir = "{job_dir}"'),
-        (r'(?m)^listen = .*$', f'listen = "127.0.0.1:{port}"'),
-        (r'(?m)^advertise_url = .*$', f'advertise_url = "http://127.0.0.1:{port}"'),
+        (r"(?m)^pools = .*$", f"pools = {json.dumps(pools)}"),
+        (r"(?m)^min_idle_seconds = .*$", f"min_idle_seconds = {min_idle_seconds:g}"),
+        (r"(?m)^tick_seconds = .*$", f"tick_seconds = {tick_seconds:g}\nbackend = {json.dumps(backend)}"),
+        (r"(?m)^max_job_minutes = .*$", f"max_job_minutes = {max_job_minutes}"),
+        (r"(?m)^job_dir = .*$", f'job_dir = "{job_dir}"'),
+        (r"(?m)^listen = .*$", f'listen = "127.0.0.1:{port}"'),
+        (r"(?m)^advertise_url = .*$", f'advertise_url = "http://127.0.0.1:{port}"'),
         (r'(?m)^path = "/var/lib/isense-dev/ledger.db"$', f'path = "{root / "ledger.db"}"'),
         (r'(?m)^dir = "/var/lib/isense-dev/secrets"$', f'dir = "{root / "secrets"}"'),
     ]
@@ -77,8 +86,11 @@ class ServeSite:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = self.root / "isense.toml"
-        self.config.write_text(site_config(DEV_CONFIG.read_text(), root=self.root, port=self.port, pools=self.nodes,
-                                           job_dir=self.job_dir, **config))
+        self.config.write_text(
+            site_config(
+                DEV_CONFIG.read_text(), root=self.root, port=self.port, pools=self.nodes, job_dir=self.job_dir, **config
+            )
+        )
         self.config.chmod(0o644)
         import pwd
 
@@ -119,8 +131,12 @@ class ServeSite:
     def start(self, *args: str) -> None:
         assert self.proc is None or self.proc.poll() is not None, "serve already runs"
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(ISENSE), "--config", str(self.config), "serve", *args],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(ISENSE), "--config", str(self.config), "serve", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for(self.controller, 30, "isense serve to answer")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -148,6 +164,7 @@ class ServeSite:
         def ready():
             live = [w for w in self.serving() if nodes is None or w["node"] in nodes]
             return live if len(live) >= count else None
+
         return wait_for(ready, timeout, f"{count} serving workers", interval=0.5)
 
     def log(self) -> str:
@@ -164,20 +181,27 @@ class ServeSite:
 
     def worker_jobs(self, active_only: bool = True):
         jobs = self.slurm.jobs(user=SERVICE)
-        return [j for j in jobs if j.name.startswith("isense-") and (j.nodes or j.required_nodes)
-                and set(j.nodes or j.required_nodes) <= set(self.nodes)
-                and (not active_only or j.is_pending or j.is_active)]
+        return [
+            j
+            for j in jobs
+            if j.name.startswith("isense-")
+            and (j.nodes or j.required_nodes)
+            and set(j.nodes or j.required_nodes) <= set(self.nodes)
+            and (not active_only or j.is_pending or j.is_active)
+        ]
 
     def train(self, node: str, seconds: float = 20, gpus: int = 4) -> tuple[int, float]:
         """A training job pinned to `node`; returns (job id, wall time just before sbatch)."""
-        script = (
-            "#!/bin/bash\n"
-            f'date +%s.%N > "{self.job_dir}/train-$SLURM_JOB_ID.start"\n'
-            f"sleep {seconds}\n"
+        script = f'#!/bin/bash\ndate +%s.%N > "{self.job_dir}/train-$SLURM_JOB_ID.start"\nsleep {seconds}\n'
+        options = SubmitOptions(
+            partition="train",
+            job_name="itest-train",
+            nodelist=node,
+            gres=f"gpu:{gpus}",
+            time=max(1, int(seconds // 60) + 1),
+            output=str(self.job_dir / "train-%j.out"),
+            chdir=str(self.job_dir),
         )
-        options = SubmitOptions(partition="train", job_name="itest-train", nodelist=node, gres=f"gpu:{gpus}",
-                                time=max(1, int(seconds // 60) + 1), output=str(self.job_dir / "train-%j.out"),
-                                chdir=str(self.job_dir))
         submitted = time.time()
         job_id = self.slurm.submit(script, options, as_user=TRAINER)
         self.trainer_jobs.append(job_id)
@@ -185,8 +209,9 @@ class ServeSite:
 
     def started_at(self, job_id: int, timeout: float = 30) -> float:
         path = self.job_dir / f"train-{job_id}.start"
-        return float(wait_for(lambda: path.exists() and path.read_text().strip(), timeout,
-                              f"training job {job_id} to start"))
+        return float(
+            wait_for(lambda: path.exists() and path.read_text().strip(), timeout, f"training job {job_id} to start")
+        )
 
     def close(self) -> None:
         self.kill(signal.SIGTERM)
@@ -235,8 +260,10 @@ class Traffic:
             sent = time.time()
             try:
                 answer = self.client.chat.completions.create(
-                    model=MODEL, max_tokens=self.max_tokens,
-                    messages=[{"role": "user", "content": f"client {i} request {n}: count to twenty"}])
+                    model=MODEL,
+                    max_tokens=self.max_tokens,
+                    messages=[{"role": "user", "content": f"client {i} request {n}: count to twenty"}],
+                )
                 outcome = "ok" if answer.choices and answer.usage else "empty answer"
             except Exception as err:  # noqa: BLE001 - every failure is a finding
                 outcome = f"{type(err).__name__}: {err}"[:200]

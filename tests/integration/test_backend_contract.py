@@ -24,9 +24,28 @@ pytestmark = pytest.mark.cluster
 
 SPIN = "#!/bin/bash\nwhile :; do sleep 0.1; done\n"
 # Fields each backend must read the same for one job at one moment.
-SAME = ("job_id", "name", "user", "state", "partition", "gpus", "gpus_per_node", "nodes",
-        "required_nodes", "node_count", "cpus", "submit_time", "start_time", "time_limit",
-        "gpu_indices", "batch_host", "work_dir", "is_pending", "is_active", "is_finished")
+SAME = (
+    "job_id",
+    "name",
+    "user",
+    "state",
+    "partition",
+    "gpus",
+    "gpus_per_node",
+    "nodes",
+    "required_nodes",
+    "node_count",
+    "cpus",
+    "submit_time",
+    "start_time",
+    "time_limit",
+    "gpu_indices",
+    "batch_host",
+    "work_dir",
+    "is_pending",
+    "is_active",
+    "is_finished",
+)
 
 
 @pytest.fixture(params=KINDS)
@@ -56,8 +75,11 @@ def jobs(cluster):
 
 
 def idle_node(cluster) -> str:
-    free = [n.name for n in cluster.slurm.nodes(partition=cluster.lend_partition)
-            if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node]
+    free = [
+        n.name
+        for n in cluster.slurm.nodes(partition=cluster.lend_partition)
+        if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node
+    ]
     assert free, "no node with all GPUs idle on the dev cluster"
     return free[-1]
 
@@ -73,8 +95,13 @@ def state_of(slurm, job_id):
 
 def trainer_job(cluster, workdir: Path, jobs: list[int], script: str = SPIN, **options) -> int:
     """A trainer's job, submitted with the commands so that every backend reads the same one."""
-    base = dict(partition=cluster.train_partition, job_name=f"itest-{uuid.uuid4().hex[:6]}", time=5,
-                output=str(workdir / "%j.out"), chdir=str(workdir))
+    base = dict(
+        partition=cluster.train_partition,
+        job_name=f"itest-{uuid.uuid4().hex[:6]}",
+        time=5,
+        output=str(workdir / "%j.out"),
+        chdir=str(workdir),
+    )
     base.update(options)
     job_id = cluster.slurm.submit(script, SubmitOptions(**base), as_user=cluster.trainer)
     jobs.append(job_id)
@@ -82,6 +109,7 @@ def trainer_job(cluster, workdir: Path, jobs: list[int], script: str = SPIN, **o
 
 
 # --- reads -------------------------------------------------------------------------------
+
 
 def test_nodes_and_partitions_have_the_dev_clusters_shape(cluster, slurm):
     nodes = {n.name: n for n in slurm.nodes()}
@@ -91,8 +119,11 @@ def test_nodes_and_partitions_have_the_dev_clusters_shape(cluster, slurm):
         node = nodes[name]
         assert node.gpus_total == cluster.gpus_per_node
         assert {cluster.train_partition, cluster.lend_partition} <= set(node.partitions)
-        assert (node.cpus, node.usable, set(node.partitions)) == (cli[name].cpus, cli[name].usable,
-                                                                  set(cli[name].partitions))
+        assert (node.cpus, node.usable, set(node.partitions)) == (
+            cli[name].cpus,
+            cli[name].usable,
+            set(cli[name].partitions),
+        )
     assert {n.name for n in slurm.nodes(partition=cluster.lend_partition)} >= set(cluster.nodes)
     assert [n.name for n in slurm.nodes(names=["n2"])] == ["n2"]
     assert slurm.nodes(partition="no-such-partition") == []
@@ -143,12 +174,22 @@ def test_an_unknown_job_is_none_and_lists_nothing(slurm):
 
 # --- actions -----------------------------------------------------------------------------
 
+
 def test_submit_as_the_service_account(cluster, slurm, workdir, jobs):
     name = f"isense-itest-{uuid.uuid4().hex[:6]}"
-    job_id = slurm.submit(SPIN, SubmitOptions(partition=cluster.lend_partition, job_name=name, time=2,
-                                               gres="gpu:1", requeue=False, output=str(workdir / "%j.out"),
-                                               chdir=str(workdir)),
-                          as_user=cluster.service_account)
+    job_id = slurm.submit(
+        SPIN,
+        SubmitOptions(
+            partition=cluster.lend_partition,
+            job_name=name,
+            time=2,
+            gres="gpu:1",
+            requeue=False,
+            output=str(workdir / "%j.out"),
+            chdir=str(workdir),
+        ),
+        as_user=cluster.service_account,
+    )
     jobs.append(job_id)
     job = slurm.job(job_id)
     assert (job.user, job.name, job.partition) == (cluster.service_account, name, cluster.lend_partition)
@@ -159,24 +200,50 @@ def test_submit_as_this_user_with_every_mapped_option(cluster, slurm, workdir, j
     marker = workdir / "ran"
     node = idle_node(cluster)
     job_id = slurm.submit(
-        f"#!/bin/bash\necho \"$CUDA_VISIBLE_DEVICES $SLURM_JOB_NAME\" > {marker}\n",
-        SubmitOptions(partition=cluster.train_partition, job_name="itest-self", nodes=1, nodelist=node,
-                      gres="gpu:2", time="0:03:00", time_min=1, cpus_per_task=1, mem="64M",
-                      output=str(workdir / "%j.out"), error=str(workdir / "%j.err"), chdir=str(workdir),
-                      comment="itest", requeue=False, signal="B:USR1@30", export="ALL"))
+        f'#!/bin/bash\necho "$CUDA_VISIBLE_DEVICES $SLURM_JOB_NAME" > {marker}\n',
+        SubmitOptions(
+            partition=cluster.train_partition,
+            job_name="itest-self",
+            nodes=1,
+            nodelist=node,
+            gres="gpu:2",
+            time="0:03:00",
+            time_min=1,
+            cpus_per_task=1,
+            mem="64M",
+            output=str(workdir / "%j.out"),
+            error=str(workdir / "%j.err"),
+            chdir=str(workdir),
+            comment="itest",
+            requeue=False,
+            signal="B:USR1@30",
+            export="ALL",
+        ),
+    )
     jobs.append(job_id)
     wait_for(lambda: marker.exists() and marker.read_text().strip(), 30, f"job {job_id} to run its script")
     assert marker.read_text().split() == ["0,1", "itest-self"]  # the GPUs it asked for
     job = slurm.job(job_id)
     assert (job.name, job.partition, job.time_limit, job.comment, job.work_dir) == (
-        "itest-self", cluster.train_partition, 3, "itest", str(workdir))
+        "itest-self",
+        cluster.train_partition,
+        3,
+        "itest",
+        str(workdir),
+    )
 
 
 def test_signal_batch_reaches_the_batch_scripts_trap_and_cancel_ends_the_job(cluster, slurm, workdir, jobs):
     got = workdir / "got"
-    job_id = trainer_job(cluster, workdir, jobs, script=(
-        f"#!/bin/bash\ntrap 'echo usr1 >> {got}' USR1\ntrap 'echo term >> {got}; exit 0' TERM\n"
-        f"echo ready > {got}\nwhile :; do sleep 0.1; done\n"))
+    job_id = trainer_job(
+        cluster,
+        workdir,
+        jobs,
+        script=(
+            f"#!/bin/bash\ntrap 'echo usr1 >> {got}' USR1\ntrap 'echo term >> {got}; exit 0' TERM\n"
+            f"echo ready > {got}\nwhile :; do sleep 0.1; done\n"
+        ),
+    )
     wait_for(lambda: got.exists() and "ready" in got.read_text(), 30, f"job {job_id} to set its traps")
     slurm.signal_batch(job_id, "USR1")
     wait_for(lambda: got.exists() and "usr1" in got.read_text(), 10, "the USR1 trap")
@@ -206,8 +273,9 @@ def test_hold_release_update_and_requeue(cluster, slurm, workdir, jobs):
 
     slurm.requeue(job_id, hold=True)
     # Done completing first: Slurm sets a requeued job's start time when it has left the node.
-    wait_for(lambda: (j := slurm.job(job_id)).is_pending and "COMPLETING" not in j.states, 30,
-             f"job {job_id} to be requeued")
+    wait_for(
+        lambda: (j := slurm.job(job_id)).is_pending and "COMPLETING" not in j.states, 30, f"job {job_id} to be requeued"
+    )
     held = slurm.job(job_id)
     # Slurm's words: squeue gives the reason (JobHeldUser), scontrol its description.
     assert held.reason in {cluster.slurm.job(job_id).reason, cluster.slurm.jobs(job_ids=[job_id])[0].reason}
@@ -245,8 +313,10 @@ def test_errors_are_one_slurm_error_line(cluster, slurm, workdir):
         lambda: slurm.requeue(99_999_999),
         lambda: slurm.hold(99_999_999),
         lambda: slurm.update_job(99_999_999, {"TimeLimit": "5"}),
-        lambda: slurm.submit(SPIN, SubmitOptions(partition="no-such-partition", time=1,
-                                                 output=str(workdir / "%j.out"), chdir=str(workdir))),
+        lambda: slurm.submit(
+            SPIN,
+            SubmitOptions(partition="no-such-partition", time=1, output=str(workdir / "%j.out"), chdir=str(workdir)),
+        ),
         lambda: slurm.submit(SPIN, {"partition": "no-such-partition"}, as_user=cluster.service_account),
         lambda: slurm.submit("echo no interpreter line\n", {"time": 1}),
     ]

@@ -48,7 +48,7 @@ def test_failing_workers_are_backed_off_and_reported(cluster, request):
     failed_before = request.session.testsfailed
     site = ServeSite(NODES, name="itest-crash", tick_seconds=1, min_idle_seconds=1)
     text = site.config.read_text()
-    text = re.sub(r'(?m)^vllm_executable = .*$', 'vllm_executable = "/bin/false"', text)
+    text = re.sub(r"(?m)^vllm_executable = .*$", 'vllm_executable = "/bin/false"', text)
     site.config.write_text(text.replace("[slurm]\n", "[slurm]\n" + BACKOFF, 1))
     try:
         started = time.monotonic()
@@ -58,41 +58,54 @@ def test_failing_workers_are_backed_off_and_reported(cluster, request):
         reached = time.monotonic() - started
         time.sleep(max(0.0, WINDOW_SECONDS - reached))
         counts = submits_per_node(site.log())
-        print(f"hold reached after {reached:.0f} s; workers submitted in {max(reached, WINDOW_SECONDS):.0f} s: {counts}")
+        print(
+            f"hold reached after {reached:.0f} s; workers submitted in {max(reached, WINDOW_SECONDS):.0f} s: {counts}"
+        )
         assert all(3 <= counts[n] <= MAX_PER_NODE for n in NODES), counts
         assert set(counts) == set(NODES), counts
 
         # One log line per node when its hold starts, with the failed job's last output line.
-        starts = re.findall(r"holding back tiny-llama on (n\d): 3 workers ended before serving in a row "
-                            r"\(last: job (\d+), (\w+)[^:]*: (.*?)\); back-off 15 s", site.log())
+        starts = re.findall(
+            r"holding back tiny-llama on (n\d): 3 workers ended before serving in a row "
+            r"\(last: job (\d+), (\w+)[^:]*: (.*?)\); back-off 15 s",
+            site.log(),
+        )
         assert sorted(s[0] for s in starts) == NODES, site.log()[-3000:]
-        for node, job_id, state, line in starts:
+        for _node, job_id, state, line in starts:
             assert state == "FAILED"
             out = (site.job_dir / f"isense-{job_id}.out").read_text().strip().splitlines()
             assert " ".join(out[-1].split()).startswith(line.removesuffix("...")), (line, out[-3:])
 
         # `isense status`: the nodes are held, and why (the ledger is only read).
-        proc = subprocess.run([str(ISENSE), "--config", str(site.config), "status", "-N", "--json"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [str(ISENSE), "--config", str(site.config), "status", "-N", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
         held = {h["node"]: h for h in doc["held_back"]}
         assert sorted(held) == NODES and all(h["model"] == "tiny-llama" and h["failures"] >= 3 for h in held.values())
         assert all(h["last_reason"].startswith("FAILED") for h in held.values()), held
-        proc = subprocess.run([str(ISENSE), "--config", str(site.config), "status", "-N"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [str(ISENSE), "--config", str(site.config), "status", "-N"], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
         assert all("held" in rows[n] for n in NODES), proc.stdout
         assert sorted(re.findall(r"held back: tiny-llama on (n\d):", proc.stderr)) == NODES, proc.stderr
 
         # `isense doctor`: vLLM cannot start as the service account, and both nodes are held.
-        proc = subprocess.run([str(ISENSE), "--config", str(site.config), "doctor"], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [str(ISENSE), "--config", str(site.config), "doctor"], capture_output=True, text=True, timeout=120
+        )
         fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
         assert proc.returncode == 1, proc.stdout
-        assert any(line.startswith("FAIL vLLM executable cannot start as isense: /bin/false --version: exit 1")
-                   for line in fails), fails
+        assert any(
+            line.startswith("FAIL vLLM executable cannot start as isense: /bin/false --version: exit 1")
+            for line in fails
+        ), fails
         assert sorted(re.findall(r"^FAIL controller holds back tiny-llama on (n\d): ", "\n".join(fails), re.M)) == NODES
         assert any(line.startswith("OK   worker executable starts as isense") for line in proc.stdout.splitlines())
     finally:

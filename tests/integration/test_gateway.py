@@ -6,6 +6,7 @@ clients are the official openai client (and urllib for the raw refusals). The fi
 tests register one dev vLLM by hand (the control protocol, with a heartbeat thread);
 the failure tests run two real `isense worker`s and SIGTERM one of them.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -21,8 +22,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from isense_slurm.meter.ledger import Ledger
 from gateway_harness import CLIENT_TIMEOUT, ISENSE, MODEL, SPARE, Gateway, Site, error_of, http
+from isense_slurm.meter.ledger import Ledger
 from isense_slurm.secrets import vllm_api_key
 from waiting import free_port, wait_for
 
@@ -47,8 +48,9 @@ class HandRegistration:
         self._thread.start()
 
     def register(self) -> None:
-        resp = self.gateway.control("register", {"job_id": self.job_id, "node": "n1", "gpus": "0",
-                                                 "model": MODEL, "url": self.vllm_url})
+        resp = self.gateway.control(
+            "register", {"job_id": self.job_id, "node": "n1", "gpus": "0", "model": MODEL, "url": self.vllm_url}
+        )
         assert resp.status_code == 200, resp.text
 
     def _beat(self) -> None:
@@ -76,8 +78,9 @@ def dev_vllm(site):
     """A dev vLLM that requires the key the gateway derives for job 'dev-a'."""
     port = free_port()
     env = {**os.environ, "ISENSE_DEV_VLLM_KEY": vllm_api_key(site.secret, "dev-a")}
-    up = subprocess.run([str(DEV_VLLM), "up", "--port", str(port)], env=env, capture_output=True,
-                        text=True, timeout=900)
+    up = subprocess.run(
+        [str(DEV_VLLM), "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=900
+    )
     try:
         if up.returncode != 0:
             pytest.fail(f"dev/vllm up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
@@ -97,8 +100,9 @@ def gateway(site, dev_vllm):
 
 @pytest.fixture(scope="module")
 def direct(site, dev_vllm):
-    with openai.OpenAI(base_url=f"{dev_vllm}/v1", api_key=vllm_api_key(site.secret, "dev-a"),
-                       max_retries=0, timeout=CLIENT_TIMEOUT) as c:
+    with openai.OpenAI(
+        base_url=f"{dev_vllm}/v1", api_key=vllm_api_key(site.secret, "dev-a"), max_retries=0, timeout=CLIENT_TIMEOUT
+    ) as c:
         yield c
 
 
@@ -116,8 +120,11 @@ def test_models_lists_prices_context_and_live_workers(via):
     assert listed[MODEL].owned_by == "isense" and listed[MODEL].created > 0
     models = {name: m.model_extra for name, m in listed.items()}
     assert models[MODEL]["context_length"] == 512
-    assert models[MODEL]["pricing"] == {"prompt": "0.0000001", "completion": "0.0000004",
-                                        "input_cache_read": "0.00000005"}
+    assert models[MODEL]["pricing"] == {
+        "prompt": "0.0000001",
+        "completion": "0.0000004",
+        "input_cache_read": "0.00000005",
+    }
     assert models[MODEL]["workers"] == 1
     assert models[SPARE]["workers"] == 0
 
@@ -163,8 +170,15 @@ def test_streams_match_vllm_and_ledger_matches_usage(direct, via, site, kind):
         create = lambda c, **kw: c.chat.completions.create(messages=MESSAGES, **kw)  # noqa: E731
     else:
         create = lambda c, **kw: c.completions.create(prompt=PROMPT, **kw)  # noqa: E731
-    kw = dict(model=MODEL, max_tokens=20, temperature=0, seed=3, stream=True, extra_body=EXACT,
-              stream_options={"include_usage": True})
+    kw = dict(
+        model=MODEL,
+        max_tokens=20,
+        temperature=0,
+        seed=3,
+        stream=True,
+        extra_body=EXACT,
+        stream_options={"include_usage": True},
+    )
     _, straight_text, _, _ = collect(create(direct, **kw))
     rid, text, chunks, usage = collect(create(via, **kw))
     assert text == straight_text
@@ -177,8 +191,9 @@ def test_streams_match_vllm_and_ledger_matches_usage(direct, via, site, kind):
 
 
 def test_stream_without_include_usage_gets_no_usage_chunk_but_is_metered(via, site):
-    rid, _, chunks, usage = collect(via.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=9, stream=True, extra_body=EXACT))
+    rid, _, chunks, usage = collect(
+        via.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=9, stream=True, extra_body=EXACT)
+    )
     assert usage is None and all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)  # not even vLLM's running usage
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -219,8 +234,9 @@ def test_bad_requests_get_their_code_and_an_openai_error(gateway, method, path, 
 
 
 def test_vllm_refusal_passes_through_and_is_metered_as_error(gateway, site):
-    resp = http("POST", gateway.url + CHAT, headers=gateway.auth(), timeout=30,
-                json_body={**GOOD, "max_tokens": 100_000})  # beyond the 512-token context
+    resp = http(
+        "POST", gateway.url + CHAT, headers=gateway.auth(), timeout=30, json_body={**GOOD, "max_tokens": 100_000}
+    )  # beyond the 512-token context
     assert resp.status_code == 400, resp.text
     assert "error" in resp.json()
     assert any(r["status"] == "error" and r["completion_tokens"] == 0 for r in site.rows().values())
@@ -259,8 +275,13 @@ def test_control_protocol_refuses_forged_and_unknown(gateway):
 def test_a_dead_worker_is_skipped_without_the_client_noticing(gateway, via, site):
     """A registered worker whose vLLM is not there: the request goes to the live one."""
     dead = "dead-1"
-    assert gateway.control("register", {"job_id": dead, "node": "n9", "gpus": "0", "model": MODEL,
-                                        "url": f"http://127.0.0.1:{free_port()}"}).status_code == 200
+    assert (
+        gateway.control(
+            "register",
+            {"job_id": dead, "node": "n9", "gpus": "0", "model": MODEL, "url": f"http://127.0.0.1:{free_port()}"},
+        ).status_code
+        == 200
+    )
     try:
         for _ in range(3):
             reply = via.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4, extra_body=EXACT)
@@ -290,9 +311,15 @@ def test_kill_9_of_the_gateway_loses_no_completed_row(site, dev_vllm, gateway):
                         r = c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=6)
                         result = r.id, (r.usage.prompt_tokens, r.usage.completion_tokens)
                     else:
-                        rid, _, _, usage = collect(c.completions.create(
-                            model=MODEL, prompt=PROMPT, max_tokens=6, stream=True,
-                            stream_options={"include_usage": True}))
+                        rid, _, _, usage = collect(
+                            c.completions.create(
+                                model=MODEL,
+                                prompt=PROMPT,
+                                max_tokens=6,
+                                stream=True,
+                                stream_options={"include_usage": True},
+                            )
+                        )
                         result = rid, (usage.prompt_tokens, usage.completion_tokens)
                 except (openai.APIError, OSError):
                     continue  # cut by the kill: not a completed response
@@ -329,9 +356,21 @@ class WorkerProcess:
         self.log_path = site.folder / f"worker-{job_id}.log"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(ISENSE), "--config", str(site.config), "worker", "--model", MODEL,
-                 "--job-id", job_id, "--gateway", gateway.url],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    str(ISENSE),
+                    "--config",
+                    str(site.config),
+                    "worker",
+                    "--model",
+                    MODEL,
+                    "--job-id",
+                    job_id,
+                    "--gateway",
+                    gateway.url,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
         def serving():
@@ -363,8 +402,10 @@ class WorkerProcess:
         try:
             os.killpg(self.group, sig)
         except ProcessLookupError:
-            pytest.fail(f"worker {self.job_id}'s vLLM (process group {self.group}) is gone "
-                        f"(worker exit code {self.proc.poll()}):\n{self.logs()}")
+            pytest.fail(
+                f"worker {self.job_id}'s vLLM (process group {self.group}) is gone "
+                f"(worker exit code {self.proc.poll()}):\n{self.logs()}"
+            )
 
     def sigterm(self) -> None:
         os.kill(self.proc.pid, signal.SIGTERM)
@@ -386,9 +427,14 @@ class WorkerProcess:
         seen = len(self.log_path.read_bytes())
         self.sigterm()
         try:
-            wait_for(lambda: self.proc.poll() is not None or re.search(
-                rb"SIGTERM to vLLM|abort", self.log_path.read_bytes()[seen:]), WAIT,
-                f"worker {self.job_id} to signal its vLLM")
+            wait_for(
+                lambda: (
+                    self.proc.poll() is not None
+                    or re.search(rb"SIGTERM to vLLM|abort", self.log_path.read_bytes()[seen:])
+                ),
+                WAIT,
+                f"worker {self.job_id} to signal its vLLM",
+            )
         finally:
             self.thaw_vllm()
 
@@ -437,6 +483,7 @@ def pool(site):
 def warm_up(client: openai.OpenAI) -> None:
     """A fresh CPU vLLM answers its first requests slowly (the chat path's first request
     too): get that out of the way on every worker."""
+
     def one(i: int):
         if i % 2:
             return client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)
@@ -482,8 +529,9 @@ def test_sigterm_of_a_worker_during_32_requests_loses_nothing(site, pool):
     max_tokens = 100
 
     def ask(i: int):
-        r = client.completions.create(model=MODEL, prompt=f"{PROMPT} {i}", max_tokens=max_tokens,
-                                      temperature=0, extra_body=EXACT)
+        r = client.completions.create(
+            model=MODEL, prompt=f"{PROMPT} {i}", max_tokens=max_tokens, temperature=0, extra_body=EXACT
+        )
         return r.id, r.usage.prompt_tokens, r.usage.completion_tokens, r.choices[0].finish_reason
 
     with gw.client() as client, concurrent.futures.ThreadPoolExecutor(32) as ex:
@@ -502,7 +550,8 @@ def test_sigterm_of_a_worker_during_32_requests_loses_nothing(site, pool):
     assert all(r[3] == "length" and r[2] == max_tokens for r in results)
     rows = site.rows([r[0] for r in results])
     assert {rid: (r["prompt_tokens"], r["completion_tokens"], r["status"]) for rid, r in rows.items()} == {
-        r[0]: (r[1], r[2], "ok") for r in results}
+        r[0]: (r[1], r[2], "ok") for r in results
+    }
     retried = [r for r in rows.values() if r["attempts"] > 1]
     assert retried, "no request was in flight on the SIGTERMed worker's vLLM: the test proved nothing"
     assert all(r["job_id"] == survivor.job_id for r in retried)
@@ -526,12 +575,19 @@ class Streams:
         self.futures = [self._pool.submit(self._one, i) for i in range(n)]
 
     def _one(self, i: int):
-        kw = dict(model=MODEL, max_tokens=self.max_tokens, temperature=0, stream=True, extra_body=EXACT,
-                  stream_options={"include_usage": True})
+        kw = dict(
+            model=MODEL,
+            max_tokens=self.max_tokens,
+            temperature=0,
+            stream=True,
+            extra_body=EXACT,
+            stream_options={"include_usage": True},
+        )
         if self.kind == "chat":
             s = self.client.chat.completions.create(messages=[{"role": "user", "content": f"Tell me {i}"}], **kw)
         else:
             s = self.client.completions.create(prompt=f"{PROMPT} {i}", **kw)
+
         def seen() -> None:
             self.chunks[i] += 1
 
@@ -547,8 +603,10 @@ class Streams:
             if future.done():
                 error = future.exception()
                 assert error is None, f"stream {i} failed early: {error!r}"
-                pytest.fail(f"stream {i} ended ({self.chunks[i]} chunks) before the others had "
-                            f"{chunks} (chunks: {self.chunks}): raise max_tokens")
+                pytest.fail(
+                    f"stream {i} ended ({self.chunks[i]} chunks) before the others had "
+                    f"{chunks} (chunks: {self.chunks}): raise max_tokens"
+                )
         return min(self.chunks) >= chunks
 
     def results(self) -> list:
@@ -567,7 +625,10 @@ def assert_whole_and_metered(site: Site, results: list, max_tokens: int = STREAM
         assert usage is not None and usage.completion_tokens == max_tokens
         row = site.rows([rid])[rid]
         assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (
-            usage.prompt_tokens, usage.completion_tokens, "ok")
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            "ok",
+        )
         rows.append(row)
     return rows
 
@@ -595,8 +656,11 @@ def test_streams_continue_on_another_worker(site, pool, kind, end):
         assert not first.done[0], "the first stream ended before its worker could be frozen"
         accepted = gw.registry()["models"][MODEL]["requests"]
         others = Streams(client, kind, 5)
-        wait_for(lambda: gw.registry()["models"][MODEL]["requests"] >= accepted + 5, WAIT,
-                 "the five other streams at the gateway")
+        wait_for(
+            lambda: gw.registry()["models"][MODEL]["requests"] >= accepted + 5,
+            WAIT,
+            "the five other streams at the gateway",
+        )
         victim.end(end)
         results = first.results() + others.results()
     code = victim.wait()

@@ -31,8 +31,12 @@ CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 TRACES = ("Traceback", "Error handling request", "Unhandled exception")
 # No example database (hypothesis's .hypothesis/ cache still appears; it gitignores
 # itself): each run draws afresh, and a failure prints its example.
-FUZZ = settings(max_examples=150, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 class Watched:
@@ -43,7 +47,7 @@ class Watched:
 
     def new_log(self) -> str:
         text = self.gateway.log_text()
-        new, self.offset = text[self.offset:], len(text)
+        new, self.offset = text[self.offset :], len(text)
         return new
 
     def assert_clean_log(self, what) -> None:
@@ -77,8 +81,13 @@ def assert_openai_refusal(status: int, content_type: str, text: str, what) -> No
 
 
 def post(gw: Watched, path: str, body: bytes, headers: dict | None = None):
-    resp = http("POST", gw.gateway.url + path, body=body, timeout=30,
-                headers={**gw.gateway.auth(), "Content-Type": "application/json", **(headers or {})})
+    resp = http(
+        "POST",
+        gw.gateway.url + path,
+        body=body,
+        timeout=30,
+        headers={**gw.gateway.auth(), "Content-Type": "application/json", **(headers or {})},
+    )
     assert_openai_refusal(resp.status_code, resp.headers.get("Content-Type", ""), resp.text, body[:300])
     gw.assert_clean_log(body[:300])
     return resp
@@ -88,20 +97,30 @@ def post(gw: Watched, path: str, body: bytes, headers: dict | None = None):
 
 # Odd unicode: any code point, lone surrogates included (json.dumps escapes them).
 odd_text = st.text(st.characters(exclude_categories=()), max_size=12)
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**40), max_value=10**40)
-           | st.floats(allow_nan=False, allow_infinity=False) | odd_text)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(odd_text, inner, max_size=3), max_leaves=8)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | odd_text
+)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(odd_text, inner, max_size=3), max_leaves=8
+)
 
 
 # What OpenAI accepts, field by field (vLLM's extensions and unknown fields included).
 text = st.text(max_size=12)
 part = st.fixed_dictionaries({"type": st.just("text"), "text": text})
-user_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer"]),
-                                      "content": text | st.lists(part, min_size=1, max_size=2)},
-                                     optional={"name": text})
-assistant_message = st.fixed_dictionaries({"role": st.just("assistant")},
-                                          optional={"content": st.none() | text})
+user_message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["user", "system", "developer"]),
+        "content": text | st.lists(part, min_size=1, max_size=2),
+    },
+    optional={"name": text},
+)
+assistant_message = st.fixed_dictionaries({"role": st.just("assistant")}, optional={"content": st.none() | text})
 token_ids = st.lists(st.integers(0, 2**31), min_size=1, max_size=4)
 finite = {"allow_nan": False, "allow_infinity": False}
 COMMON = {
@@ -121,19 +140,28 @@ COMMON = {
     "x-unknown": json_values,
 }
 VALID = {
-    CHAT: {**COMMON,
-           "messages": st.lists(user_message | assistant_message, min_size=1, max_size=3),
-           "max_completion_tokens": st.integers(1, 10**6),
-           "logprobs": st.booleans(), "top_logprobs": st.integers(0, 20),
-           "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"), "function": json_values}),
-                             max_size=2),
-           "tool_choice": st.sampled_from(["auto", "none", "required"]), "parallel_tool_calls": st.booleans(),
-           "response_format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object"])})},
-    COMPLETIONS: {**COMMON,
-                  "prompt": text | st.lists(text, min_size=1, max_size=3) | token_ids
-                  | st.lists(token_ids, min_size=1, max_size=2),
-                  "logprobs": st.integers(0, 5), "echo": st.booleans(), "best_of": st.integers(1, 5),
-                  "suffix": st.none() | text},
+    CHAT: {
+        **COMMON,
+        "messages": st.lists(user_message | assistant_message, min_size=1, max_size=3),
+        "max_completion_tokens": st.integers(1, 10**6),
+        "logprobs": st.booleans(),
+        "top_logprobs": st.integers(0, 20),
+        "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"), "function": json_values}), max_size=2),
+        "tool_choice": st.sampled_from(["auto", "none", "required"]),
+        "parallel_tool_calls": st.booleans(),
+        "response_format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object"])}),
+    },
+    COMPLETIONS: {
+        **COMMON,
+        "prompt": text
+        | st.lists(text, min_size=1, max_size=3)
+        | token_ids
+        | st.lists(token_ids, min_size=1, max_size=2),
+        "logprobs": st.integers(0, 5),
+        "echo": st.booleans(),
+        "best_of": st.integers(1, 5),
+        "suffix": st.none() | text,
+    },
 }
 REQUIRED = {CHAT: "messages", COMPLETIONS: "prompt"}
 KNOWN = sorted({"model", "stream_options", *VALID[CHAT], *VALID[COMPLETIONS]})
@@ -145,9 +173,12 @@ def bodies(draw):
     (any known one, or one it lacks) replaced by any JSON value at all."""
     path = draw(st.sampled_from([CHAT, COMPLETIONS]))
     fields = VALID[path]
-    body = draw(st.fixed_dictionaries({"model": st.sampled_from([MODEL, SPARE, "no-such-model"]),
-                                       REQUIRED[path]: fields[REQUIRED[path]]},
-                                      optional={k: v for k, v in fields.items() if k != REQUIRED[path]}))
+    body = draw(
+        st.fixed_dictionaries(
+            {"model": st.sampled_from([MODEL, SPARE, "no-such-model"]), REQUIRED[path]: fields[REQUIRED[path]]},
+            optional={k: v for k, v in fields.items() if k != REQUIRED[path]},
+        )
+    )
     if body.get("stream") is True and draw(st.booleans()):
         body["stream_options"] = {"include_usage": draw(st.booleans())}
     mutated = draw(st.lists(st.sampled_from(KNOWN), max_size=2, unique=True))
@@ -183,9 +214,9 @@ nested = st.one_of(
     st.integers(1, 60_000).map(lambda d: b'{"a":' * d + b"1" + b"}" * d),
     st.integers(1, 5_000).map(lambda d: b'{"model": "%s", "prompt": ' % MODEL.encode() + b"[" * d + b"]" * d + b"}"),
 )
-huge_numbers = st.sampled_from([b"1" * 5000, b"1e400", b"-1e400", b"NaN", b"Infinity", b"-0", b"1.5e-400",
-                                b"9" * 20, b"0x10", b"01", b"1_000"]).map(
-    lambda n: b'{"model": "%s", "prompt": "x", "max_tokens": %s, "temperature": %s}' % (MODEL.encode(), n, n))
+huge_numbers = st.sampled_from(
+    [b"1" * 5000, b"1e400", b"-1e400", b"NaN", b"Infinity", b"-0", b"1.5e-400", b"9" * 20, b"0x10", b"01", b"1_000"]
+).map(lambda n: b'{"model": "%s", "prompt": "x", "max_tokens": %s, "temperature": %s}' % (MODEL.encode(), n, n))
 raw_bodies = st.one_of(
     nested,
     huge_numbers,
@@ -203,11 +234,17 @@ def test_raw_bodies(gw, path, body):
 
 
 @FUZZ
-@given(action=st.sampled_from(["register", "heartbeat", "deregister"]), body=raw_bodies | st.sampled_from([
-    b"[" * 100_000 + b"]" * 100_000,  # deep enough to make the parser recurse
-    json.dumps({"job_id": "\ud800", "model": MODEL, "url": "http://127.0.0.1:9"}).encode(),  # a lone surrogate
-    json.dumps({"job_id": "x" * 10, "model": MODEL, "url": "http://127.0.0.1:9"}).encode(),  # no token: 401
-]))
+@given(
+    action=st.sampled_from(["register", "heartbeat", "deregister"]),
+    body=raw_bodies
+    | st.sampled_from(
+        [
+            b"[" * 100_000 + b"]" * 100_000,  # deep enough to make the parser recurse
+            json.dumps({"job_id": "\ud800", "model": MODEL, "url": "http://127.0.0.1:9"}).encode(),  # a lone surrogate
+            json.dumps({"job_id": "x" * 10, "model": MODEL, "url": "http://127.0.0.1:9"}).encode(),  # no token: 401
+        ]
+    ),
+)
 def test_worker_control_refusals(gw, action, body):
     """The workers' control routes: bad bodies get the same clean refusals (before auth)."""
     post(gw, f"/internal/workers/{action}", body, headers={"Authorization": "Bearer 00"})
@@ -217,9 +254,17 @@ def test_oversized_bodies_are_413(gw):
     big = json.dumps({"model": MODEL, "prompt": "x" * 1_100_000}).encode()
     assert post(gw, COMPLETIONS, big).status_code == 413
     # the same without a Content-Length: chunked, read until the limit
-    answer = raw_exchange(gw, b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
-                          + b"Authorization: Bearer " + gw.gateway.site.key.encode() + b"\r\n"
-                          + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(big) + big + b"\r\n0\r\n\r\n")
+    answer = raw_exchange(
+        gw,
+        b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        + b"Authorization: Bearer "
+        + gw.gateway.site.key.encode()
+        + b"\r\n"
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % len(big)
+        + big
+        + b"\r\n0\r\n\r\n",
+    )
     assert answer is not None and answer[0] == 413
 
 
@@ -275,36 +320,88 @@ TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
 token = st.text(st.sampled_from(TOKEN), min_size=1, max_size=10).map(str.encode)
 known_methods = st.sampled_from([b"GET", b"POST", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"])
 good_methods = st.one_of(known_methods, known_methods, known_methods, token)  # llhttp refuses unknown ones
-known_paths = st.sampled_from([b"/v1/chat/completions", b"/v1/completions", b"/v1/models", b"/internal/workers",
-                              b"/internal/workers/register", b"/internal/workers/heartbeat", b"/health",
-                              b"/metrics", b"/", b"//v1/models", b"/v1/models/../models", b"/v1/models?x=%zz",
-                              b"http://example.com/v1/models", b"/v1/chat/completions#frag"])
-good_paths = st.one_of(known_paths, known_paths, known_paths,
-                       odd_text.map(lambda t: ("/" + quote(t, safe="/?&=", errors="surrogatepass")).encode()))
-good_header = st.tuples(st.sampled_from([b"Authorization", b"Content-Type", b"Accept", b"X-Request-Id",
-                                         b"Expect", b"Content-Encoding", b"Upgrade", b"Connection"]) | token,
-                        st.sampled_from([b"Bearer isk-nope", b"Bearer KEY", b"Basic abc", b"application/json",
-                                         b"100-continue", b"teapot", b"gzip", b"br", b"deflate", b"identity",
-                                         b"websocket", b"keep-alive", b"close", b"upgrade"])
-                        | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=20).map(str.encode))
-good_bodies = st.sampled_from([b'{"model": "%s", "prompt": "x"}' % m for m in (MODEL.encode(), SPARE.encode())]
-                              + [b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}]}' % MODEL.encode(),
-                                 b"{}", b'{"job_id": "x", "model": "m", "url": "http://x"}']) | st.binary(max_size=40)
+known_paths = st.sampled_from(
+    [
+        b"/v1/chat/completions",
+        b"/v1/completions",
+        b"/v1/models",
+        b"/internal/workers",
+        b"/internal/workers/register",
+        b"/internal/workers/heartbeat",
+        b"/health",
+        b"/metrics",
+        b"/",
+        b"//v1/models",
+        b"/v1/models/../models",
+        b"/v1/models?x=%zz",
+        b"http://example.com/v1/models",
+        b"/v1/chat/completions#frag",
+    ]
+)
+good_paths = st.one_of(
+    known_paths,
+    known_paths,
+    known_paths,
+    odd_text.map(lambda t: ("/" + quote(t, safe="/?&=", errors="surrogatepass")).encode()),
+)
+good_header = st.tuples(
+    st.sampled_from(
+        [
+            b"Authorization",
+            b"Content-Type",
+            b"Accept",
+            b"X-Request-Id",
+            b"Expect",
+            b"Content-Encoding",
+            b"Upgrade",
+            b"Connection",
+        ]
+    )
+    | token,
+    st.sampled_from(
+        [
+            b"Bearer isk-nope",
+            b"Bearer KEY",
+            b"Basic abc",
+            b"application/json",
+            b"100-continue",
+            b"teapot",
+            b"gzip",
+            b"br",
+            b"deflate",
+            b"identity",
+            b"websocket",
+            b"keep-alive",
+            b"close",
+            b"upgrade",
+        ]
+    )
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20).map(str.encode),
+)
+good_bodies = st.sampled_from(
+    [b'{"model": "%s", "prompt": "x"}' % m for m in (MODEL.encode(), SPARE.encode())]
+    + [
+        b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}]}' % MODEL.encode(),
+        b"{}",
+        b'{"job_id": "x", "model": "m", "url": "http://x"}',
+    ]
+) | st.binary(max_size=40)
 good_bodies = st.one_of(good_bodies, good_bodies.filter(lambda b: b.startswith(b"{")))
 FAULTS = {
     "none": st.none(),
     "method": st.binary(min_size=1, max_size=8).filter(lambda b: b" " not in b),
-    "path": st.binary(max_size=40).map(lambda b: b"/" + b.replace(b" ", b"")) | st.sampled_from(
-        [b"*", b"example.com:443", b"", b"/%00", b"/a b"]),
-    "version": st.sampled_from([b"HTTP/2.0", b"HTTP/1.1 extra", b"http/1.1", b"", b"HTTP/1", b"HTTP/0.9",
-                                b"HTTP/1.1\x00"]),
-    "request line": st.binary(max_size=60).map(lambda b: b.replace(b"\r\n", b"")) | st.integers(8000, 9000).map(
-        lambda n: b"GET /" + b"a" * n + b" HTTP/1.1"),
+    "path": st.binary(max_size=40).map(lambda b: b"/" + b.replace(b" ", b""))
+    | st.sampled_from([b"*", b"example.com:443", b"", b"/%00", b"/a b"]),
+    "version": st.sampled_from(
+        [b"HTTP/2.0", b"HTTP/1.1 extra", b"http/1.1", b"", b"HTTP/1", b"HTTP/0.9", b"HTTP/1.1\x00"]
+    ),
+    "request line": st.binary(max_size=60).map(lambda b: b.replace(b"\r\n", b""))
+    | st.integers(8000, 9000).map(lambda n: b"GET /" + b"a" * n + b" HTTP/1.1"),
     "header name": st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b":", b"")),
-    "header value": st.binary(max_size=30).map(lambda b: b.replace(b"\r\n", b"")) | st.integers(8000, 9000).map(
-        lambda n: b"a" * n) | st.sampled_from([b"Bearer isk-\xff\xfe", b"\x00", b"a\x7fb"]),
-    "header line": st.sampled_from([b"no colon", b" leading: space", b"X : y", b": empty name", b"X:\ty",
-                                    b"X: y\rZ"]),
+    "header value": st.binary(max_size=30).map(lambda b: b.replace(b"\r\n", b""))
+    | st.integers(8000, 9000).map(lambda n: b"a" * n)
+    | st.sampled_from([b"Bearer isk-\xff\xfe", b"\x00", b"a\x7fb"]),
+    "header line": st.sampled_from([b"no colon", b" leading: space", b"X : y", b": empty name", b"X:\ty", b"X: y\rZ"]),
     "too many headers": st.integers(101, 300),
     "content length": st.sampled_from([b"abc", b"-1", b"1.5", b" ", b"", b"0x10", b"9" * 30, b"+3", b"1, 2"]),
     "two content lengths": st.none(),
@@ -323,8 +420,11 @@ def raw_requests(draw):
     version = bad if fault == "version" else draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
     line = method + b" " + path + (b" " + version if version else b"")
     lines = [bad if fault == "request line" else line, b"Host: gateway"]
-    lines += [name + b": " + value for name, value in draw(st.lists(good_header, max_size=4))
-              if name.lower() not in (b"content-length", b"transfer-encoding")]
+    lines += [
+        name + b": " + value
+        for name, value in draw(st.lists(good_header, max_size=4))
+        if name.lower() not in (b"content-length", b"transfer-encoding")
+    ]
     if fault == "header name":
         lines.append(bad + b": x")
     elif fault == "header value":
@@ -367,12 +467,15 @@ def test_raw_http(gw, request):
     gw.assert_clean_log(data[:300])
 
 
-@pytest.mark.parametrize("data", [
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS on the plain port
-    b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(200)) + b"\r\n",  # too many headers
-    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS on the plain port
+        b"GET / HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(200)) + b"\r\n",  # too many headers
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+    ],
+)
 def test_known_malformed_http(gw, data):
     answer = raw_exchange(gw, data)
     assert answer is not None and answer[0] == 400

@@ -40,8 +40,12 @@ def gpus_free(node="n1", job="5"):
 
 
 def test_route_accepts_valid_batches_and_answers_204(receiver, secret):
-    status, _ = post_json(receiver.url + "/internal/events", hook_token(secret, "n1"),
-                          {"events": [gpus_free(job="5"), gpus_free(job="6")]}, 2.0)
+    status, _ = post_json(
+        receiver.url + "/internal/events",
+        hook_token(secret, "n1"),
+        {"events": [gpus_free(job="5"), gpus_free(job="6")]},
+        2.0,
+    )
     assert status == 204
     status, _ = post_json(receiver.url + "/internal/events", hook_token(secret, "n1"), gpus_free(job="7"), 2.0)
     assert status == 204
@@ -62,9 +66,14 @@ def test_route_refuses_bad_tokens_and_bad_fields(receiver, secret):
 
 def job_env(tmp_path, config, **over):
     env = {
-        "SLURM_JOB_ID": "300", "SLURMD_NODENAME": "n7", "SLURM_JOB_USER": "trainer",
-        "SLURM_JOB_PARTITION": "train", "SLURM_JOB_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "0,1",
-        "ISENSE_CONFIG": str(config), "ISENSE_HOOK_LOG": str(tmp_path / "hooks.log"),
+        "SLURM_JOB_ID": "300",
+        "SLURMD_NODENAME": "n7",
+        "SLURM_JOB_USER": "trainer",
+        "SLURM_JOB_PARTITION": "train",
+        "SLURM_JOB_GPUS": "0,1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "ISENSE_CONFIG": str(config),
+        "ISENSE_HOOK_LOG": str(tmp_path / "hooks.log"),
         "ISENSE_HOOK_SPOOL": str(tmp_path / "spool"),
     }
     env.update(over)
@@ -72,8 +81,9 @@ def job_env(tmp_path, config, **over):
 
 
 def test_prolog_and_epilog_send_their_events(tmp_path, receiver):
-    config = write_hook_config(tmp_path, receiver.url, tmp_path / "secrets", job_dir=tmp_path / "jobs",
-                               service_account=NOBODY)
+    config = write_hook_config(
+        tmp_path, receiver.url, tmp_path / "secrets", job_dir=tmp_path / "jobs", service_account=NOBODY
+    )
     assert run.main("prolog", job_env(tmp_path, config)) == 0
     start = receiver.wait_for(kind="job_start", job_id="300")
     assert (start["node"], start["gpus"], start["user"], start["cleaned"]) == ("n7", [0, 1], "trainer", [])
@@ -88,8 +98,10 @@ def test_prolog_and_epilog_send_their_events(tmp_path, receiver):
     worker = dict(SLURM_JOB_ID="301", SLURM_JOB_USER=NOBODY, SLURM_JOB_PARTITION="inference")
     assert run.main("prolog", job_env(tmp_path, config, **worker)) == 0
     write_marker(marker_path(tmp_path / "jobs", "301"), 1_700_000_123.5)
-    assert run.main("epilog", job_env(tmp_path, config, SLURM_JOB_EXIT_CODE2="0:0",
-                                      SLURM_JOB_RESTART_COUNT="1", **worker)) == 0
+    assert (
+        run.main("epilog", job_env(tmp_path, config, SLURM_JOB_EXIT_CODE2="0:0", SLURM_JOB_RESTART_COUNT="1", **worker))
+        == 0
+    )
     end = receiver.wait_for(kind="worker_end", job_id="301")
     assert (end["reason"], end["restart_count"], end["exit_code2"]) == ("preempted", 1, "0:0")
     assert end["sigterm_time"] == 1_700_000_123.5
@@ -131,13 +143,21 @@ def test_a_batch_the_daemon_refuses_is_dropped_not_resent_forever(tmp_path, rece
 
 def test_hook_imports_stay_light(tmp_path):
     """The hooks load no aiohttp, sqlite, asyncio or http.client: start-up is on every job's path."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from isense_slurm.hooks import run; "
-            "run.main('epilog', {'ISENSE_CONFIG': sys.argv[2], 'ISENSE_HOOK_LOG': sys.argv[3], "
-            "'ISENSE_HOOK_SPOOL': sys.argv[4]}); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('aiohttp', 'sqlite3', 'sqlite_utils', 'asyncio', 'http', 'email', 'rich', 'ssl')))")
-    config = write_hook_config(tmp_path, f"http://127.0.0.1:{free_port()}", tmp_path / "secrets", service_account=NOBODY)
-    out = subprocess.run([sys.executable, "-I", "-c", code, str(REPO), str(config), str(tmp_path / "log"),
-                          str(tmp_path / "spool")], capture_output=True, text=True, timeout=30)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from isense_slurm.hooks import run; "
+        "run.main('epilog', {'ISENSE_CONFIG': sys.argv[2], 'ISENSE_HOOK_LOG': sys.argv[3], "
+        "'ISENSE_HOOK_SPOOL': sys.argv[4]}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('aiohttp', 'sqlite3', 'sqlite_utils', 'asyncio', 'http', 'email', 'rich', 'ssl')))"
+    )
+    config = write_hook_config(
+        tmp_path, f"http://127.0.0.1:{free_port()}", tmp_path / "secrets", service_account=NOBODY
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(REPO), str(config), str(tmp_path / "log"), str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

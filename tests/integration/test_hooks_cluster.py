@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from hook_receiver import EventReceiver, free_port, write_hook_config
-from isense_slurm.reclaim.assembler import ReclaimAssembler
 from isense_slurm.errors import SlurmError
 from isense_slurm.hooks.spool import Spool
+from isense_slurm.reclaim.assembler import ReclaimAssembler
 from isense_slurm.secrets import create_secret, load_secret
 from isense_slurm.slurm import SubmitOptions
 from waiting import wait_for
@@ -37,8 +37,11 @@ class NodeHooks:
     def __init__(self, cluster, folder: Path):
         self.cluster = cluster
         self.folder = folder
-        free = [n for n in cluster.slurm.nodes(partition=cluster.lend_partition)
-                if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node]
+        free = [
+            n
+            for n in cluster.slurm.nodes(partition=cluster.lend_partition)
+            if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node
+        ]
         assert free, "no node with all GPUs idle on the dev cluster"
         self.node = free[0].name
         create_secret(folder / "secrets")
@@ -92,21 +95,28 @@ class NodeHooks:
     def submit(self, script: str, *, user: str, partition: str, name: str) -> int:
         job_id = self.cluster.slurm.submit(
             "#!/bin/bash\n" + script,
-            SubmitOptions(partition=partition, job_name=name, nodelist=self.node,
-                          gres=f"gpu:{self.cluster.gpus_per_node}", time=2,
-                          output=str(self.workdir / f"{name}-%j.out")),
+            SubmitOptions(
+                partition=partition,
+                job_name=name,
+                nodelist=self.node,
+                gres=f"gpu:{self.cluster.gpus_per_node}",
+                time=2,
+                output=str(self.workdir / f"{name}-%j.out"),
+            ),
             as_user=user,
         )
         self.jobs.append(job_id)
         return job_id
 
     def train(self, script: str = "sleep 1\n") -> int:
-        return self.submit(script, user=self.cluster.trainer, partition=self.cluster.train_partition,
-                           name="itest-hooks-train")
+        return self.submit(
+            script, user=self.cluster.trainer, partition=self.cluster.train_partition, name="itest-hooks-train"
+        )
 
     def finished(self, job_id: int, timeout: float = 30):
-        return wait_for(lambda: (j := self.cluster.slurm.job(job_id)) and j.is_finished and j, timeout,
-                        f"job {job_id} to finish")
+        return wait_for(
+            lambda: (j := self.cluster.slurm.job(job_id)) and j.is_finished and j, timeout, f"job {job_id} to finish"
+        )
 
     def log_lines(self, job_id: int) -> list[str]:
         if not self.log.exists():
@@ -140,12 +150,15 @@ def receiver(hooks):
 
 def plant(user: str, **env) -> subprocess.Popen:
     """A `sleep` of `user` that says it is on some GPUs (as a leftover vLLM would)."""
-    return subprocess.Popen(["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                             "sleep", "300"], start_new_session=True)
+    return subprocess.Popen(
+        ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), "sleep", "300"],
+        start_new_session=True,
+    )
 
 
 def sleep_pid(runner: subprocess.Popen) -> int:
     """The planted `sleep`: runuser's child (or runuser itself, had it exec'd)."""
+
     def child():
         if Path(f"/proc/{runner.pid}/comm").read_text().strip() == "sleep":
             return runner.pid
@@ -158,6 +171,7 @@ def sleep_pid(runner: subprocess.Popen) -> int:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == runner.pid and "(sleep)" in stat:
                     return int(entry.name)
         return None
+
     return wait_for(child, 10, "the planted sleep")
 
 
@@ -210,7 +224,10 @@ def test_preempted_worker_epilog_and_training_prolog_make_a_reclaim(cluster, hoo
     worker = hooks.submit(
         f"trap 'date +%s.%N > {marker}; exit 0' TERM\n"
         f"touch {hooks.workdir}/worker-up\nwhile true; do sleep 0.1; done\n",
-        user=cluster.service_account, partition=cluster.lend_partition, name="itest-hooks-worker")
+        user=cluster.service_account,
+        partition=cluster.lend_partition,
+        name="itest-hooks-worker",
+    )
     wait_for(lambda: (hooks.workdir / "worker-up").exists(), 30, "the worker job to run")
     assert not receiver.matching(job_id=str(worker))  # a worker's prolog sends nothing
 
@@ -258,8 +275,7 @@ def test_broken_config_never_fails_the_job_nor_drains_the_node(cluster, hooks):
     job_id = hooks.train()
     job = hooks.finished(job_id)
     assert job.state == "COMPLETED"
-    lines = wait_for(lambda: len(hooks.log_lines(job_id)) == 2 and hooks.log_lines(job_id), 10,
-                     "both hooks to log")
+    lines = wait_for(lambda: len(hooks.log_lines(job_id)) == 2 and hooks.log_lines(job_id), 10, "both hooks to log")
     assert all(f"config: {hooks.config}" in line for line in lines)
     node = hooks.node_state()
     assert node.usable and "DRAIN" not in node.states, node.state_text

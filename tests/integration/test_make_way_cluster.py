@@ -18,11 +18,11 @@ import pytest
 
 from backends import KINDS, make_backend
 from isense_slurm.config import load_config
-from isense_slurm.reclaim.make_way import WayMaker
-from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope
 from isense_slurm.errors import SlurmError
+from isense_slurm.reclaim.make_way import WayMaker
+from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.slurm import SubmitOptions
 from waiting import wait_for
 
@@ -48,17 +48,28 @@ def site(cluster):
 
 
 def free_nodes(cluster) -> list[str]:
-    return [n.name for n in cluster.slurm.nodes(partition=cluster.lend_partition)
-            if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node]
+    return [
+        n.name
+        for n in cluster.slurm.nodes(partition=cluster.lend_partition)
+        if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node
+    ]
 
 
 def stand_in_worker(cluster, workdir: Path, node: str, jobs: list[int]) -> int:
     job_id = cluster.slurm.submit(
         "#!/bin/bash\ntrap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n",
-        SubmitOptions(partition=cluster.lend_partition, job_name="isense-itest", nodelist=node,
-                      gres=f"gpu:{cluster.gpus_per_node}", time=5, requeue=False,
-                      output=str(workdir / "worker-%j.out"), chdir=str(workdir)),
-        as_user=cluster.service_account)
+        SubmitOptions(
+            partition=cluster.lend_partition,
+            job_name="isense-itest",
+            nodelist=node,
+            gres=f"gpu:{cluster.gpus_per_node}",
+            time=5,
+            requeue=False,
+            output=str(workdir / "worker-%j.out"),
+            chdir=str(workdir),
+        ),
+        as_user=cluster.service_account,
+    )
     jobs.append(job_id)
     wait_for(lambda: (j := cluster.slurm.job(job_id)) and j.state == "RUNNING", 30, f"stand-in {job_id} to run")
     return job_id
@@ -68,10 +79,17 @@ def train(cluster, workdir: Path, node: str, jobs: list[int]) -> tuple[int, Path
     started = workdir / f"started-{uuid.uuid4().hex[:6]}"
     job_id = cluster.slurm.submit(
         f"#!/bin/bash\ndate +%s.%N > {started}\nsleep 2\n",
-        SubmitOptions(partition=cluster.train_partition, job_name="itest-train", nodelist=node,
-                      gres=f"gpu:{cluster.gpus_per_node}", time=1, output=str(workdir / "train-%j.out"),
-                      chdir=str(workdir)),
-        as_user=cluster.trainer)
+        SubmitOptions(
+            partition=cluster.train_partition,
+            job_name="itest-train",
+            nodelist=node,
+            gres=f"gpu:{cluster.gpus_per_node}",
+            time=1,
+            output=str(workdir / "train-%j.out"),
+            chdir=str(workdir),
+        ),
+        as_user=cluster.trainer,
+    )
     jobs.append(job_id)
     return job_id, started
 

@@ -85,8 +85,9 @@ price = {{ input_per_mtok = 0.20, output_per_mtok = 0.80, cached_input_per_mtok 
 """
 
 
-def http(method: str, url: str, *, headers: dict | None = None, body: dict | None = None,
-         timeout: float = 30) -> tuple[int, str]:
+def http(
+    method: str, url: str, *, headers: dict | None = None, body: dict | None = None, timeout: float = 30
+) -> tuple[int, str]:
     data = None if body is None else json.dumps(body).encode()
     headers = {**(headers or {}), **({"Content-Type": "application/json"} if data else {})}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -105,10 +106,23 @@ def answers(url: str) -> bool:
 
 
 def rows(prefix: str, at: float, n: int) -> list[RequestRow]:
-    return [RequestRow(id=f"{prefix}-{i}", ts=at + i, key_id=1, model=MODEL, job_id="fake-1", node="n1",
-                       prompt_tokens=300, completion_tokens=100, cached_tokens=50 if i % 2 else 0,
-                       status="partial" if i == n - 1 else "ok", latency_ms=20.0, streamed=bool(i % 2))
-            for i in range(n)]
+    return [
+        RequestRow(
+            id=f"{prefix}-{i}",
+            ts=at + i,
+            key_id=1,
+            model=MODEL,
+            job_id="fake-1",
+            node="n1",
+            prompt_tokens=300,
+            completion_tokens=100,
+            cached_tokens=50 if i % 2 else 0,
+            status="partial" if i == n - 1 else "ok",
+            latency_ms=20.0,
+            streamed=bool(i % 2),
+        )
+        for i in range(n)
+    ]
 
 
 class Site:
@@ -144,18 +158,24 @@ class Site:
 
     def start(self) -> None:
         self.log = open(self.folder / "gateway.log", "ab")
-        self.proc = subprocess.Popen([str(ISENSE), "--config", str(self.config), "gateway"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(ISENSE), "--config", str(self.config), "gateway"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"isense gateway exited: {self.log_text()}"
             return answers(self.url + "/metrics")
+
         wait_for(ready, WAIT, "isense gateway to answer /metrics", interval=0.2)
 
     def control(self, action: str, payload: dict) -> int:
         token = worker_token(self.secret, payload["job_id"])
-        return http("POST", f"{self.url}/internal/workers/{action}", body=payload,
-                    headers={"Authorization": f"Bearer {token}"})[0]
+        return http(
+            "POST", f"{self.url}/internal/workers/{action}", body=payload, headers={"Authorization": f"Bearer {token}"}
+        )[0]
 
     def log_text(self) -> str:
         return (self.folder / "gateway.log").read_text(errors="replace")
@@ -183,8 +203,10 @@ class FakeWorker:
         self._thread.start()
 
     def register(self) -> None:
-        status = self.site.control("register", {"job_id": self.job_id, "node": "n1", "gpus": "0,1,2,3",
-                                                "model": MODEL, "url": "http://127.0.0.1:9"})
+        status = self.site.control(
+            "register",
+            {"job_id": self.job_id, "node": "n1", "gpus": "0,1,2,3", "model": MODEL, "url": "http://127.0.0.1:9"},
+        )
         assert status == 200
 
     def _beat(self) -> None:
@@ -215,17 +237,27 @@ class Prometheus:
             "scrape_configs:\n"
             "  - job_name: isense\n"
             "    static_configs:\n"
-            f"      - targets: [\"{target}\"]\n"
+            f'      - targets: ["{target}"]\n'
         )
         self.log = open(folder / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
+            [
+                str(PROMETHEUS),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=folder,
+        )
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"prometheus exited: {self.log_text()}"
             return answers(self.url + "/-/ready")
+
         wait_for(ready, WAIT, "prometheus to be ready", interval=0.2)
 
     def query(self, expr: str) -> list[dict]:
@@ -253,19 +285,27 @@ class Prometheus:
 
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every target, panels inside rows included."""
+
     def panels(items):
         for panel in items:
             yield panel
             yield from panels(panel.get("panels") or [])
+
     dashboard = json.loads(DASHBOARD.read_text())
-    return [(p.get("title", "?"), t["expr"]) for p in panels(dashboard["panels"]) for t in p.get("targets") or []
-            if t.get("expr")]
+    return [
+        (p.get("title", "?"), t["expr"])
+        for p in panels(dashboard["panels"])
+        for t in p.get("targets") or []
+        if t.get("expr")
+    ]
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
     if not os.access(PROMETHEUS, os.X_OK):
-        pytest.fail(f"{PROMETHEUS} is missing: run dev/prometheus-setup (dev/test does) or deselect -m 'not prometheus'")
+        pytest.fail(
+            f"{PROMETHEUS} is missing: run dev/prometheus-setup (dev/test does) or deselect -m 'not prometheus'"
+        )
     tmp_path = tmp_path_factory.mktemp("prometheus")
     site = Site(tmp_path)
     worker = prometheus = None
@@ -286,10 +326,15 @@ def test_every_dashboard_query_answers_from_a_real_prometheus(running):
     site, prom = running
 
     # 1. Prometheus scrapes the gateway: the target is up and the first figures are in.
-    wait_for(lambda: prom.value('up{job="isense"}') == 1, WAIT,
-             "Prometheus to scrape isense gateway (up == 1)", interval=0.5)
-    wait_for(lambda: prom.value("sum(isense_reclaim_seconds_count)") == 3, WAIT,
-             "the first scrape with the ledger's reclaims", interval=0.5)
+    wait_for(
+        lambda: prom.value('up{job="isense"}') == 1, WAIT, "Prometheus to scrape isense gateway (up == 1)", interval=0.5
+    )
+    wait_for(
+        lambda: prom.value("sum(isense_reclaim_seconds_count)") == 3,
+        WAIT,
+        "the first scrape with the ledger's reclaims",
+        interval=0.5,
+    )
     [target] = prom.targets()
     assert target["health"] == "up" and target["lastError"] == "", target
     assert prom.value("sum(isense_gateway_live_workers)") == 1
@@ -303,13 +348,23 @@ def test_every_dashboard_query_answers_from_a_real_prometheus(running):
         book.record_reclaim("t8", node="n2", submit_time=now - 2, start_time=now - 1.2)  # 0.8 s
         book.record_reclaim("t9", node="n3", submit_time=now - 2, start_time=now - 0.6)  # 1.4 s
     for _ in range(3):
-        status, text = http("POST", f"{site.url}/v1/chat/completions", headers={"Authorization": f"Bearer {site.key}"},
-                            body={"model": SPARE, "messages": [{"role": "user", "content": "hi"}]})
+        status, text = http(
+            "POST",
+            f"{site.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {site.key}"},
+            body={"model": SPARE, "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert status == 429, text
-    wait_for(lambda: prom.value("sum(isense_reclaim_seconds_count)") == 5
-             and prom.value("sum(isense_gateway_rejected_total)") == 3
-             and prom.value("sum(isense_requests_total)") == 13, WAIT,
-             "Prometheus to scrape the new rows, reclaims and 429s", interval=0.5)
+    wait_for(
+        lambda: (
+            prom.value("sum(isense_reclaim_seconds_count)") == 5
+            and prom.value("sum(isense_gateway_rejected_total)") == 3
+            and prom.value("sum(isense_requests_total)") == 13
+        ),
+        WAIT,
+        "Prometheus to scrape the new rows, reclaims and 429s",
+        interval=0.5,
+    )
     # One more scrape after that: rate() extrapolates from the last two samples.
     scraped = prom.value('timestamp(up{job="isense"})')
     wait_for(lambda: (prom.value('timestamp(up{job="isense"})') or 0) > scraped, WAIT, "one more scrape", interval=0.5)
@@ -334,10 +389,15 @@ def test_every_dashboard_query_answers_from_a_real_prometheus(running):
 
     assert only("min(isense_ledger_up)") == {"{}": 1.0}
     assert only("sum(isense_lent_gpus)") == {"{}": 4 + 4 + 4 + 4}  # w1, w2 (model's 4), w3, fake-1
-    assert only("sum by (state) (isense_workers)") == {'{"state": "draining"}': 1, '{"state": "lent"}': 1,
-                                                        '{"state": "serving"}': 2}
-    assert only("sum by (model) (isense_gateway_live_workers)") == {f'{{"model": "{MODEL}"}}': 1,
-                                                                      f'{{"model": "{SPARE}"}}': 0}
+    assert only("sum by (state) (isense_workers)") == {
+        '{"state": "draining"}': 1,
+        '{"state": "lent"}': 1,
+        '{"state": "serving"}': 2,
+    }
+    assert only("sum by (model) (isense_gateway_live_workers)") == {
+        f'{{"model": "{MODEL}"}}': 1,
+        f'{{"model": "{SPARE}"}}': 0,
+    }
     assert only("increase(isense_revenue_operator_total[24h])")['{"currency": "USD"}'] > 0
     assert only("sum(rate(isense_gateway_rejected_total[$__rate_interval])) /")["{}"] > 0
     p95 = only("histogram_quantile(0.95")["{}"]
@@ -350,8 +410,13 @@ def test_every_dashboard_query_answers_from_a_real_prometheus(running):
 def test_curl_reads_the_gateway_metrics(running):
     """What the operator guide shows: `curl -s localhost:<port>/metrics`."""
     site, _ = running
-    text = subprocess.run(["curl", "-sS", "--max-time", "30", f"http://localhost:{site.port}/metrics"],
-                          capture_output=True, text=True, timeout=60, check=True).stdout
+    text = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", f"http://localhost:{site.port}/metrics"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert re.search(rf'^isense_tokens_in_total{{model="{MODEL}"}} \d+\.0$', text, re.M), text
     assert re.search(r"^isense_ledger_up 1\.0$", text, re.M)
     assert re.search(rf'^isense_gateway_live_workers{{model="{MODEL}"}} 1\.0$', text, re.M)

@@ -79,20 +79,35 @@ def test_training_takes_a_lent_node_and_requests_complete_elsewhere(site):
     retried = ledger(site, "SELECT count(*) FROM requests WHERE attempts > 1")[0][0]
     print(f"requests retried on another worker: {retried}")
 
-    end = wait_for(lambda: ledger(site, "SELECT state, reason FROM workers WHERE job_id = ?", victim["job_id"])
-                   if ledger(site, "SELECT state FROM workers WHERE job_id = ?", victim["job_id"]) == [("ended",)]
-                   else None, 30, "the preempted worker's end in the ledger")
+    end = wait_for(
+        lambda: (
+            ledger(site, "SELECT state, reason FROM workers WHERE job_id = ?", victim["job_id"])
+            if ledger(site, "SELECT state FROM workers WHERE job_id = ?", victim["job_id"]) == [("ended",)]
+            else None
+        ),
+        30,
+        "the preempted worker's end in the ledger",
+    )
     assert end == [("ended", "preempted")]
-    reclaim = wait_for(lambda: ledger(site, "SELECT submit_time, sigterm_time, gpus_free_time, start_time, "
-                                            "worker_job_id, node FROM reclaims WHERE training_job_id = ?",
-                                      str(job_id)), 30, "the reclaim record")
+    reclaim = wait_for(
+        lambda: ledger(
+            site,
+            "SELECT submit_time, sigterm_time, gpus_free_time, start_time, "
+            "worker_job_id, node FROM reclaims WHERE training_job_id = ?",
+            str(job_id),
+        ),
+        30,
+        "the reclaim record",
+    )
     (submit_t, sigterm_t, free_t, start_t, worker, node) = reclaim[0]
     assert (worker, node) == (victim["job_id"], "n3")
     assert None not in (submit_t, sigterm_t, free_t, start_t)
     # Slurm's submit time has whole seconds; the rest come from the hooks in order.
     assert int(submit_t) <= sigterm_t <= free_t <= start_t
-    print(f"ledger: SIGTERM +{sigterm_t - submitted:.2f} s, GPUs free +{free_t - submitted:.2f} s,"
-          f" start +{start_t - submitted:.2f} s (from sbatch)")
+    print(
+        f"ledger: SIGTERM +{sigterm_t - submitted:.2f} s, GPUs free +{free_t - submitted:.2f} s,"
+        f" start +{start_t - submitted:.2f} s (from sbatch)"
+    )
 
 
 def test_with_the_controller_killed_training_still_preempts(site):
@@ -101,8 +116,7 @@ def test_with_the_controller_killed_training_still_preempts(site):
     job_id, submitted = site.train("n4", seconds=30)
     started = site.started_at(job_id)
     print(f"controller down: training job {job_id} started {started - submitted:.2f} s after sbatch")
-    job = wait_for(lambda: (j := site.slurm.job(worker["job_id"])) and j.is_finished and j, 30,
-                   "the worker job to end")
+    job = wait_for(lambda: (j := site.slurm.job(worker["job_id"])) and j.is_finished and j, 30, "the worker job to end")
     assert job.state == "PREEMPTED" and job.restart_count == 0
 
 

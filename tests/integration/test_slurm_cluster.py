@@ -47,8 +47,11 @@ def cleanup(cluster):
 
 def idle_node(cluster) -> str:
     """A node with all its GPUs free: others may share the cluster."""
-    free = [n for n in cluster.slurm.nodes(partition=cluster.lend_partition)
-            if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node]
+    free = [
+        n
+        for n in cluster.slurm.nodes(partition=cluster.lend_partition)
+        if n.usable and n.gpus_alloc == 0 and n.gpus_total == cluster.gpus_per_node
+    ]
     assert free, "no node with all GPUs idle on the dev cluster"
     return free[-1].name
 
@@ -71,8 +74,9 @@ def test_submit_list_and_cancel_as_trainer(cluster, workdir, cleanup):
     name = f"itest-{uuid.uuid4().hex[:6]}"
     job_id = slurm.submit(
         "#!/bin/bash\nsleep 120\n",
-        SubmitOptions(partition=cluster.train_partition, job_name=name, time=2,
-                      gres="gpu:1", output=str(workdir / "%j.out")),
+        SubmitOptions(
+            partition=cluster.train_partition, job_name=name, time=2, gres="gpu:1", output=str(workdir / "%j.out")
+        ),
         as_user=cluster.trainer,
     )
     cleanup.append(job_id)
@@ -82,13 +86,13 @@ def test_submit_list_and_cancel_as_trainer(cluster, workdir, cleanup):
     assert listed.state in ("PENDING", "RUNNING") and listed.time_limit == 2
     assert not slurm.jobs(user=cluster.service_account, name=name)
 
-    running = wait_for(lambda: [j for j in slurm.jobs(job_ids=[job_id]) if j.state == "RUNNING"],
-                       15, "the job to run")[0]
+    running = wait_for(lambda: [j for j in slurm.jobs(job_ids=[job_id]) if j.state == "RUNNING"], 15, "the job to run")[
+        0
+    ]
     assert running.gpus == 1 and len(running.nodes) == 1 and running.start_time
 
     slurm.cancel(job_id)
-    ended = wait_for(lambda: (j := slurm.job(job_id)) and j.state == "CANCELLED" and j, 15,
-                     "the job to be cancelled")
+    ended = wait_for(lambda: (j := slurm.job(job_id)) and j.state == "CANCELLED" and j, 15, "the job to be cancelled")
     assert ended.end_time and ended.is_finished
 
 
@@ -99,10 +103,16 @@ def test_training_job_preempts_inference_job_with_sigterm_first(cluster, workdir
     worker = slurm.submit(
         "#!/bin/bash\n"
         f"trap 'echo \"TERM $(date +%s.%N)\" >> {marker}; exit 0' TERM\n"
-        f"echo \"started $(date +%s.%N)\" >> {marker}\n"
+        f'echo "started $(date +%s.%N)" >> {marker}\n'
         "while true; do sleep 0.1; done\n",
-        SubmitOptions(partition=cluster.lend_partition, job_name="itest-worker", nodelist=node,
-                      gres=f"gpu:{cluster.gpus_per_node}", time=5, output=str(workdir / "worker.out")),
+        SubmitOptions(
+            partition=cluster.lend_partition,
+            job_name="itest-worker",
+            nodelist=node,
+            gres=f"gpu:{cluster.gpus_per_node}",
+            time=5,
+            output=str(workdir / "worker.out"),
+        ),
         as_user=cluster.service_account,
     )
     cleanup.append(worker)
@@ -110,15 +120,22 @@ def test_training_job_preempts_inference_job_with_sigterm_first(cluster, workdir
 
     trainer = slurm.submit(
         "#!/bin/bash\nsleep 60\n",
-        SubmitOptions(partition=cluster.train_partition, job_name="itest-train", nodelist=node,
-                      gres=f"gpu:{cluster.gpus_per_node}", time=2, output=str(workdir / "train.out")),
+        SubmitOptions(
+            partition=cluster.train_partition,
+            job_name="itest-train",
+            nodelist=node,
+            gres=f"gpu:{cluster.gpus_per_node}",
+            time=2,
+            output=str(workdir / "train.out"),
+        ),
         as_user=cluster.trainer,
     )
     cleanup.append(trainer)
 
     wait_for(lambda: "TERM" in marker.read_text(), cluster.kill_wait + 5, "SIGTERM in the batch script")
-    train_job = wait_for(lambda: (j := slurm.job(trainer)) and j.state == "RUNNING" and j, 20,
-                         "the training job to run")
+    train_job = wait_for(
+        lambda: (j := slurm.job(trainer)) and j.state == "RUNNING" and j, 20, "the training job to run"
+    )
     assert train_job.nodes == (node,)
     assert train_job.gpu_indices == ((node, tuple(range(cluster.gpus_per_node))),)
 
@@ -134,12 +151,14 @@ def test_hold_release_and_signal_batch(cluster, workdir, cleanup):
     slurm = cluster.slurm
     marker = workdir / "usr1"
     job_id = slurm.submit(
-        "#!/bin/bash\n"
-        f"trap 'echo USR1 >> {marker}' USR1\n"
-        f"echo started >> {marker}\n"
-        "while true; do sleep 0.1; done\n",
-        SubmitOptions(partition=cluster.lend_partition, job_name="itest-signal", time=2,
-                      output=str(workdir / "signal.out"), hold=True),
+        f"#!/bin/bash\ntrap 'echo USR1 >> {marker}' USR1\necho started >> {marker}\nwhile true; do sleep 0.1; done\n",
+        SubmitOptions(
+            partition=cluster.lend_partition,
+            job_name="itest-signal",
+            time=2,
+            output=str(workdir / "signal.out"),
+            hold=True,
+        ),
         as_user=cluster.service_account,
     )
     cleanup.append(job_id)
@@ -155,8 +174,7 @@ def test_hold_release_and_signal_batch(cluster, workdir, cleanup):
 
 def test_unknown_partition_is_refused_with_slurms_reason(cluster):
     with pytest.raises(SlurmError) as err:
-        cluster.slurm.submit("#!/bin/sh\ntrue\n", {"partition": "no-such-partition"},
-                             as_user=cluster.trainer)
+        cluster.slurm.submit("#!/bin/sh\ntrue\n", {"partition": "no-such-partition"}, as_user=cluster.trainer)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("sbatch: ") and "invalid partition specified: no-such-partition" in message

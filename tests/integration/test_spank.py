@@ -68,8 +68,21 @@ def submit(user: str, script: str, *options: str, partition: str = "train") -> J
     out = JOB_DIR / f"spank-{user}-{uuid.uuid4().hex[:8]}.out"
     proc = as_user(
         user,
-        ["sbatch", "--parsable", "--wait", "-p", partition, "-t", "2", "-J", "spank-test",
-         f"--chdir={JOB_DIR}", f"--output={out}", *options, f"--wrap={script}"],
+        [
+            "sbatch",
+            "--parsable",
+            "--wait",
+            "-p",
+            partition,
+            "-t",
+            "2",
+            "-J",
+            "spank-test",
+            f"--chdir={JOB_DIR}",
+            f"--output={out}",
+            *options,
+            f"--wrap={script}",
+        ],
     )
     job = Job(proc, out)
     out.unlink(missing_ok=True)
@@ -77,15 +90,17 @@ def submit(user: str, script: str, *options: str, partition: str = "train") -> J
 
 
 # What a job reports: whether it read each secret, and its confinement.
-PROBE = "; ".join([
-    'printf "private=%s\\n" "$(cat {private} 2>/dev/null || echo DENIED)"',
-    'printf "home=%s\\n" "$(cat {home} 2>/dev/null || echo DENIED)"',
-    'printf "home_listing=%s\\n" "$(ls -A /home | tr "\\n" " ")"',
-    'printf "home_mount=%s\\n" "$(findmnt -n -o FSTYPE,OPTIONS --mountpoint /home | tail -n 1)"',
-    'printf "nnp=%s\\n" "$(awk \'/^NoNewPrivs:/ {{print $2}}\' /proc/self/status)"',
-    'printf "worker=%s\\n" "${{ISENSE_WORKER:-}}"',
-    'printf "masked=%s\\n" "${{ISENSE_MASKED:-}}"',
-])
+PROBE = "; ".join(
+    [
+        'printf "private=%s\\n" "$(cat {private} 2>/dev/null || echo DENIED)"',
+        'printf "home=%s\\n" "$(cat {home} 2>/dev/null || echo DENIED)"',
+        'printf "home_listing=%s\\n" "$(ls -A /home | tr "\\n" " ")"',
+        'printf "home_mount=%s\\n" "$(findmnt -n -o FSTYPE,OPTIONS --mountpoint /home | tail -n 1)"',
+        'printf "nnp=%s\\n" "$(awk \'/^NoNewPrivs:/ {{print $2}}\' /proc/self/status)"',
+        'printf "worker=%s\\n" "${{ISENSE_WORKER:-}}"',
+        'printf "masked=%s\\n" "${{ISENSE_MASKED:-}}"',
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +216,6 @@ def node_states() -> str:
     return run(["sinfo", "-h", "-N", "-o", "%N %t"]).stdout
 
 
-
 @pytest.mark.cluster
 def test_help_shows_the_option(cluster):
     for command in ("sbatch", "srun"):
@@ -285,9 +299,21 @@ def test_node_refuses_the_option_when_the_client_check_is_bypassed(cluster):
         out = JOB_DIR / f"spank-bypass-{uuid.uuid4().hex[:8]}.out"
         proc = as_user(
             TRAINER,
-            ["env", f"SLURM_CONF={scratch / 'slurm.conf'}", "sbatch", "--parsable", "--wait",
-             "--isense-worker", "-p", "train", "-t", "2", f"--chdir={JOB_DIR}", f"--output={out}",
-             "--wrap=echo task-ran"],
+            [
+                "env",
+                f"SLURM_CONF={scratch / 'slurm.conf'}",
+                "sbatch",
+                "--parsable",
+                "--wait",
+                "--isense-worker",
+                "-p",
+                "train",
+                "-t",
+                "2",
+                f"--chdir={JOB_DIR}",
+                f"--output={out}",
+                "--wrap=echo task-ran",
+            ],
         )
         output = out.read_text() if out.exists() else ""
         out.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 Real parts: `dev/vllm up` installs vLLM (first time ~1 min) and makes the tiny model if
 missing, then serves it; the tests talk to it over HTTP with the openai client.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,17 +35,20 @@ def vllm_server():
     port = _free_port()
     key = secrets.token_hex(16)
     env = {**os.environ, "ISENSE_DEV_VLLM_KEY": key}
-    up = subprocess.run([str(DEV_VLLM), "up", "--port", str(port)], env=env,
-                        capture_output=True, text=True, timeout=900)
+    up = subprocess.run(
+        [str(DEV_VLLM), "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=900
+    )
     try:
         if up.returncode != 0:
             pytest.fail(f"dev/vllm up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
         yield f"http://127.0.0.1:{port}/v1", key
     finally:
-        subprocess.run([str(DEV_VLLM), "down", "--port", str(port)],
-                       capture_output=True, text=True, timeout=60, check=True)
-        status = subprocess.run([str(DEV_VLLM), "status", "--port", str(port)],
-                                capture_output=True, text=True, timeout=30)
+        subprocess.run(
+            [str(DEV_VLLM), "down", "--port", str(port)], capture_output=True, text=True, timeout=60, check=True
+        )
+        status = subprocess.run(
+            [str(DEV_VLLM), "status", "--port", str(port)], capture_output=True, text=True, timeout=30
+        )
         assert status.returncode == 3, status.stdout  # nothing left running
 
 
@@ -63,8 +67,8 @@ def test_models_lists_tiny_llama(client):
 
 def test_chat_completion_reports_exact_usage(client):
     reply = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=16,
-        extra_body={"ignore_eos": True})  # random weights may emit the end token early
+        model=MODEL, messages=MESSAGES, max_tokens=16, extra_body={"ignore_eos": True}
+    )  # random weights may emit the end token early
     assert reply.model == MODEL
     assert reply.choices[0].finish_reason == "length"
     assert reply.choices[0].message.content
@@ -75,9 +79,16 @@ def test_chat_completion_reports_exact_usage(client):
 
 
 def test_streamed_chat_completion_ends_with_usage(client):
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=16, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     *content_chunks, last = chunks
     assert last.choices == []
     assert last.usage is not None
@@ -89,12 +100,11 @@ def test_streamed_chat_completion_ends_with_usage(client):
 
 
 def test_streamed_and_plain_answers_agree_when_greedy(client):
-    kwargs = dict(model=MODEL, messages=MESSAGES, max_tokens=16, temperature=0,
-                  extra_body={"ignore_eos": True})
+    kwargs = dict(model=MODEL, messages=MESSAGES, max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
     plain = client.chat.completions.create(**kwargs).choices[0].message.content
-    streamed = "".join(c.choices[0].delta.content or ""
-                       for c in client.chat.completions.create(stream=True, **kwargs)
-                       if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kwargs) if c.choices
+    )
     assert streamed == plain
 
 

@@ -6,6 +6,7 @@ own tests cover its side). Requests to the worker's vLLM go through the official
 openai client. Secrets and config are per test run (temp dirs); nothing of the dev
 cluster is used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,12 @@ class ControlPlane:
     async def _handle(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
         body = await request.json()
-        call = {"at": time.monotonic(), "action": action, "body": body,
-                "auth": request.headers.get("Authorization", "")}
+        call = {
+            "at": time.monotonic(),
+            "action": action,
+            "body": body,
+            "auth": request.headers.get("Authorization", ""),
+        }
         status, answer = 200, {"ok": True}
         if action == "register":
             if self.register_failures > 0:
@@ -118,7 +123,7 @@ async def _health_status(url: str) -> int | None:
         async with aiohttp.ClientSession() as s:
             async with s.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
                 return r.status
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return None
 
 
@@ -134,8 +139,12 @@ def vllm_installed():
     if not (VLLM_VENV / "bin" / "vllm").exists():
         subprocess.run([str(REPO / "dev" / "vllm-setup")], check=True, timeout=1800)
     if not (MODEL_DIR / "config.json").exists():
-        subprocess.run([str(VLLM_VENV / "bin" / "python"), str(REPO / "dev" / "make-tiny-model")],
-                       check=True, timeout=600, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(VLLM_VENV / "bin" / "python"), str(REPO / "dev" / "make-tiny-model")],
+            check=True,
+            timeout=600,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -145,19 +154,25 @@ def secrets_dir(tmp_path_factory) -> Path:
     return d
 
 
-def make_config(dest: Path, secrets_dir: Path, model_path: str = str(MODEL_DIR),
-                drain_seconds: float | None = None, vllm_executable: str | None = None) -> Path:
+def make_config(
+    dest: Path,
+    secrets_dir: Path,
+    model_path: str = str(MODEL_DIR),
+    drain_seconds: float | None = None,
+    vllm_executable: str | None = None,
+) -> Path:
     """dev/isense.dev.toml with this run's secrets, quick heartbeats, a model path and
     optionally another drain budget or vLLM executable."""
     text = (REPO / "dev" / "isense.dev.toml").read_text()
     if vllm_executable is not None:
-        text = re.sub(r'(?m)^vllm_executable = .*$', f'vllm_executable = "{vllm_executable}"', text)
+        text = re.sub(r"(?m)^vllm_executable = .*$", f'vllm_executable = "{vllm_executable}"', text)
         assert f'vllm_executable = "{vllm_executable}"' in text
     if drain_seconds is not None:
         text = re.sub(r"(?m)^drain_seconds = .*$", f"drain_seconds = {drain_seconds}", text)
     text = re.sub(r'(?m)^dir = ".*"$', f'dir = "{secrets_dir}"', text)
-    text = text.replace("[worker]\n", f"[worker]\nheartbeat_seconds = 0.5\n"
-                                      f"startup_timeout_seconds = {STARTUP_TIMEOUT}\n", 1)
+    text = text.replace(
+        "[worker]\n", f"[worker]\nheartbeat_seconds = 0.5\nstartup_timeout_seconds = {STARTUP_TIMEOUT}\n", 1
+    )
     text = text.replace(f'path = "{MODEL_DIR}"', f'path = "{model_path}"', 1)
     assert f'dir = "{secrets_dir}"' in text and f'path = "{model_path}"' in text
     dest.write_text(text)
@@ -173,9 +188,12 @@ class Worker:
         self.stderr_path = tmp / "worker.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [str(ISENSE), "--config", str(config), "worker", "--model", model,
-             "--gateway", gateway],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
+            [str(ISENSE), "--config", str(config), "worker", "--model", model, "--gateway", gateway],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
 
     @property
     def stderr(self) -> str:
@@ -219,8 +237,7 @@ def registration(worker, control_plane) -> dict:
     return control_plane.of("register")[-1]
 
 
-def test_registers_after_retrying_with_identity_and_valid_token(worker, registration,
-                                                                 control_plane, secrets_dir):
+def test_registers_after_retrying_with_identity_and_valid_token(worker, registration, control_plane, secrets_dir):
     assert [c["status"] for c in control_plane.of("register")] == [503, 503, 200]
     body = registration["body"]
     host = socket.gethostname()
@@ -241,8 +258,8 @@ def test_vllm_answers_with_the_derived_key_only(registration, secrets_dir):
     key = vllm_api_key(load_secret(secrets_dir), body["job_id"])
     with openai.OpenAI(base_url=body["url"] + "/v1", api_key=key, max_retries=0, timeout=60) as c:
         answer = c.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8,
-            extra_body={"ignore_eos": True})
+            model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8, extra_body={"ignore_eos": True}
+        )
         assert answer.usage.completion_tokens == 8
     with openai.OpenAI(base_url=body["url"] + "/v1", api_key="not-the-key", max_retries=0) as c:
         with pytest.raises(openai.AuthenticationError) as err:
@@ -280,19 +297,22 @@ class Streams:
     def __init__(self, url: str, key: str, count: int = 16, max_tokens: int = 400):
         self.url, self.results = url, []
         self._started = threading.Semaphore(0)
-        self.threads = [threading.Thread(target=self._ask, args=(key, max_tokens))
-                        for _ in range(count)]
+        self.threads = [threading.Thread(target=self._ask, args=(key, max_tokens)) for _ in range(count)]
         for t in self.threads:
             t.start()
 
     def _ask(self, key: str, max_tokens: int):
         finish, usage, first = None, None, True
-        with openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
-                           timeout=60) as c:
+        with openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60) as c:
             try:
                 stream = c.completions.create(
-                    model=MODEL, prompt="Once upon a time", max_tokens=max_tokens, stream=True,
-                    stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+                    model=MODEL,
+                    prompt="Once upon a time",
+                    max_tokens=max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_body={"ignore_eos": True},
+                )
                 for chunk in stream:
                     if first:
                         self._started.release()
@@ -336,13 +356,13 @@ def _sigterm_and_check(worker, control_plane, registration, streams):
         # every client gets a proper answer, none a broken connection.
         assert finish_reason in ("length", "abort"), (results, worker.stderr)
         assert tokens and tokens > 0
-    assert not any(c["at"] > dereg["at"] for c in control_plane.of("heartbeat") +
-                   control_plane.of("register")), "control traffic after deregistering"
+    assert not any(c["at"] > dereg["at"] for c in control_plane.of("heartbeat") + control_plane.of("register")), (
+        "control traffic after deregistering"
+    )
     return results
 
 
-def test_sigterm_deregisters_first_drains_and_leaves_nothing(worker, control_plane,
-                                                             registration, secrets_dir):
+def test_sigterm_deregisters_first_drains_and_leaves_nothing(worker, control_plane, registration, secrets_dir):
     url = registration["body"]["url"]
     streams = Streams(url, vllm_api_key(load_secret(secrets_dir), registration["body"]["job_id"]))
     streams.wait_all_in_vllm()
@@ -352,14 +372,12 @@ def test_sigterm_deregisters_first_drains_and_leaves_nothing(worker, control_pla
 def test_sigterm_past_a_short_budget_aborts_cleanly(vllm_installed, secrets_dir, tmp_path):
     """Budget 0.05 s: what is still running is aborted by vLLM's engine, and answered."""
     cp = ControlPlane()
-    w = Worker(make_config(tmp_path / "isense.toml", secrets_dir, drain_seconds=0.05),
-               cp.url, tmp_path)
+    w = Worker(make_config(tmp_path / "isense.toml", secrets_dir, drain_seconds=0.05), cp.url, tmp_path)
     try:
         (registration,) = cp.wait_for("register", timeout=STARTUP_TIMEOUT, proc=w.proc)
         w.pgid = w.vllm_pgid()
         body = registration["body"]
-        streams = Streams(body["url"], vllm_api_key(load_secret(secrets_dir), body["job_id"]),
-                          max_tokens=480)
+        streams = Streams(body["url"], vllm_api_key(load_secret(secrets_dir), body["job_id"]), max_tokens=480)
         streams.wait_all_in_vllm()
         results = _sigterm_and_check(w, cp, registration, streams)
         print(w.stderr.split("SIGTERM received", 1)[1], results)  # shown by pytest -rP
@@ -371,8 +389,7 @@ def test_sigterm_past_a_short_budget_aborts_cleanly(vllm_installed, secrets_dir,
         cp.close()
 
 
-def test_unknown_model_at_the_gateway_exits_with_its_message(vllm_installed, secrets_dir,
-                                                            tmp_path):
+def test_unknown_model_at_the_gateway_exits_with_its_message(vllm_installed, secrets_dir, tmp_path):
     cp = ControlPlane()
     cp.register_refusal = "model 'tiny-llama' is not served here"
     w = Worker(make_config(tmp_path / "isense.toml", secrets_dir), cp.url, tmp_path)
@@ -388,8 +405,7 @@ def test_unknown_model_at_the_gateway_exits_with_its_message(vllm_installed, sec
         cp.close()
 
 
-def test_bad_model_path_exits_nonzero_with_the_vllm_log_tail(vllm_installed, secrets_dir,
-                                                             control_plane, tmp_path):
+def test_bad_model_path_exits_nonzero_with_the_vllm_log_tail(vllm_installed, secrets_dir, control_plane, tmp_path):
     missing = tmp_path / "no-such-model"
     config = make_config(tmp_path / "isense.toml", secrets_dir, model_path=str(missing))
     _, stderr = failed_start(config, control_plane, tmp_path)
@@ -399,7 +415,7 @@ def test_bad_model_path_exits_nonzero_with_the_vllm_log_tail(vllm_installed, sec
     assert "isense: vLLM exited with code" in stderr
 
 
-def failed_start(config: Path, control_plane, tmp_path: Path) -> tuple["Worker", str]:
+def failed_start(config: Path, control_plane, tmp_path: Path) -> tuple[Worker, str]:
     """Run a worker that must fail before serving: (the worker, its stderr), once it
     exited 3 without a single call to the control plane."""
     before = len(control_plane.calls)
@@ -414,12 +430,13 @@ def failed_start(config: Path, control_plane, tmp_path: Path) -> tuple["Worker",
     return w, stderr
 
 
-def test_a_vllm_that_is_healthy_but_cannot_complete_is_never_registered(secrets_dir, control_plane,
-                                                                       tmp_path):
+def test_a_vllm_that_is_healthy_but_cannot_complete_is_never_registered(secrets_dir, control_plane, tmp_path):
     """/health is no proof: the worker registers only after one real completion."""
     stand_in = tmp_path / "vllm"
-    stand_in.write_text(f"#!{sys.executable}\nimport runpy, sys\n"
-                        f"runpy.run_path({str(REPO / 'tests/integration/faulty_vllm.py')!r}, run_name='__main__')\n")
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport runpy, sys\n"
+        f"runpy.run_path({str(REPO / 'tests/integration/faulty_vllm.py')!r}, run_name='__main__')\n"
+    )
     stand_in.chmod(0o755)
     config = make_config(tmp_path / "isense.toml", secrets_dir, vllm_executable=str(stand_in))
     w, stderr = failed_start(config, control_plane, tmp_path)

@@ -6,7 +6,7 @@ Plain functions (no fixtures) so each test reads top to bottom.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from isense_slurm.cli import main
@@ -16,7 +16,7 @@ from isense_slurm.meter.rows import RequestRow
 from isense_slurm.meter.writer import RequestWriter
 
 # Wednesday 2025-01-01 00:00 UTC; the ISO week 2025-W01 runs Monday 2024-12-30 to Sunday 2025-01-05.
-DAY = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp()
+DAY = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 HOUR = 3600.0
 
 CONFIG = """\
@@ -55,25 +55,49 @@ def make_world(tmp_path: Path) -> tuple[Path, Path]:
     return config, ledger
 
 
-def request(rid: str, ts: float, *, key: int | None = 1, model: str = "tiny", node: str | None = "n1",
-            job: str | None = "10", prompt: int = 1000, completion: int = 500, cached: int = 0,
-            status: str = "ok") -> RequestRow:
-    return RequestRow(id=rid, ts=ts, key_id=key, model=model, job_id=job, node=node, prompt_tokens=prompt,
-                      completion_tokens=completion, cached_tokens=cached, status=status, latency_ms=3.0,
-                      streamed=False)
+def request(
+    rid: str,
+    ts: float,
+    *,
+    key: int | None = 1,
+    model: str = "tiny",
+    node: str | None = "n1",
+    job: str | None = "10",
+    prompt: int = 1000,
+    completion: int = 500,
+    cached: int = 0,
+    status: str = "ok",
+) -> RequestRow:
+    return RequestRow(
+        id=rid,
+        ts=ts,
+        key_id=key,
+        model=model,
+        job_id=job,
+        node=node,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        status=status,
+        latency_ms=3.0,
+        streamed=False,
+    )
 
 
 def write_requests(config: Path, rows) -> None:
     """Through the real group-committing writer, with the config's prices and share."""
     cfg = load_config(config)
-    with RequestWriter(cfg.ledger.path, prices={m.name: m.price for m in cfg.models},
-                       operator_share=cfg.revenue.operator_share, currency=cfg.revenue.currency) as writer:
+    with RequestWriter(
+        cfg.ledger.path,
+        prices={m.name: m.price for m in cfg.models},
+        operator_share=cfg.revenue.operator_share,
+        currency=cfg.revenue.currency,
+    ) as writer:
         for row in rows:
             writer.submit(row)
 
 
-def lend(ledger: Path, job: str, *, node: str, gpus: int | None, model: str, start: float,
-         end: float | None) -> None:
+def lend(ledger: Path, job: str, *, node: str, gpus: int | None, model: str, start: float, end: float | None) -> None:
     with Ledger.open(ledger) as book:
         book.worker_event(job, state="lent", node=node, gpus=gpus, model=model, at=start)
         book.worker_event(job, state="serving", at=start + 30)

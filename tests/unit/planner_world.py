@@ -24,12 +24,26 @@ T0 = datetime(2024, 5, 1, 14, 0, 0)
 TINY = ModelSpec("tiny-llama", 4)  # the dev machine's model: a whole 4-GPU node
 
 
-def node(name: str, *, gpus: int = 4, training: int = 0, workers: int = 0, idle: float | None = 600.0,
-         lendable: bool = True, state: str = "", partitions: tuple[str, ...] = ("train", "inference"),
-         now: datetime = T0) -> PoolNode:
+def node(
+    name: str,
+    *,
+    gpus: int = 4,
+    training: int = 0,
+    workers: int = 0,
+    idle: float | None = 600.0,
+    lendable: bool = True,
+    state: str = "",
+    partitions: tuple[str, ...] = ("train", "inference"),
+    now: datetime = T0,
+) -> PoolNode:
     return PoolNode(
-        name=name, partitions=partitions, gpus_total=gpus, gpus_used_by_training=training,
-        gpus_used_by_workers=workers, lendable=lendable, state=state,
+        name=name,
+        partitions=partitions,
+        gpus_total=gpus,
+        gpus_used_by_training=training,
+        gpus_used_by_workers=workers,
+        lendable=lendable,
+        state=state,
         idle_since=None if idle is None else now - timedelta(seconds=idle),
     )
 
@@ -39,17 +53,33 @@ def nodes(count: int, **kw) -> tuple[PoolNode, ...]:
 
 
 def policy(**kw) -> Policy:
-    base = dict(max_lend_share=1.0, min_idle_seconds=60, max_job_minutes=240, models=(TINY,),
-                lend_partition="inference")
+    base = dict(
+        max_lend_share=1.0, min_idle_seconds=60, max_job_minutes=240, models=(TINY,), lend_partition="inference"
+    )
     base.update(kw)
     return Policy(**base)
 
 
-def worker(job_id: str, node_name: str | None, *, model: str = "tiny-llama", gpus: int = 4,
-           state: WorkerState = WorkerState.RUNNING, age: float = 300.0, reason: str = "",
-           now: datetime = T0) -> Worker:
-    return Worker(job_id=job_id, model=model, gpus=gpus, state=state, node=node_name,
-                  submit_time=now - timedelta(seconds=age), pending_reason=reason)
+def worker(
+    job_id: str,
+    node_name: str | None,
+    *,
+    model: str = "tiny-llama",
+    gpus: int = 4,
+    state: WorkerState = WorkerState.RUNNING,
+    age: float = 300.0,
+    reason: str = "",
+    now: datetime = T0,
+) -> Worker:
+    return Worker(
+        job_id=job_id,
+        model=model,
+        gpus=gpus,
+        state=state,
+        node=node_name,
+        submit_time=now - timedelta(seconds=age),
+        pending_reason=reason,
+    )
 
 
 def line_for(plan: Plan, prefix: str) -> str:
@@ -86,8 +116,9 @@ class World:
                 workers.append(w)
         for sub in plan.submits:
             self.next_id += 1
-            workers.append(Worker(str(self.next_id), sub.model, sub.gpus, WorkerState.PENDING,
-                                  node=sub.node, submit_time=s.now))
+            workers.append(
+                Worker(str(self.next_id), sub.model, sub.gpus, WorkerState.PENDING, node=sub.node, submit_time=s.now)
+            )
         workers = self._start_pending(workers)
         by_node = {n.name: 0 for n in s.nodes}
         for w in workers:
@@ -102,9 +133,14 @@ class World:
         s = self.snapshot
         workers = tuple(w for w in s.workers if w.node != node_name)
         new_nodes = tuple(
-            replace(n, gpus_used_by_training=training, gpus_used_by_workers=0,
-                    idle_since=None if training >= n.gpus_total else s.now)
-            if n.name == node_name else n
+            replace(
+                n,
+                gpus_used_by_training=training,
+                gpus_used_by_workers=0,
+                idle_since=None if training >= n.gpus_total else s.now,
+            )
+            if n.name == node_name
+            else n
             for n in s.nodes
         )
         self.snapshot = replace(s, nodes=new_nodes, workers=workers)

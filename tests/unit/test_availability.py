@@ -1,6 +1,6 @@
 """Availability windows: parsing and membership on local wall time, midnight included."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -61,7 +61,14 @@ def test_whole_days_with_24_00_end():
 def test_day_lists_and_ranges():
     mwf = parse_window("mon,wed,fri 12:00-13:00")
     assert [mwf.contains(at(d, "12:30")) for d in (MON, TUE, WED, THU, FRI, SAT, SUN)] == [
-        True, False, True, False, True, False, False]
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
     assert parse_window("mon-thu 09:00-10:00").days == frozenset({0, 1, 2, 3})
     assert parse_window("fri-mon 09:00-10:00").days == frozenset({4, 5, 6, 0})
     assert parse_window("Sat,SUN 09:00-10:00").days == frozenset({5, 6})
@@ -80,27 +87,31 @@ def test_end_at_midnight_is_the_same_as_24_00():
     assert parse_window("daily 20:00-00:00") == parse_window("daily 20:00-24:00")
 
 
-@pytest.mark.parametrize("text", [
-    "weekdays 20:00-08:00", "weekends 00:00-24:00", "daily 08:30-17:00", "mon,wed,fri 12:00-13:00"])
+@pytest.mark.parametrize(
+    "text", ["weekdays 20:00-08:00", "weekends 00:00-24:00", "daily 08:30-17:00", "mon,wed,fri 12:00-13:00"]
+)
 def test_canonical_text_parses_back_to_the_same_window(text):
     window = parse_window(text)
     assert window.text == text
     assert parse_window(window.text) == window
 
 
-@pytest.mark.parametrize("text, complaint", [
-    ("weekdays", "expected"),
-    ("weekdays 20:00-08:00 extra", "expected"),
-    ("weekday 20:00-08:00", 'did you mean "weekdays"'),
-    ("mon,wdn 20:00-08:00", 'did you mean "wed"'),
-    ("weekdays 8pm-8am", "bad time range"),
-    ("weekdays 24:00-08:00", "bad start time"),
-    ("weekdays 20:00-24:30", "bad end time"),
-    ("weekdays 20:60-08:00", "bad start time"),
-    ("weekdays 25:00-08:00", "bad start time"),
-    ("weekdays 20:00-20:00", "start equals end"),
-    ("weekdays 20:00", "bad time range"),
-])
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("weekdays", "expected"),
+        ("weekdays 20:00-08:00 extra", "expected"),
+        ("weekday 20:00-08:00", 'did you mean "weekdays"'),
+        ("mon,wdn 20:00-08:00", 'did you mean "wed"'),
+        ("weekdays 8pm-8am", "bad time range"),
+        ("weekdays 24:00-08:00", "bad start time"),
+        ("weekdays 20:00-24:30", "bad end time"),
+        ("weekdays 20:60-08:00", "bad start time"),
+        ("weekdays 25:00-08:00", "bad start time"),
+        ("weekdays 20:00-20:00", "start equals end"),
+        ("weekdays 20:00", "bad time range"),
+    ],
+)
 def test_bad_windows_say_what_is_wrong(text, complaint):
     with pytest.raises(WindowError, match=complaint):
         parse_window(text)
@@ -132,6 +143,7 @@ def test_end_of_gives_the_close_of_the_current_occurrence():
 
 def test_window_uses_the_wall_time_it_is_given():
     from datetime import timezone
+
     window = Window(days=frozenset({0}), start=60, end=120)
     assert window.contains(datetime(2024, 1, 1, 1, 30, tzinfo=timezone(timedelta(hours=9))))
-    assert not window.contains(datetime(2024, 1, 1, 2, 30, tzinfo=timezone.utc))
+    assert not window.contains(datetime(2024, 1, 1, 2, 30, tzinfo=UTC))

@@ -12,10 +12,36 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "isense_slurm"
 
-SLURM_COMMANDS = {"sbatch", "scancel", "squeue", "sinfo", "scontrol", "sacct", "srun", "salloc", "sprio", "sreport",
-                  "sacctmgr", "sstat", "strigger"}
-PROGRAM_STARTERS = {"run", "Popen", "check_output", "check_call", "call", "create_subprocess_exec",
-                    "create_subprocess_shell", "execv", "execvp", "execvpe", "execve", "spawnv", "system"}
+SLURM_COMMANDS = {
+    "sbatch",
+    "scancel",
+    "squeue",
+    "sinfo",
+    "scontrol",
+    "sacct",
+    "srun",
+    "salloc",
+    "sprio",
+    "sreport",
+    "sacctmgr",
+    "sstat",
+    "strigger",
+}
+PROGRAM_STARTERS = {
+    "run",
+    "Popen",
+    "check_output",
+    "check_call",
+    "call",
+    "create_subprocess_exec",
+    "create_subprocess_shell",
+    "execv",
+    "execvp",
+    "execvpe",
+    "execve",
+    "spawnv",
+    "system",
+}
 SQL_WRITE = re.compile(
     r"(?is)^\s*(insert\s+(or\s+\w+\s+)?into|update\s+\w+\s+set|delete\s+from|replace\s+into|"
     r"create\s+(unique\s+)?(table|index|view|trigger)|drop\s+(table|index|view|trigger)|alter\s+table)\b"
@@ -23,8 +49,22 @@ SQL_WRITE = re.compile(
 # What the planner may import: pure values and rules, nothing that reaches a process,
 # a file, a socket or a clock.
 PLANNER_MAY_IMPORT = {"isense_slurm.planner", "isense_slurm.contracts", "isense_slurm.availability"}
-PLANNER_STDLIB = {"__future__", "dataclasses", "datetime", "enum", "typing", "collections", "collections.abc",
-                  "math", "itertools", "functools", "bisect", "heapq", "re", "operator"}
+PLANNER_STDLIB = {
+    "__future__",
+    "dataclasses",
+    "datetime",
+    "enum",
+    "typing",
+    "collections",
+    "collections.abc",
+    "math",
+    "itertools",
+    "functools",
+    "bisect",
+    "heapq",
+    "re",
+    "operator",
+}
 # What reports may read the ledger through: the read-only queries and row types.
 REPORT_MAY_USE_FROM_METER = {"earnings", "status_queries", "metrics_queries", "money", "rows"}
 
@@ -92,8 +132,13 @@ def test_imports_are_absolute():
 
 
 def test_contracts_import_nothing_of_ours():
-    bad = [f"{name} imports {t}" for name, _, tree in modules() if room(name) == "contracts"
-           for t in imported(tree, name) if t.startswith("isense_slurm") and not t.startswith("isense_slurm.contracts")]
+    bad = [
+        f"{name} imports {t}"
+        for name, _, tree in modules()
+        if room(name) == "contracts"
+        for t in imported(tree, name)
+        if t.startswith("isense_slurm") and not t.startswith("isense_slurm.contracts")
+    ]
     assert bad == []
 
 
@@ -125,7 +170,11 @@ def test_only_meter_writes_sql():
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_WRITE.match(node.value):
                 bad.append(f"{path.name}:{node.lineno} holds SQL that writes: {node.value.split()[0]}")
-            if isinstance(node, ast.Attribute) and node.attr == "connect" and getattr(node.value, "id", "") == "sqlite3":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "connect"
+                and getattr(node.value, "id", "") == "sqlite3"
+            ):
                 bad.append(f"{path.name}:{node.lineno} opens SQLite itself")
     assert bad == []
 
@@ -153,7 +202,7 @@ def test_no_import_cycle_between_modules():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, [*trail, nxt])
         state[node] = "done"

@@ -44,8 +44,7 @@ price = { input_per_mtok = 0.2, output_per_mtok = 0.8 }
 def isense(*args, env=None, user=None):
     environ = {k: v for k, v in os.environ.items() if k != "ISENSE_CONFIG"}
     environ.update(env or {})
-    return subprocess.run([str(ISENSE), *args], capture_output=True, text=True, env=environ,
-                          user=user, timeout=60)
+    return subprocess.run([str(ISENSE), *args], capture_output=True, text=True, env=environ, user=user, timeout=60)
 
 
 def edited(tmp_path: Path, old_line: str, new_text: str, source: Path = EXAMPLE) -> tuple[Path, int]:
@@ -110,8 +109,7 @@ def test_json_output_has_defaults_filled(tmp_path):
 
 def test_file_argument_overrides_flag_and_env(tmp_path):
     missing = tmp_path / "missing.toml"
-    result = isense("--config", str(missing), "config", "check", str(DEV),
-                    env={"ISENSE_CONFIG": str(missing)})
+    result = isense("--config", str(missing), "config", "check", str(DEV), env={"ISENSE_CONFIG": str(missing)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"config OK: {DEV}")
 
@@ -122,11 +120,14 @@ def test_env_var_is_used_without_flag():
     assert result.stdout.startswith(f"config OK: {DEV}")
 
 
-@pytest.mark.parametrize("flag, env, why", [
-    ([], {}, "the default"),
-    ([], {"ISENSE_CONFIG": str(DEV)}, "from $ISENSE_CONFIG"),
-    (["--config", str(EXAMPLE)], {"ISENSE_CONFIG": str(DEV)}, "given by --config"),
-])
+@pytest.mark.parametrize(
+    "flag, env, why",
+    [
+        ([], {}, "the default"),
+        ([], {"ISENSE_CONFIG": str(DEV)}, "from $ISENSE_CONFIG"),
+        (["--config", str(EXAMPLE)], {"ISENSE_CONFIG": str(DEV)}, "given by --config"),
+    ],
+)
 def test_config_path_says_which_file_and_why(flag, env, why):
     result = isense(*flag, "config", "path", env=env)
     assert result.returncode == 0, result.stderr
@@ -153,11 +154,18 @@ CASES = [
     (MODEL2_PRICE, MODEL2_PRICE.replace("1.20", "-1.20"), "models[1].price.output_per_mtok", "between 0 and 1000"),
     (MODEL2_PRICE, MODEL2_PRICE.replace("1.20", "5000"), "models[1].price.output_per_mtok", "1000"),
     (MODEL2_PRICE, MODEL2_PRICE.replace("0.60,", "0.60, extra = 1,"), "models[1].price.extra", "unknown key"),
-    ('availability = ["weekdays 20:00-08:00", "weekends 00:00-24:00"]',
-     'availability = ["weekdays 20:00-08:00", "weekends 00:00-25:00"]',
-     "slurm.availability[1]", "bad end time"),
-    ('availability = ["weekdays 20:00-08:00", "weekends 00:00-24:00"]',
-     'availability = ["weekday 20:00-08:00"]', "slurm.availability[0]", 'did you mean "weekdays"'),
+    (
+        'availability = ["weekdays 20:00-08:00", "weekends 00:00-24:00"]',
+        'availability = ["weekdays 20:00-08:00", "weekends 00:00-25:00"]',
+        "slurm.availability[1]",
+        "bad end time",
+    ),
+    (
+        'availability = ["weekdays 20:00-08:00", "weekends 00:00-24:00"]',
+        'availability = ["weekday 20:00-08:00"]',
+        "slurm.availability[0]",
+        'did you mean "weekdays"',
+    ),
     ('listen = "0.0.0.0:8000"', 'listen = "0.0.0.0:80000"', "gateway.listen", "1..65535"),
     ('listen = "0.0.0.0:8000"', 'listen = "::1:8000"', "gateway.listen", "brackets"),
     ('listen = "0.0.0.0:8000"', 'listen = "0.0.0.0"', "gateway.listen", "no port"),
@@ -165,19 +173,39 @@ CASES = [
     ('name = "qwen2.5-72b-instruct"', 'name = "llama-3.1-8b-instruct"', "models[1].name", "duplicate"),
     ("gpus = 4", "gpus = 0", "models[1].gpus", "at least 1"),
     ("drain_seconds = 3", "drain_seconds = 0", "slurm.drain_seconds", "greater than 0"),
-    ('advertise_url = "http://slurm-head:8000"', 'advertise_url = "slurm-head:8000"',
-     "gateway.advertise_url", "http://"),
+    (
+        'advertise_url = "http://slurm-head:8000"',
+        'advertise_url = "slurm-head:8000"',
+        "gateway.advertise_url",
+        "http://",
+    ),
     ('service_account = "isense"', "", "slurm.service_account", "required"),
-    ('env = { VLLM_NO_USAGE_STATS = "1" }', "env = { VLLM_NO_USAGE_STATS = 1 }",
-     "worker.env.VLLM_NO_USAGE_STATS", "string"),
-    ("heartbeat_timeout_seconds = 15", "heartbeat_timeout_seconds = 5",
-     "gateway.heartbeat_timeout_seconds", "worker.heartbeat_seconds"),
-    ('vllm_args = ["--gpu-memory-utilization", "0.90"]', 'vllm_args = ["--port", "9000"]',
-     "models[0].vllm_args[0]", "--port"),
+    (
+        'env = { VLLM_NO_USAGE_STATS = "1" }',
+        "env = { VLLM_NO_USAGE_STATS = 1 }",
+        "worker.env.VLLM_NO_USAGE_STATS",
+        "string",
+    ),
+    (
+        "heartbeat_timeout_seconds = 15",
+        "heartbeat_timeout_seconds = 5",
+        "gateway.heartbeat_timeout_seconds",
+        "worker.heartbeat_seconds",
+    ),
+    (
+        'vllm_args = ["--gpu-memory-utilization", "0.90"]',
+        'vllm_args = ["--port", "9000"]',
+        "models[0].vllm_args[0]",
+        "--port",
+    ),
     ("weight = 0.5", "weight = nan", "models[1].weight", "finite"),
     ('currency = "USD"', 'currency = "dollars"', "revenue.currency", "currency code"),
-    ('submit_wake = "/var/spool/isense/submit.wake"', 'submit_wake = "spool/submit.wake"',
-     "slurm.submit_wake", "absolute path"),
+    (
+        'submit_wake = "/var/spool/isense/submit.wake"',
+        'submit_wake = "spool/submit.wake"',
+        "slurm.submit_wake",
+        "absolute path",
+    ),
     ('submit_wake = "/var/spool/isense/submit.wake"', "submit_wake = 1", "slurm.submit_wake", "string"),
     ("nice = 10", "nice = 20", "worker.nice", "between 0 and 19"),
 ]
@@ -207,8 +235,7 @@ def test_models_as_a_plain_table_is_an_error(tmp_path):
 
 def test_dev_config_errors_use_its_own_lines(tmp_path):
     file, line = edited(tmp_path, '"--max-model-len", "512",', '"--host", "0.0.0.0",', source=DEV)
-    assert_one_line_error(isense("config", "check", str(file)),
-                          f"{file}:{line}: models[0].vllm_args[7]: ", "--host")
+    assert_one_line_error(isense("config", "check", str(file)), f"{file}:{line}: models[0].vllm_args[7]: ", "--host")
 
 
 def test_missing_file(tmp_path):
@@ -239,7 +266,7 @@ def test_unreadable_file(tmp_path):
 
 def test_not_utf8(tmp_path):
     file = tmp_path / "latin1.toml"
-    file.write_bytes(MINIMAL.encode() + b'# caf\xe9\n')
+    file.write_bytes(MINIMAL.encode() + b"# caf\xe9\n")
     assert_one_line_error(isense("config", "check", str(file)), f"{file}:11: ", "UTF-8")
 
 
@@ -298,6 +325,7 @@ def test_dev_config_values():
 
 def test_example_windows_are_in_local_wall_time():
     from datetime import datetime
+
     cfg = load_config(EXAMPLE)
     assert cfg.slurm.available_at(datetime(2024, 1, 2, 23, 0))  # Tuesday night
     assert not cfg.slurm.available_at(datetime(2024, 1, 2, 12, 0))  # Tuesday noon
@@ -311,33 +339,59 @@ def test_errors_are_config_errors_with_exit_2():
     assert str(err.value) == "x.toml:9: models[0].context_length: must be at least 1, got 0"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("0.0.0.0:8000", ("0.0.0.0", 8000)),
-    ("127.0.0.1:1", ("127.0.0.1", 1)),
-    ("gateway.example.org:65535", ("gateway.example.org", 65535)),
-    ("[::]:8000", ("::", 8000)),
-    ("[::1]:443", ("::1", 443)),
-    ("[fe80::1]:80", ("fe80::1", 80)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.0.0.0:8000", ("0.0.0.0", 8000)),
+        ("127.0.0.1:1", ("127.0.0.1", 1)),
+        ("gateway.example.org:65535", ("gateway.example.org", 65535)),
+        ("[::]:8000", ("::", 8000)),
+        ("[::1]:443", ("::1", 443)),
+        ("[fe80::1]:80", ("fe80::1", 80)),
+    ],
+)
 def test_good_listen_addresses(text, expected):
     assert parse_host_port(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "8000", ":8000", "0.0.0.0:", "0.0.0.0:0", "0.0.0.0:65536", "0.0.0.0:http", "::1:8000",
-    "[::1]", "[::1]8000", "[localhost]:80", "[::zz]:80", "999.0.0.1:80", "bad host:80",
-    "-bad:80", "host:-1",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "8000",
+        ":8000",
+        "0.0.0.0:",
+        "0.0.0.0:0",
+        "0.0.0.0:65536",
+        "0.0.0.0:http",
+        "::1:8000",
+        "[::1]",
+        "[::1]8000",
+        "[localhost]:80",
+        "[::zz]:80",
+        "999.0.0.1:80",
+        "bad host:80",
+        "-bad:80",
+        "host:-1",
+    ],
+)
 def test_bad_listen_addresses(text):
     with pytest.raises(ValueError):
         parse_host_port(text)
 
 
-@pytest.mark.parametrize("url, ok", [
-    ("http://head:8000", True), ("https://gw.example.org/", True), ("http://[::1]:8000", True),
-    ("ftp://head", False), ("head:8000", False), ("http://", False), ("http://head:99999", False),
-    ("http://head:8000?x=1", False),
-])
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("http://head:8000", True),
+        ("https://gw.example.org/", True),
+        ("http://[::1]:8000", True),
+        ("ftp://head", False),
+        ("head:8000", False),
+        ("http://", False),
+        ("http://head:99999", False),
+        ("http://head:8000?x=1", False),
+    ],
+)
 def test_advertise_urls(url, ok):
     if ok:
         assert check_http_url(url).startswith("http")
@@ -349,6 +403,7 @@ def test_advertise_urls(url, ok):
 def test_example_is_plain_toml_with_every_known_key():
     """The shipped example documents each key the loader knows (so the docs cannot lag)."""
     from isense_slurm.config import sections as module
+
     doc = tomllib.loads(EXAMPLE.read_text())
     assert sorted(doc["slurm"]) == sorted(module.SLURM_KEYS)
     assert sorted(doc["gateway"]) == sorted(module.GATEWAY_KEYS)

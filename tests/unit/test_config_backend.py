@@ -35,12 +35,15 @@ def test_default_is_the_commands_and_pyslurm_is_accepted():
     assert config_to_dict(cfg)["slurm"]["backend"] == "pyslurm"
 
 
-@pytest.mark.parametrize("value, words", [
-    ('"slurmrestd"', ['must be one of "cli", "pyslurm"', '"slurmrestd"']),
-    ('"PySlurm"', ['must be one of']),
-    ('""', ["must not be empty"]),
-    ("1", ["must be a string"]),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ('"slurmrestd"', ['must be one of "cli", "pyslurm"', '"slurmrestd"']),
+        ('"PySlurm"', ["must be one of"]),
+        ('""', ["must not be empty"]),
+        ("1", ["must be a string"]),
+    ],
+)
 def test_bad_backend_is_one_line_naming_the_key(value, words):
     with pytest.raises(ConfigError) as err:
         parse_config(MINIMAL.format(extra=f"backend = {value}\n"), "/etc/isense/isense.toml")
@@ -77,8 +80,9 @@ def _fake_slurm(tmp_path: Path, release: str, *, importable: bool) -> dict[str, 
 
 
 def _check(file: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ISENSE), "config", "check", str(file)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [str(ISENSE), "config", "check", str(file)], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_check_says_no_pyslurm_exists_for_slurm_26_05(tmp_path):

@@ -13,8 +13,9 @@ SUBMIT = Submit("n3", 4, "tiny-llama", 57, 5, "idle")
 
 
 def test_script_sets_a_writable_home_and_execs_the_worker(tmp_path):
-    script = worker_script(Path("/etc/isense/my config.toml"), Path("/var/lib/isense/jobs"), "tiny-llama",
-                           "/opt/isense/venv/bin/isense")
+    script = worker_script(
+        Path("/etc/isense/my config.toml"), Path("/var/lib/isense/jobs"), "tiny-llama", "/opt/isense/venv/bin/isense"
+    )
     assert script.startswith("#!/bin/bash\n")
     assert "export HOME=/var/lib/isense/jobs/home XDG_CACHE_HOME=/var/lib/isense/jobs/home/.cache\n" in script
     last = script.rstrip("\n").splitlines()[-1]
@@ -39,8 +40,16 @@ def test_script_runs_the_command_with_the_home_it_sets(tmp_path):
 def test_options_pin_the_node_and_never_requeue():
     args = sbatch_args(worker_options(SUBMIT, lend_partition="inference", job_dir=Path("/jobs"), plugin=True))
     assert args == [
-        "--partition=inference", "--job-name=isense-tiny-llama", "--gres=gpu:4", "--nodes=1", "--nodelist=n3",
-        "--time=57", "--time-min=5", "--output=/jobs/isense-%j.out", "--chdir=/jobs", "--no-requeue",
+        "--partition=inference",
+        "--job-name=isense-tiny-llama",
+        "--gres=gpu:4",
+        "--nodes=1",
+        "--nodelist=n3",
+        "--time=57",
+        "--time-min=5",
+        "--output=/jobs/isense-%j.out",
+        "--chdir=/jobs",
+        "--no-requeue",
         "--isense-worker",
     ]
 
@@ -52,5 +61,7 @@ def test_without_the_plugin_no_plugin_option():
 
 def test_outcome_lines():
     assert Outcome(SUBMIT, "81").line() == "sbatch tiny-llama on n3 (4 GPUs, 57 min): job 81"
-    assert Outcome(SUBMIT, None, "sbatch: bad").line() == "sbatch tiny-llama on n3 (4 GPUs, 57 min): FAILED: sbatch: bad"
+    assert (
+        Outcome(SUBMIT, None, "sbatch: bad").line() == "sbatch tiny-llama on n3 (4 GPUs, 57 min): FAILED: sbatch: bad"
+    )
     assert Outcome(Cancel("9", "why"), None).line() == "scancel 9: ok"

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from isense_slurm.config import load_config
+from doctor_world import healthy
 from isense_slurm.admin.doctor import Facts, check
 from isense_slurm.admin.slurm_conf import ASSUMED_RELEASE, Site, kill_wait_needed, parse_release, render
+from isense_slurm.config import load_config
 from isense_slurm.slurm import Partition
 from isense_slurm.slurm.parse_scontrol import config_from_scontrol
-
-from doctor_world import healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,11 +38,15 @@ def test_a_healthy_cluster_is_all_ok(cfg):
 
 def test_lend_partition_must_be_below_the_pools(cfg):
     facts = healthy()
-    facts.partitions = [Partition("train", priority_tier=1), Partition("inference", priority_tier=1,
-                                                                      preempt_mode="REQUEUE")]
+    facts.partitions = [
+        Partition("train", priority_tier=1),
+        Partition("inference", priority_tier=1, preempt_mode="REQUEUE"),
+    ]
     (line,) = failing(check(cfg, facts))
-    assert line == ("FAIL partition train (PriorityTier 1) cannot preempt inference (PriorityTier 1)"
-                    " -> give PartitionName=train a PriorityTier above 1")
+    assert line == (
+        "FAIL partition train (PriorityTier 1) cannot preempt inference (PriorityTier 1)"
+        " -> give PartitionName=train a PriorityTier above 1"
+    )
 
 
 def test_preemption_off_and_missing_partition_fail(cfg):
@@ -63,7 +66,8 @@ def test_kill_wait_against_the_drain_budget(cfg):
     facts.config = {**facts.config, "KillWait": "2 sec"}
     assert failing(check(cfg, facts)) == [
         "FAIL KillWait=2 s <= drain_seconds 2: Slurm kills workers mid-drain -> set KillWait=5"
-        " (or lower [slurm] drain_seconds)"]
+        " (or lower [slurm] drain_seconds)"
+    ]
     facts.config = {**facts.config, "KillWait": "4 sec"}
     assert levels(check(cfg, facts))["KillWait=4 s leaves a worker no time to stop vLLM after its drain"] == "WARN"
 
@@ -111,25 +115,33 @@ def test_make_way_needs_the_lua_job_submit_plugin_and_the_wake_folder(cfg):
 
 
 def test_slurm_down_is_one_fail(cfg):
-    findings = check(cfg, Facts(slurm_error="sinfo: Slurm controller is not reachable", account=(1, 1),
-                                secret_mode=(0o640, 1)))
-    assert failing(findings) == ["FAIL Slurm does not answer: sinfo: Slurm controller is not reachable"
-                                 " -> start slurmctld / set SLURM_CONF, then run doctor again"]
+    findings = check(
+        cfg, Facts(slurm_error="sinfo: Slurm controller is not reachable", account=(1, 1), secret_mode=(0o640, 1))
+    )
+    assert failing(findings) == [
+        "FAIL Slurm does not answer: sinfo: Slurm controller is not reachable"
+        " -> start slurmctld / set SLURM_CONF, then run doctor again"
+    ]
 
 
 def test_slurm_conf_snippets(cfg):
     site = Site("inference", "isense", "isense", ("train",), ("train",), "n[1-4]", 60, 2.0, Path("/opt/isense"))
     text = render(site, "/etc/isense/isense.toml")
     lines = text.splitlines()
-    for expected in ("PreemptType=preempt/partition_prio", "KillWait=5", "PrologFlags=Alloc",
-                     "Prolog=/etc/slurm/prolog.d/*", "Epilog=/etc/slurm/epilog.d/*",
-                     "PartitionName=train ... PriorityTier=10 PreemptMode=OFF",
-                     "PartitionName=inference Nodes=n[1-4] PriorityTier=1 PreemptMode=REQUEUE GraceTime=0"
-                     " MaxTime=60 AllowGroups=isense State=UP",
-                     "include /etc/slurm/plugstack.conf.d/*.conf",
-                     "required /usr/local/lib/isense/isense.so service_account=isense mask=/home",
-                     "ln -s /opt/isense/etc-slurm/prolog.d/isense-prolog /etc/slurm/prolog.d/50-isense",
-                     "ln -s /opt/isense/etc-slurm/epilog.d/isense-epilog /etc/slurm/epilog.d/50-isense"):
+    for expected in (
+        "PreemptType=preempt/partition_prio",
+        "KillWait=5",
+        "PrologFlags=Alloc",
+        "Prolog=/etc/slurm/prolog.d/*",
+        "Epilog=/etc/slurm/epilog.d/*",
+        "PartitionName=train ... PriorityTier=10 PreemptMode=OFF",
+        "PartitionName=inference Nodes=n[1-4] PriorityTier=1 PreemptMode=REQUEUE GraceTime=0"
+        " MaxTime=60 AllowGroups=isense State=UP",
+        "include /etc/slurm/plugstack.conf.d/*.conf",
+        "required /usr/local/lib/isense/isense.so service_account=isense mask=/home",
+        "ln -s /opt/isense/etc-slurm/prolog.d/isense-prolog /etc/slurm/prolog.d/50-isense",
+        "ln -s /opt/isense/etc-slurm/epilog.d/isense-epilog /etc/slurm/epilog.d/50-isense",
+    ):
         assert expected in lines, expected
     assert "JobSubmitPlugins=lua" not in lines and "job_submit.lua" not in text.split("Faster reclaim")[0]
     waking = render(replace(site, submit_wake=Path("/var/spool/isense/submit.wake")), "x").splitlines()
@@ -174,9 +186,20 @@ def test_doctor_reads_a_24_11_config_without_false_problems(cfg):
 
 
 def site_for(version: str, *, wake: bool = True, how: str = "") -> str:
-    site = Site("inference", "isense", "isense", ("train",), ("train",), "n[1-4]", 60, 2.0, Path("/opt/isense"),
-                submit_wake=Path("/var/spool/isense/submit.wake") if wake else None, slurm_version=version,
-                version_from=how)
+    site = Site(
+        "inference",
+        "isense",
+        "isense",
+        ("train",),
+        ("train",),
+        "n[1-4]",
+        60,
+        2.0,
+        Path("/opt/isense"),
+        submit_wake=Path("/var/spool/isense/submit.wake") if wake else None,
+        slurm_version=version,
+        version_from=how,
+    )
     return render(site, "x")
 
 
@@ -195,15 +218,18 @@ NOTES = {
 }
 
 
-@pytest.mark.parametrize("version, expected", [
-    ("22.05.8", set()),
-    ("23.02", {"concurrent job_submit"}),
-    ("24.05.3", {"concurrent job_submit", "RunInJob", "cgroup.conf"}),
-    ("24.11.0", {"concurrent job_submit", "RunInJob", "cgroup.conf"}),
-    ("24.11", {"concurrent job_submit", "RunInJob", "cgroup.conf", "--signal=R:"}),  # any 24.11 patch
-    ("24.11.5", {"concurrent job_submit", "RunInJob", "cgroup.conf", "--signal=R:"}),
-    ("26.05", set(NOTES)),
-])
+@pytest.mark.parametrize(
+    "version, expected",
+    [
+        ("22.05.8", set()),
+        ("23.02", {"concurrent job_submit"}),
+        ("24.05.3", {"concurrent job_submit", "RunInJob", "cgroup.conf"}),
+        ("24.11.0", {"concurrent job_submit", "RunInJob", "cgroup.conf"}),
+        ("24.11", {"concurrent job_submit", "RunInJob", "cgroup.conf", "--signal=R:"}),  # any 24.11 patch
+        ("24.11.5", {"concurrent job_submit", "RunInJob", "cgroup.conf", "--signal=R:"}),
+        ("26.05", set(NOTES)),
+    ],
+)
 def test_slurm_conf_notes_per_release(version, expected):
     text = site_for(version, how="--slurm-version")
     assert {name for name, phrase in NOTES.items() if phrase in text} == expected
@@ -224,8 +250,10 @@ def test_slurm_conf_keeps_preemption_on_and_says_workers_use_no_signal():
 
 def test_slurm_conf_says_which_release_it_assumes():
     text = site_for("")  # Slurm did not answer and no --slurm-version
-    assert (f"# For Slurm {ASSUMED_RELEASE}, assumed: Slurm did not answer here (for yours: --slurm-version X.Y)."
-            in text.splitlines())
+    assert (
+        f"# For Slurm {ASSUMED_RELEASE}, assumed: Slurm did not answer here (for yours: --slurm-version X.Y)."
+        in text.splitlines()
+    )
     assert "RunInJob" in text  # written for the assumed release
     assert "assumed" in site_for("unknown")  # `sinfo --version` printed nothing readable
     assert NOTES["concurrent job_submit"] not in site_for("24.11.5", wake=False)  # no job_submit.lua there

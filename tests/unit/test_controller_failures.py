@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from isense_slurm.config import load_config
@@ -22,7 +22,7 @@ PARTS = ("train", "inference")
 
 
 def utc(local: datetime) -> datetime:
-    return local.astimezone(timezone.utc)
+    return local.astimezone(UTC)
 
 
 def node(name: str) -> Node:
@@ -31,9 +31,19 @@ def node(name: str) -> Node:
 
 def worker_job(job_id, node_name, state="RUNNING", exit_code=None, name="isense-tiny-llama") -> Job:
     nodes = () if state == "PENDING" else (node_name,)
-    return Job(job_id=job_id, name=name, user="isense", state=state, partition="inference", gpus=4,
-               nodes=nodes, node_count=1, required_nodes=(node_name,), submit_time=utc(NOW - timedelta(seconds=5)),
-               exit_code=exit_code)
+    return Job(
+        job_id=job_id,
+        name=name,
+        user="isense",
+        state=state,
+        partition="inference",
+        gpus=4,
+        nodes=nodes,
+        node_count=1,
+        required_nodes=(node_name,),
+        submit_time=utc(NOW - timedelta(seconds=5)),
+        exit_code=exit_code,
+    )
 
 
 def observe(jobs, memory, now=NOW):
@@ -71,8 +81,12 @@ def test_served_cancelled_preempted_and_old_workers_do_not_count(tmp_path):
     watch.update(observe(live + [worker_job(9, "n1", "FAILED")], memory), memory, NOW)  # 9: ended before we looked
     assert sorted(watch.watched) == ["1", "2", "3", "4"] and watch.watched["1"].served
     watch.note_stopped(["2"])  # the controller cancelled it
-    ended = [worker_job(1, "n1", "COMPLETED"), worker_job(2, "n1", "CANCELLED"), worker_job(3, "n2", "PREEMPTED"),
-             worker_job(4, "n2", "COMPLETED")]
+    ended = [
+        worker_job(1, "n1", "COMPLETED"),
+        worker_job(2, "n1", "CANCELLED"),
+        worker_job(3, "n2", "PREEMPTED"),
+        worker_job(4, "n2", "COMPLETED"),
+    ]
     ends = watch.update(observe(ended, memory), memory, NOW + timedelta(seconds=5))
     assert sorted(e.job_id for e in ends) == ["1", "2", "3", "4"]
     assert watch.records() == ()
@@ -114,6 +128,7 @@ def test_without_a_served_source_nothing_counts(tmp_path):
 
 # --- the agent, with a Slurm whose workers all fail at once ------------------------------
 
+
 class FailingSlurm:
     """Two idle nodes; every worker submitted fails before the next squeue, writing one
     line of output into the job dir."""
@@ -137,7 +152,8 @@ class FailingSlurm:
         self.next_id += 1
         self.submits.append(options.nodelist)
         (self.job_dir / f"isense-{self.next_id}.out").write_text(
-            f"job {self.next_id}\nisense: vLLM exited with code 1 before becoming healthy\n")
+            f"job {self.next_id}\nisense: vLLM exited with code 1 before becoming healthy\n"
+        )
         self.jobs_list.append(worker_job(self.next_id, options.nodelist, "FAILED", exit_code=3))
         return self.next_id
 
@@ -147,8 +163,17 @@ class FailingSlurm:
 
 def agent_for(tmp_path: Path, slurm, served=lambda job_id: False) -> Agent:
     cfg = load_config(REPO / "dev" / "isense.dev.toml")
-    cfg = replace(cfg, slurm=replace(cfg.slurm, job_dir=tmp_path, min_idle_seconds=0, backoff_after_failures=3,
-                                     backoff_seconds=60, backoff_max_seconds=600))
+    cfg = replace(
+        cfg,
+        slurm=replace(
+            cfg.slurm,
+            job_dir=tmp_path,
+            min_idle_seconds=0,
+            backoff_after_failures=3,
+            backoff_seconds=60,
+            backoff_max_seconds=600,
+        ),
+    )
     return Agent(cfg, slurm, plugin=False, served=served)
 
 
@@ -165,7 +190,9 @@ def test_the_agent_backs_off_a_crash_loop_and_logs_it_once(tmp_path, caplog):
     assert "FAILED, exit 3: isense: vLLM exited with code 1 before becoming healthy); back-off 60 s" in holding[0]
     view = agent.status()["held_back"]
     assert [(h["node"], h["model"], h["failures"], h["state"]) for h in view] == [
-        ("n1", "tiny-llama", 3, "backing-off"), ("n2", "tiny-llama", 3, "backing-off")]
+        ("n1", "tiny-llama", 3, "backing-off"),
+        ("n2", "tiny-llama", 3, "backing-off"),
+    ]
     assert view[0]["last_reason"] == "FAILED, exit 3: isense: vLLM exited with code 1 before becoming healthy"
     assert view[0]["until"] > view[0]["backoff_seconds"]
     assert any(line.startswith("hold tiny-llama on n1:") for line in agent.status()["plan"])

@@ -4,23 +4,49 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from isense_slurm.reclaim.make_way import stoppable_nodes, preempting_partitions, waiting_jobs
-from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Scope
+from isense_slurm.reclaim.make_way import preempting_partitions, stoppable_nodes, waiting_jobs
+from isense_slurm.reclaim.submit_watch import SubmitWatcher
 from isense_slurm.slurm import Job, Node, Partition
 
 SCOPE = Scope(lend_partition="inference", service_account="isense", pools=("train",))
-T0 = datetime(2026, 5, 6, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 6, 12, 0, tzinfo=UTC)
 
 
-def job(job_id, *, user="trainer", partition="train", name="train.sh", state="RUNNING", nodes=(), gpus=4,
-        per_node=0, reason=None, required=(), node_count=1, submit=T0, preempt_time=None):
-    return Job(job_id=job_id, name=name, user=user, state=state, reason=reason, partition=partition, gpus=gpus,
-               gpus_per_node=per_node, nodes=tuple(nodes), node_count=node_count, required_nodes=tuple(required),
-               submit_time=submit, preempt_time=preempt_time)
+def job(
+    job_id,
+    *,
+    user="trainer",
+    partition="train",
+    name="train.sh",
+    state="RUNNING",
+    nodes=(),
+    gpus=4,
+    per_node=0,
+    reason=None,
+    required=(),
+    node_count=1,
+    submit=T0,
+    preempt_time=None,
+):
+    return Job(
+        job_id=job_id,
+        name=name,
+        user=user,
+        state=state,
+        reason=reason,
+        partition=partition,
+        gpus=gpus,
+        gpus_per_node=per_node,
+        nodes=tuple(nodes),
+        node_count=node_count,
+        required_nodes=tuple(required),
+        submit_time=submit,
+        preempt_time=preempt_time,
+    )
 
 
 def worker(job_id, node, **kw):
@@ -28,8 +54,12 @@ def worker(job_id, node, **kw):
 
 
 def test_preempting_partitions_are_the_higher_tiers():
-    parts = [Partition("train", priority_tier=10), Partition("debug", priority_tier=1),
-             Partition("inference", priority_tier=1, preempt_mode="REQUEUE"), Partition("big", priority_tier=20)]
+    parts = [
+        Partition("train", priority_tier=10),
+        Partition("debug", priority_tier=1),
+        Partition("inference", priority_tier=1, preempt_mode="REQUEUE"),
+        Partition("big", priority_tier=20),
+    ]
     assert preempting_partitions(parts, "inference") == {"train", "big"}
 
 
@@ -49,18 +79,28 @@ def test_waiting_jobs_skip_workers_and_ineligible_and_keep_submit_order():
     ]
     out = waiting_jobs(jobs, SCOPE)
     assert [(w.job_id, w.gpus_per_node, w.nodes, w.required_nodes) for w in out] == [
-        ("2", 4, 2, ()), ("3", 4, 1, ("n2",))]
+        ("2", 4, 2, ()),
+        ("3", 4, 1, ("n2",)),
+    ]
 
 
 def test_stoppable_nodes_split_training_stoppable_and_leaving_workers():
-    nodes = [Node("n1", "MIXED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
-             Node("n2", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
-             Node("n3", "IDLE", flags=frozenset({"DRAIN"}), gpus_total=4, partitions=("train",))]
-    jobs = [job(1, nodes=("n1",), gpus=2), worker(2, "n1", gpus=2), worker(3, "n2", gpus=4, preempt_time=T0),
-            worker(4, "n2", gpus=0, state="PENDING")]
+    nodes = [
+        Node("n1", "MIXED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
+        Node("n2", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=("train", "inference")),
+        Node("n3", "IDLE", flags=frozenset({"DRAIN"}), gpus_total=4, partitions=("train",)),
+    ]
+    jobs = [
+        job(1, nodes=("n1",), gpus=2),
+        worker(2, "n1", gpus=2),
+        worker(3, "n2", gpus=4, preempt_time=T0),
+        worker(4, "n2", gpus=0, state="PENDING"),
+    ]
     memory = Memory()
     uses = {u.name: u for u in stoppable_nodes(nodes, jobs, SCOPE, memory, {"2": 7})}
-    assert uses["n1"].gpus_other == 2 and [(w.job_id, w.gpus, w.outstanding) for w in uses["n1"].workers] == [("2", 2, 7)]
+    assert uses["n1"].gpus_other == 2 and [(w.job_id, w.gpus, w.outstanding) for w in uses["n1"].workers] == [
+        ("2", 2, 7)
+    ]
     assert uses["n2"].workers == () and uses["n2"].free == 4  # preempted: already leaving
     assert not uses["n3"].usable
     memory.cancelled("2", datetime.now())
@@ -152,8 +192,11 @@ def test_a_pass_uses_the_ticks_nodes_and_signals_the_worker_in_the_way():
     parts = ("train", "inference")
     nodes = [Node("n1", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=parts)]
     jobs = [worker(7, "n1", gpus=4), job(8, state="PENDING", required=("n1",))]
-    slurm = CountingSlurm(nodes, jobs, [Partition("train", priority_tier=10),
-                                        Partition("inference", priority_tier=1, preempt_mode="REQUEUE")])
+    slurm = CountingSlurm(
+        nodes,
+        jobs,
+        [Partition("train", priority_tier=10), Partition("inference", priority_tier=1, preempt_mode="REQUEUE")],
+    )
     clock = [100.0]
     memory = Memory()
     way = WayMaker(SCOPE, slurm, memory, clock=lambda: clock[0])
@@ -174,8 +217,11 @@ def test_wake_time_becomes_the_submit_time_within_slurms_second():
     nodes = [Node("n1", "IDLE", gpus_total=4, partitions=("train", "inference"))]
     second = T0 + timedelta(seconds=5)
     jobs = [job(8, state="PENDING", submit=second), job(9, state="PENDING", submit=second - timedelta(seconds=3))]
-    slurm = CountingSlurm(nodes, jobs, [Partition("train", priority_tier=10),
-                                        Partition("inference", priority_tier=1, preempt_mode="REQUEUE")])
+    slurm = CountingSlurm(
+        nodes,
+        jobs,
+        [Partition("train", priority_tier=10), Partition("inference", priority_tier=1, preempt_mode="REQUEUE")],
+    )
     way = WayMaker(SCOPE, slurm, Memory())
     wake = second.timestamp() + 0.734
     way.run(wake)

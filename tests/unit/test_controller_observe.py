@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from isense_slurm.controller.memory import Memory, Submitted
 from isense_slurm.controller.observe import Scope, build_snapshot, pool_nodes, to_local
@@ -16,26 +16,66 @@ PARTS = ("train", "inference")
 
 def utc(local: datetime) -> datetime:
     """The aware UTC time Slurm views carry for a naive local time."""
-    return local.astimezone(timezone.utc)
+    return local.astimezone(UTC)
 
 
 def node(name, *, alloc=0, total=4, state="IDLE", flags=frozenset(), partitions=PARTS, last_busy=None, cpus=0):
-    return Node(name=name, state=state, flags=frozenset(flags), gpus_total=total, gpus_alloc=alloc,
-                partitions=partitions, cpus_alloc=cpus, last_busy=utc(last_busy) if last_busy else None)
+    return Node(
+        name=name,
+        state=state,
+        flags=frozenset(flags),
+        gpus_total=total,
+        gpus_alloc=alloc,
+        partitions=partitions,
+        cpus_alloc=cpus,
+        last_busy=utc(last_busy) if last_busy else None,
+    )
 
 
-def job(job_id, *, user="trainer", partition="train", name="train.sh", state="RUNNING", nodes=(), gpus=4,
-        reason=None, required=(), submit=NOW - timedelta(minutes=5), expected=None, flags=frozenset()):
-    return Job(job_id=job_id, name=name, user=user, state=state, flags=frozenset(flags), reason=reason,
-               partition=partition, gpus=gpus, nodes=tuple(nodes), node_count=max(1, len(nodes)),
-               required_nodes=tuple(required), submit_time=utc(submit),
-               expected_start=utc(expected) if expected else None)
+def job(
+    job_id,
+    *,
+    user="trainer",
+    partition="train",
+    name="train.sh",
+    state="RUNNING",
+    nodes=(),
+    gpus=4,
+    reason=None,
+    required=(),
+    submit=NOW - timedelta(minutes=5),
+    expected=None,
+    flags=frozenset(),
+):
+    return Job(
+        job_id=job_id,
+        name=name,
+        user=user,
+        state=state,
+        flags=frozenset(flags),
+        reason=reason,
+        partition=partition,
+        gpus=gpus,
+        nodes=tuple(nodes),
+        node_count=max(1, len(nodes)),
+        required_nodes=tuple(required),
+        submit_time=utc(submit),
+        expected_start=utc(expected) if expected else None,
+    )
 
 
 def worker_job(job_id, node_name, *, state="RUNNING", **kw):
     nodes = () if state == "PENDING" else (node_name,)
-    return job(job_id, user="isense", partition="inference", name="isense-tiny", state=state, nodes=nodes,
-               required=(node_name,), **kw)
+    return job(
+        job_id,
+        user="isense",
+        partition="inference",
+        name="isense-tiny",
+        state=state,
+        nodes=nodes,
+        required=(node_name,),
+        **kw,
+    )
 
 
 def snap(nodes, jobs=(), memory=None, now=NOW, **kw):
@@ -50,8 +90,7 @@ def test_pools_are_partitions_or_node_lists():
 
 
 def test_node_gpus_split_between_training_and_workers():
-    obs = snap([node("n1", alloc=4, state="ALLOCATED")],
-               [job(1, nodes=("n1",), gpus=2), worker_job(2, "n1", gpus=2)])
+    obs = snap([node("n1", alloc=4, state="ALLOCATED")], [job(1, nodes=("n1",), gpus=2), worker_job(2, "n1", gpus=2)])
     (n1,) = obs.snapshot.nodes
     assert (n1.gpus_used_by_training, n1.gpus_used_by_workers) == (2, 2)
     (w,) = obs.snapshot.workers
@@ -105,8 +144,12 @@ def test_own_submit_counts_until_squeue_lists_it_no_duplicate():
     assert (w.job_id, w.state, w.node) == ("40", WorkerState.PENDING, "n1")
     assert make_plan(second.snapshot, policy).submits == ()
     # Listed now: the memory lets go of it, squeue is the truth.
-    third = snap(nodes, [worker_job(40, "n1", state="PENDING", reason="Resources")], memory=memory,
-                 now=NOW + timedelta(seconds=2))
+    third = snap(
+        nodes,
+        [worker_job(40, "n1", state="PENDING", reason="Resources")],
+        memory=memory,
+        now=NOW + timedelta(seconds=2),
+    )
     assert memory.submits == {}
     assert [w.job_id for w in third.snapshot.workers] == ["40"]
 
@@ -114,12 +157,20 @@ def test_own_submit_counts_until_squeue_lists_it_no_duplicate():
 def test_cancelled_preempted_or_completing_workers_are_draining():
     memory = Memory()
     memory.cancelled("1", NOW)
-    jobs = [worker_job(1, "n1"), worker_job(2, "n2", flags={"COMPLETING"}, state="PREEMPTED"),
-            worker_job(3, "n3"), worker_job(4, "n4", state="CONFIGURING")]
+    jobs = [
+        worker_job(1, "n1"),
+        worker_job(2, "n2", flags={"COMPLETING"}, state="PREEMPTED"),
+        worker_job(3, "n3"),
+        worker_job(4, "n4", state="CONFIGURING"),
+    ]
     obs = snap([node(n, alloc=4) for n in ("n1", "n2", "n3", "n4")], jobs, memory=memory)
     states = {w.job_id: w.state for w in obs.snapshot.workers}
-    assert states == {"1": WorkerState.DRAINING, "2": WorkerState.DRAINING, "3": WorkerState.RUNNING,
-                      "4": WorkerState.RUNNING}
+    assert states == {
+        "1": WorkerState.DRAINING,
+        "2": WorkerState.DRAINING,
+        "3": WorkerState.RUNNING,
+        "4": WorkerState.RUNNING,
+    }
     # Slurm let job 1 go: the cancel is forgotten.
     snap([node("n1")], [], memory=memory)
     assert memory.cancels == {}
@@ -127,9 +178,11 @@ def test_cancelled_preempted_or_completing_workers_are_draining():
 
 def test_pending_training_with_forecast_nodes_and_eligibility():
     later = NOW + timedelta(minutes=30)
-    jobs = [job(10, state="PENDING", reason="Resources", required=("n2",), expected=later),
-            job(11, state="PENDING", reason="JobHeldUser"),
-            job(12, state="PENDING", partition="other", reason="Priority")]
+    jobs = [
+        job(10, state="PENDING", reason="Resources", required=("n2",), expected=later),
+        job(11, state="PENDING", reason="JobHeldUser"),
+        job(12, state="PENDING", partition="other", reason="Priority"),
+    ]
     obs = snap([node("n1"), node("n2")], jobs)
     by_id = {p.job_id: p for p in obs.snapshot.pending_training}
     assert set(by_id) == {"10", "11"}  # 12 is outside the pools' partitions
@@ -139,9 +192,11 @@ def test_pending_training_with_forecast_nodes_and_eligibility():
 
 def test_reservations_on_pool_nodes_in_local_time():
     start, end = NOW + timedelta(hours=1), NOW + timedelta(hours=2)
-    resv = [Reservation("maint", ("n1",), utc(start), utc(end)),
-            Reservation("elsewhere", ("x9",), utc(start), utc(end)),
-            Reservation("over", ("n1",), utc(NOW - timedelta(hours=2)), utc(NOW - timedelta(hours=1)))]
+    resv = [
+        Reservation("maint", ("n1",), utc(start), utc(end)),
+        Reservation("elsewhere", ("x9",), utc(start), utc(end)),
+        Reservation("over", ("n1",), utc(NOW - timedelta(hours=2)), utc(NOW - timedelta(hours=1))),
+    ]
     obs = snap([node("n1")], reservations=resv)
     (r,) = obs.snapshot.reservations
     assert (r.name, r.start, r.end) == ("maint", start, end)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from isense_slurm.reclaim.recorder import end_reason_of_finished, worker_end_reason
 from isense_slurm.slurm import Job
 
-START = datetime(2026, 5, 6, 12, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 5, 6, 12, 0, 0, tzinfo=UTC)
 
 
 def job(state, limit=10, flags=()):
-    return Job(job_id=5, name="isense-tiny", user="isense", state=state, flags=frozenset(flags),
-               start_time=START, time_limit=limit)
+    return Job(
+        job_id=5,
+        name="isense-tiny",
+        user="isense",
+        state=state,
+        flags=frozenset(flags),
+        start_time=START,
+        time_limit=limit,
+    )
 
 
 def test_slurm_state_decides():

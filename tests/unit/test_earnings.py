@@ -19,22 +19,25 @@ from rich.console import Console
 from earnings_world import DAY, HOUR, cli, db_bytes, lend, make_world, request, write_requests
 from isense_slurm.meter.earnings import open_readonly
 from isense_slurm.meter.ledger import Ledger
+from isense_slurm.periods import buckets, utc_midnight
 from isense_slurm.report.earnings import build_report
 from isense_slurm.report.earnings_view import print_table
-from isense_slurm.periods import buckets, utc_midnight
 
 
 def two_days(tmp_path):
     """Requests and worker runs over 2025-01-01 and 2025-01-02 (see the module doc for prices)."""
     config, ledger = make_world(tmp_path)
-    write_requests(config, [
-        request("a", DAY + 1 * HOUR, key=1),
-        request("b", DAY + 2 * HOUR, key=2, cached=200),
-        request("f", DAY + 24 * HOUR - 1e-6, key=1),  # last microsecond of day 1
-        request("c", DAY + 23.5 * HOUR + 60, key=1, model="big", node="n2", job="11"),
-        request("e", DAY + 24 * HOUR, key=2),  # first instant of day 2
-        request("d", DAY + 24 * HOUR + 60, key=2, model="big", node="n2", job="11"),
-    ])
+    write_requests(
+        config,
+        [
+            request("a", DAY + 1 * HOUR, key=1),
+            request("b", DAY + 2 * HOUR, key=2, cached=200),
+            request("f", DAY + 24 * HOUR - 1e-6, key=1),  # last microsecond of day 1
+            request("c", DAY + 23.5 * HOUR + 60, key=1, model="big", node="n2", job="11"),
+            request("e", DAY + 24 * HOUR, key=2),  # first instant of day 2
+            request("d", DAY + 24 * HOUR + 60, key=2, model="big", node="n2", job="11"),
+        ],
+    )
     lend(ledger, "10", node="n1", gpus=2, model="tiny", start=DAY + 1 * HOUR, end=DAY + 3 * HOUR)
     lend(ledger, "11", node="n2", gpus=4, model="big", start=DAY + 23.5 * HOUR, end=DAY + 24.5 * HOUR)
     # No GPU count recorded: the model's configured gpus (tiny: 2) count.
@@ -44,13 +47,29 @@ def two_days(tmp_path):
 
 def test_days_by_node_sum_tokens_money_and_lent_gpu_hours(tmp_path, capsys):
     config, _ = two_days(tmp_path)
-    code, out, err = cli(capsys, "--config", config, "earnings", "--group", "node", "--since", "2025-01-01",
-                         "--until", "2025-01-02", "--json")
+    code, out, err = cli(
+        capsys,
+        "--config",
+        config,
+        "earnings",
+        "--group",
+        "node",
+        "--since",
+        "2025-01-01",
+        "--until",
+        "2025-01-02",
+        "--json",
+    )
     assert (code, err) == (0, "")
     report = json.loads(out)
     rows = {(r["period"], r["group"]): r for r in report["rows"]}
-    assert list(rows) == [("2025-01-01", "n1"), ("2025-01-01", "n2"),
-                          ("2025-01-02", "n1"), ("2025-01-02", "n2"), ("2025-01-02", "n3")]
+    assert list(rows) == [
+        ("2025-01-01", "n1"),
+        ("2025-01-01", "n2"),
+        ("2025-01-02", "n1"),
+        ("2025-01-02", "n2"),
+        ("2025-01-02", "n3"),
+    ]
     n1 = rows["2025-01-01", "n1"]
     assert (n1["requests"], n1["prompt_tokens"], n1["completion_tokens"], n1["cached_tokens"]) == (3, 3000, 1500, 200)
     assert (n1["gross"], n1["operator_share"]) == ("0.000890000", "0.000623000")
@@ -73,12 +92,15 @@ def test_days_by_node_sum_tokens_money_and_lent_gpu_hours(tmp_path, capsys):
 
 def test_weeks_are_iso_monday_weeks_and_months_calendar_months(tmp_path, capsys):
     config, _ = make_world(tmp_path)
-    write_requests(config, [
-        request("mon", utc_midnight(date(2024, 12, 30)).timestamp() + 10 * HOUR),  # ISO 2025-W01
-        request("tue", utc_midnight(date(2024, 12, 31)).timestamp() + 10 * HOUR),
-        request("sun", utc_midnight(date(2025, 1, 5)).timestamp() + 23 * HOUR),
-        request("next", utc_midnight(date(2025, 1, 6)).timestamp()),  # Monday: 2025-W02
-    ])
+    write_requests(
+        config,
+        [
+            request("mon", utc_midnight(date(2024, 12, 30)).timestamp() + 10 * HOUR),  # ISO 2025-W01
+            request("tue", utc_midnight(date(2024, 12, 31)).timestamp() + 10 * HOUR),
+            request("sun", utc_midnight(date(2025, 1, 5)).timestamp() + 23 * HOUR),
+            request("next", utc_midnight(date(2025, 1, 6)).timestamp()),  # Monday: 2025-W02
+        ],
+    )
     span = ("--since", "2024-12-01", "--until", "2025-01-31")
     code, out, _ = cli(capsys, "--config", config, "earnings", "--by", "week", *span, "--json")
     weeks = {r["period"]: (r["requests"], r["period_start"]) for r in json.loads(out)["rows"]}
@@ -94,14 +116,30 @@ def test_clients_are_key_names_never_hashes_and_lent_time_only_in_total(tmp_path
         book.revoke_key("alice")
         _, new_alice = book.create_key("alice")  # id 3: a rotated key, the same client
         hashes = list(book.active_key_hashes())
-    write_requests(config, [
-        request("k1", DAY + HOUR, key=1), request("k3", DAY + 2 * HOUR, key=3),
-        request("k2", DAY + 3 * HOUR, key=2), request("k99", DAY + 4 * HOUR, key=99),
-        request("none", DAY + 5 * HOUR, key=None),
-    ])
+    write_requests(
+        config,
+        [
+            request("k1", DAY + HOUR, key=1),
+            request("k3", DAY + 2 * HOUR, key=3),
+            request("k2", DAY + 3 * HOUR, key=2),
+            request("k99", DAY + 4 * HOUR, key=99),
+            request("none", DAY + 5 * HOUR, key=None),
+        ],
+    )
     lend(ledger, "10", node="n1", gpus=1, model="tiny", start=DAY, end=DAY + 6 * HOUR)
-    code, out, _ = cli(capsys, "--config", config, "earnings", "--group", "client", "--since", "2025-01-01",
-                       "--until", "2025-01-01", "--json")
+    code, out, _ = cli(
+        capsys,
+        "--config",
+        config,
+        "earnings",
+        "--group",
+        "client",
+        "--since",
+        "2025-01-01",
+        "--until",
+        "2025-01-01",
+        "--json",
+    )
     report = json.loads(out)
     clients = {r["group"]: r["requests"] for r in report["rows"]}
     assert code == 0 and clients == {"alice": 2, "bob": 1, "key#99": 1, None: 1}
@@ -112,11 +150,24 @@ def test_clients_are_key_names_never_hashes_and_lent_time_only_in_total(tmp_path
 
 def test_partition_group_is_the_lend_partition(tmp_path, capsys):
     config, _ = two_days(tmp_path)
-    code, out, _ = cli(capsys, "--config", config, "earnings", "--group", "partition", "--since", "2025-01-01",
-                       "--until", "2025-01-02", "--json")
+    code, out, _ = cli(
+        capsys,
+        "--config",
+        config,
+        "earnings",
+        "--group",
+        "partition",
+        "--since",
+        "2025-01-01",
+        "--until",
+        "2025-01-02",
+        "--json",
+    )
     rows = json.loads(out)["rows"]
     assert code == 0 and [(r["period"], r["group"], r["requests"], r["gpu_hours"]) for r in rows] == [
-        ("2025-01-01", "inference", 4, 6.0), ("2025-01-02", "inference", 2, 4.0)]
+        ("2025-01-01", "inference", 4, 6.0),
+        ("2025-01-02", "inference", 2, 4.0),
+    ]
 
 
 def test_a_worker_still_lent_counts_until_now(tmp_path, capsys):
@@ -136,26 +187,68 @@ def test_piped_output_is_plain_columns_and_csv_is_exact(tmp_path, capsys):
     code, out, _ = cli(capsys, "--config", config, "earnings", "--since", "2025-01-01", "--until", "2025-01-02")
     lines = out.splitlines()
     assert code == 0 and "\x1b[" not in out
-    assert lines[0].split() == ["PERIOD", "REQUESTS", "TOKENS_IN", "TOKENS_OUT", "CACHED", "GROSS(EUR)",
-                                "OPERATOR(EUR)", "GPU_HOURS", "EUR/GPU_HOUR", "RAW_EQUIV(EUR)"]
-    assert lines[1].split() == ["2025-01-01", "4", "4000", "2000", "200", "0.00289", "0.002023", "6.000",
-                                "0.000481667", "15.00"]
+    assert lines[0].split() == [
+        "PERIOD",
+        "REQUESTS",
+        "TOKENS_IN",
+        "TOKENS_OUT",
+        "CACHED",
+        "GROSS(EUR)",
+        "OPERATOR(EUR)",
+        "GPU_HOURS",
+        "EUR/GPU_HOUR",
+        "RAW_EQUIV(EUR)",
+    ]
+    assert lines[1].split() == [
+        "2025-01-01",
+        "4",
+        "4000",
+        "2000",
+        "200",
+        "0.00289",
+        "0.002023",
+        "6.000",
+        "0.000481667",
+        "15.00",
+    ]
     assert lines[-1].split()[:2] == ["TOTAL", "6"]
-    code, out, _ = cli(capsys, "--config", config, "earnings", "--group", "model", "--since", "2025-01-01",
-                       "--until", "2025-01-02", "--csv")
+    code, out, _ = cli(
+        capsys,
+        "--config",
+        config,
+        "earnings",
+        "--group",
+        "model",
+        "--since",
+        "2025-01-01",
+        "--until",
+        "2025-01-02",
+        "--csv",
+    )
     records = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [(r["period"], r["model"], r["gross"]) for r in records] == [
-        ("2025-01-01", "big", "0.002000000"), ("2025-01-01", "tiny", "0.000890000"),
-        ("2025-01-02", "big", "0.002000000"), ("2025-01-02", "tiny", "0.000300000")]
+        ("2025-01-01", "big", "0.002000000"),
+        ("2025-01-01", "tiny", "0.000890000"),
+        ("2025-01-02", "big", "0.002000000"),
+        ("2025-01-02", "tiny", "0.000300000"),
+    ]
 
 
 def test_terminal_gets_a_rich_table(tmp_path):
     config, ledger = two_days(tmp_path)
     since, until = utc_midnight(date(2025, 1, 1)), utc_midnight(date(2025, 1, 3))
     conn = open_readonly(ledger)
-    report = build_report(conn, buckets("day", since, until), by="day", group="node", now=time.time(),
-                          partition="inference", model_gpus={"tiny": 2}, currency="EUR",
-                          raw_gpu_hour_nanos=2_500_000_000)
+    report = build_report(
+        conn,
+        buckets("day", since, until),
+        by="day",
+        group="node",
+        now=time.time(),
+        partition="inference",
+        model_gpus={"tiny": 2},
+        currency="EUR",
+        raw_gpu_hour_nanos=2_500_000_000,
+    )
     conn.close()
     console = Console(record=True, force_terminal=True, width=220)
     print_table(report, console)

@@ -23,9 +23,18 @@ def day_of_traffic(tmp_path, count=40):
     """`count` requests on 2025-01-01 in shuffled order, two models, two clients, a few nodes."""
     config, ledger = make_world(tmp_path)
     rows = [
-        request(f"req-{i:04d}", DAY + (i * 7919 % count) * (80_000 / count) + 0.25, key=1 + i % 2,
-                model="big" if i % 5 == 0 else "tiny", node=f"n{1 + i % 3}", job=str(10 + i % 3),
-                prompt=100 + i, completion=10 + i, cached=i % 4 * 10, status="partial" if i == 7 else "ok")
+        request(
+            f"req-{i:04d}",
+            DAY + (i * 7919 % count) * (80_000 / count) + 0.25,
+            key=1 + i % 2,
+            model="big" if i % 5 == 0 else "tiny",
+            node=f"n{1 + i % 3}",
+            job=str(10 + i % 3),
+            prompt=100 + i,
+            completion=10 + i,
+            cached=i % 4 * 10,
+            status="partial" if i == 7 else "ok",
+        )
         for i in range(count)
     ]
     rows.append(request("same-ts-b", DAY + 2 * HOUR, key=None))  # a tie on ts: id decides
@@ -44,8 +53,9 @@ def test_csv_export_is_sorted_exact_and_checksummed(tmp_path, capsys):
     config, ledger = day_of_traffic(tmp_path)
     out = tmp_path / "exports"
     out.mkdir()
-    code, stdout, err = cli(capsys, "--config", config, "export", "--period", "2025-01-01", "--format", "csv",
-                            "--out", out)
+    code, stdout, err = cli(
+        capsys, "--config", config, "export", "--period", "2025-01-01", "--format", "csv", "--out", out
+    )
     assert (code, err) == (0, "")
     target = out / "isense-requests-2025-01-01.csv"
     assert stdout.startswith(f"written 2025-01-01 (csv): {target}: 42 requests")
@@ -58,10 +68,20 @@ def test_csv_export_is_sorted_exact_and_checksummed(tmp_path, capsys):
     assert ties[-2:] == ["same-ts-a", "same-ts-b"]
     first = next(r for r in records if r["id"] == "req-0000")
     assert first == {
-        "id": "req-0000", "time": "2025-01-01T00:00:00.250000Z", "client": "alice", "key_id": "1",
-        "model": "big", "node": "n1", "job_id": "10", "status": "ok", "prompt_tokens": "100",
-        "completion_tokens": "10", "cached_tokens": "0", "currency": "EUR",
-        "gross": "0.000120000", "operator_share": "0.000084000",  # 100 x 1.00 + 10 x 2.00 per Mtok
+        "id": "req-0000",
+        "time": "2025-01-01T00:00:00.250000Z",
+        "client": "alice",
+        "key_id": "1",
+        "model": "big",
+        "node": "n1",
+        "job_id": "10",
+        "status": "ok",
+        "prompt_tokens": "100",
+        "completion_tokens": "10",
+        "cached_tokens": "0",
+        "currency": "EUR",
+        "gross": "0.000120000",
+        "operator_share": "0.000084000",  # 100 x 1.00 + 10 x 2.00 per Mtok
     }
     orphan = next(r for r in records if r["id"] == "same-ts-a")
     assert (orphan["client"], orphan["key_id"]) == ("", "99")
@@ -114,8 +134,9 @@ def test_rerun_finds_the_entry_and_force_rewrites_the_same_bytes(tmp_path, capsy
 def test_export_totals_reconcile_with_earnings(tmp_path, capsys):
     config, ledger = day_of_traffic(tmp_path, count=300)
     result = run_export(ledger, "2025-01-01", "csv", tmp_path)
-    code, stdout, _ = cli(capsys, "--config", config, "earnings", "--since", "2025-01-01", "--until",
-                          "2025-01-01", "--json")
+    code, stdout, _ = cli(
+        capsys, "--config", config, "earnings", "--since", "2025-01-01", "--until", "2025-01-01", "--json"
+    )
     [day] = json.loads(stdout)["rows"]
     records = list(csv.DictReader(io.StringIO(result.path.read_text())))
     from_file = {
@@ -141,8 +162,9 @@ def test_periods_not_yet_ended_are_refused(tmp_path, capsys):
     this_month = time.strftime("%Y-%m", time.gmtime())
     before = db_bytes(ledger)
     for period in (today, this_week, this_month, "2999-01-01"):
-        code, out, err = cli(capsys, "--config", config, "export", "--period", period, "--format", "csv",
-                             "--out", tmp_path)
+        code, out, err = cli(
+            capsys, "--config", config, "export", "--period", period, "--format", "csv", "--out", tmp_path
+        )
         assert code == 2 and out == "" and err.count("\n") == 1
         assert err.startswith(f"isense: --period {period}: not closed yet")
     assert db_bytes(ledger) == before
@@ -209,8 +231,9 @@ def test_an_unrecorded_file_in_the_way_is_not_overwritten(tmp_path, capsys):
     target = tmp_path / "isense-requests-2025-01-01.csv"
     target.write_text("someone else's file\n")
     before = db_bytes(ledger)
-    code, _, err = cli(capsys, "--config", config, "export", "--period", "2025-01-01", "--format", "csv",
-                       "--out", tmp_path)
+    code, _, err = cli(
+        capsys, "--config", config, "export", "--period", "2025-01-01", "--format", "csv", "--out", tmp_path
+    )
     assert code == 2 and "exists with other contents" in err
     assert target.read_text() == "someone else's file\n"
     assert not list(tmp_path.glob(".isense-*")) and not (tmp_path / (target.name + ".sha256")).exists()
@@ -245,8 +268,14 @@ def unwritable_folder(tmp_path) -> Path:
         (["--period", "2025-02-30", "--format", "csv"], "--period '2025-02-30': day is out of range"),
         (["--period", "2025-W54", "--format", "csv"], "--period '2025-W54': Invalid week: 54"),
         (["--period", "2025-01-01", "--format", "xlsx"], "--format 'xlsx': use one of csv, jsonl"),
-        (["--period", "2025-01-01", "--format", "csv", "--out", "{tmp}/missing"], "--out {tmp}/missing: no such folder"),
-        (["--period", "2025-01-01", "--format", "csv", "--out", "{tmp}/isense.toml"], "--out {tmp}/isense.toml: not a folder"),
+        (
+            ["--period", "2025-01-01", "--format", "csv", "--out", "{tmp}/missing"],
+            "--out {tmp}/missing: no such folder",
+        ),
+        (
+            ["--period", "2025-01-01", "--format", "csv", "--out", "{tmp}/isense.toml"],
+            "--out {tmp}/isense.toml: not a folder",
+        ),
         (["--period", "2025-01-01", "--format", "csv", "--out", "{locked}"], "--out {locked}: "),
     ],
 )
@@ -270,14 +299,12 @@ def test_missing_or_foreign_ledger_gets_exit_2_and_is_not_created(tmp_path, caps
     out = tmp_path / "exports"
     out.mkdir()
     missing = tmp_path / "nope.db"
-    code, _, err = cli(capsys, "export", "--ledger", missing, "--period", "2025-01-01", "--format", "csv",
-                       "--out", out)
+    code, _, err = cli(capsys, "export", "--ledger", missing, "--period", "2025-01-01", "--format", "csv", "--out", out)
     assert code == 2 and err == f"isense: {missing}: no ledger here (check [ledger] path)\n"
     assert not missing.exists() and files_in(out) == []
     foreign = tmp_path / "notes.db"
     foreign.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)  # a header and nothing else
     before = foreign.read_bytes()
-    code, _, err = cli(capsys, "export", "--ledger", foreign, "--period", "2025-01-01", "--format", "csv",
-                       "--out", out)
+    code, _, err = cli(capsys, "export", "--ledger", foreign, "--period", "2025-01-01", "--format", "csv", "--out", out)
     assert code == 2 and err.count("\n") == 1 and str(foreign) in err
     assert foreign.read_bytes() == before and files_in(out) == []

@@ -52,8 +52,9 @@ def test_busy_port_is_one_line_and_exit_1(tmp_path):
 
 def test_starts_makes_its_secret_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([str(ISENSE), "--config", str(config(tmp_path, port)), "gateway"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(ISENSE), "--config", str(config(tmp_path, port)), "gateway"], stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

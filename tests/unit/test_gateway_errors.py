@@ -49,8 +49,15 @@ def test_sse_error_event_is_one_data_event():
 
 @pytest.mark.parametrize(
     "header,token",
-    [("Bearer isk-abc", "isk-abc"), ("bearer  isk-abc ", "isk-abc"), ("Basic x", None), ("", None),
-     (None, None), ("Bearer", None), ("Bearer isk-\udcff\udcfe", None)],  # bytes aiohttp surrogate-escaped
+    [
+        ("Bearer isk-abc", "isk-abc"),
+        ("bearer  isk-abc ", "isk-abc"),
+        ("Basic x", None),
+        ("", None),
+        (None, None),
+        ("Bearer", None),
+        ("Bearer isk-\udcff\udcfe", None),
+    ],  # bytes aiohttp surrogate-escaped
 )
 def test_bearer(header, token):
     assert bearer(header) == token

@@ -29,8 +29,9 @@ def registry(clock, events):
 
 
 def add(registry, job_id, model="m", url=None):
-    return registry.register(job_id, node=f"n{job_id}", gpus="0", model=model,
-                             url=url or f"http://h:{job_id}/", auth_header="Bearer k")
+    return registry.register(
+        job_id, node=f"n{job_id}", gpus="0", model=model, url=url or f"http://h:{job_id}/", auth_header="Bearer k"
+    )
 
 
 def test_register_strips_trailing_slash_and_records_serving(registry, events):
@@ -75,7 +76,7 @@ def test_failed_worker_is_skipped_for_a_while(registry, clock):
 
 
 def test_a_quarantined_worker_is_taken_when_no_other_is_left(registry, clock):
-    a, b = add(registry, "1"), add(registry, "2")
+    a, _b = add(registry, "1"), add(registry, "2")
     registry.acquire(a)
     registry.release(a, failed=True)
     # b went away mid-stream: the continuation must not find nowhere to go while a,

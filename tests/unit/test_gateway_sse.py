@@ -14,8 +14,11 @@ def chat_chunk(content=None, finish=None, role=None, index=0, usage=None):
         delta["role"] = role
     if content is not None:
         delta["content"] = content
-    chunk = {"id": "chatcmpl-x", "object": "chat.completion.chunk",
-             "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    chunk = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
     if usage:
         chunk["usage"] = usage
     return json.dumps(chunk).encode()
@@ -26,11 +29,16 @@ def cmpl_chunk(text, finish=None):
 
 
 def usage_chunk(prompt, completion):
-    return json.dumps({"id": "chatcmpl-x", "choices": [], "usage": {
-        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-x",
+            "choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        }
+    ).encode()
 
 
-STREAM = b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n: keep-alive\n\ndata: [DONE]\n\n"
+STREAM = b'data: {"a":1}\n\ndata: {"b":2}\n\n: keep-alive\n\ndata: [DONE]\n\n'
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 100])
@@ -38,7 +46,7 @@ def test_sse_buffer_is_independent_of_read_boundaries(size):
     buffer = SSEBuffer()
     events = []
     for i in range(0, len(STREAM), size):
-        events += buffer.feed(STREAM[i:i + size])
+        events += buffer.feed(STREAM[i : i + size])
     assert events == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
 
 
@@ -48,7 +56,7 @@ def test_sse_buffer_accepts_crlf(size):
     buffer = SSEBuffer()
     events = []
     for i in range(0, len(stream), size):
-        events += buffer.feed(stream[i:i + size])
+        events += buffer.feed(stream[i : i + size])
     assert events == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
 
 
@@ -71,8 +79,13 @@ def run(state, events):
 def test_a_normal_stream_is_relayed_as_is_and_billed_from_usage():
     state = StreamState(chat=True, client_usage=False)
     state.start_attempt(continuing=False)
-    events = [chat_chunk("", role="assistant"), chat_chunk("Hi"), chat_chunk(" there", finish="length"),
-              usage_chunk(5, 2), b"[DONE]"]
+    events = [
+        chat_chunk("", role="assistant"),
+        chat_chunk("Hi"),
+        chat_chunk(" there", finish="length"),
+        usage_chunk(5, 2),
+        b"[DONE]",
+    ]
     out = run(state, events)
     assert out[:3] == [b"data: " + e + b"\n\n" for e in events[:3]]
     assert out[3] is None  # the usage chunk is held back: the client did not ask
@@ -92,8 +105,16 @@ def test_usage_chunk_goes_to_a_client_that_asked():
 def test_abort_is_hidden_and_counted_from_the_aborted_usage():
     state = StreamState(chat=True, client_usage=False)
     state.start_attempt(continuing=False)
-    out = run(state, [chat_chunk("a"), chat_chunk("b", finish="abort"), chat_chunk("", finish="abort"),
-                      usage_chunk(5, 2), b"[DONE]"])
+    out = run(
+        state,
+        [
+            chat_chunk("a"),
+            chat_chunk("b", finish="abort"),
+            chat_chunk("", finish="abort"),
+            usage_chunk(5, 2),
+            b"[DONE]",
+        ],
+    )
     relayed = json.loads(out[1][6:])
     assert relayed["choices"][0]["finish_reason"] is None
     assert relayed["choices"][0]["delta"]["content"] == "b"
@@ -116,17 +137,36 @@ def test_cut_attempt_counts_delivered_chunks():
 def test_continued_stream_bills_prompt_once_and_all_delivered_tokens():
     state = StreamState(chat=True, client_usage=True)
     state.start_attempt(continuing=False)
-    run(state, [chat_chunk("", role="assistant"), chat_chunk("a"), chat_chunk("b", finish="abort"),
-                usage_chunk(7, 2), b"[DONE]"])
+    run(
+        state,
+        [
+            chat_chunk("", role="assistant"),
+            chat_chunk("a"),
+            chat_chunk("b", finish="abort"),
+            usage_chunk(7, 2),
+            b"[DONE]",
+        ],
+    )
     state.attempt_failed()
     state.start_attempt(continuing=True)
-    out = run(state, [chat_chunk("", role="assistant"), chat_chunk("c"), chat_chunk("d", finish="length"),
-                      usage_chunk(9, 2), b"[DONE]"])
+    out = run(
+        state,
+        [
+            chat_chunk("", role="assistant"),
+            chat_chunk("c"),
+            chat_chunk("d", finish="length"),
+            usage_chunk(9, 2),
+            b"[DONE]",
+        ],
+    )
     assert out[0] is None  # the second opener is not shown
     assert state.ok
     assert state.totals() == (7, 4, 0)
     assert json.loads(state.usage_event()[6:])["usage"] == {
-        "prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+        "prompt_tokens": 7,
+        "completion_tokens": 4,
+        "total_tokens": 11,
+    }
 
 
 def test_continued_after_a_cut_without_usage_derives_the_prompt():
@@ -184,8 +224,11 @@ def test_chat_continuation_of_a_continued_message():
     state.start_attempt(continuing=False)
     run(state, [chat_chunk("lo")])
     state.attempt_failed()
-    body = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}],
-            "continue_final_message": True, "add_generation_prompt": False}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}],
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+    }
     new = continuation_body(body, state, chat=True)
     assert new["messages"][-1]["content"] == "Hello" and len(new["messages"]) == 2
 
@@ -205,8 +248,14 @@ def test_nothing_delivered_resends_the_request():
         ({"n": 2, "messages": []}, [chat_chunk("a")]),
         ({"messages": []}, [chat_chunk("a", index=1)]),
         ({"messages": [], "max_tokens": 2}, [chat_chunk("a"), chat_chunk("b")]),
-        ({"messages": [], "tools": []}, [json.dumps({"choices": [{"index": 0, "delta": {
-            "tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}}]}).encode()]),
+        (
+            {"messages": [], "tools": []},
+            [
+                json.dumps(
+                    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}}]}
+                ).encode()
+            ],
+        ),
     ],
 )
 def test_streams_that_cannot_be_continued(body, events):

@@ -35,8 +35,14 @@ def spawn():
         if ignore_term:
             code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         code += "print('up', flush=True)\ntime.sleep(300)\n"
-        proc = subprocess.Popen([sys.executable, "-I", "-c", code], user=uid, group=uid, env=env,
-                                stdout=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            user=uid,
+            group=uid,
+            env=env,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         assert proc.stdout.readline() == b"up\n"
         procs.append(proc)
         return proc
@@ -126,8 +132,11 @@ class FakeNvml:
         return handle["minor"]
 
     def _live(self, handle):
-        return [pid for pid in handle["pids"] if os.path.exists(f"/proc/{pid}") and
-                open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        return [
+            pid
+            for pid in handle["pids"]
+            if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        ]
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
         return [self.Proc(pid, 1 << 30) for pid in self._live(handle)]

@@ -7,29 +7,36 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from isense_slurm.config import load_config
+from doctor_world import healthy
 from isense_slurm.admin import doctor_exec
 from isense_slurm.admin.doctor import check
+from isense_slurm.config import load_config
 from isense_slurm.report import status_view
 from isense_slurm.report.controller_state import controller_url, held_back, read_controller
 from isense_slurm.report.status_model import HeldBack, LedgerFigures, build_status
 from isense_slurm.slurm import Node, Partition
 
-from doctor_world import healthy
-
 REPO = Path(__file__).resolve().parents[2]
-AT = datetime(2026, 5, 6, 12, 0, tzinfo=timezone.utc)
-HELD = {"node": "n2", "model": "tiny-llama", "failures": 3, "state": "backing-off", "backoff_seconds": 60.0,
-        "until": AT.timestamp() + 60, "trying": None, "last_job_id": "123",
-        "last_reason": "FAILED, exit 3: vLLM exited with code 1 before becoming healthy",
-        "text": "3 workers ended before serving in a row (last: job 123, FAILED, exit 3: vLLM exited with code 1"
-                " before becoming healthy); back-off 60 s, one worker may try at 14:01:00"}
+AT = datetime(2026, 5, 6, 12, 0, tzinfo=UTC)
+HELD = {
+    "node": "n2",
+    "model": "tiny-llama",
+    "failures": 3,
+    "state": "backing-off",
+    "backoff_seconds": 60.0,
+    "until": AT.timestamp() + 60,
+    "trying": None,
+    "last_job_id": "123",
+    "last_reason": "FAILED, exit 3: vLLM exited with code 1 before becoming healthy",
+    "text": "3 workers ended before serving in a row (last: job 123, FAILED, exit 3: vLLM exited with code 1"
+    " before becoming healthy); back-off 60 s, one worker may try at 14:01:00",
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +88,13 @@ def test_the_controller_is_read_on_loopback_and_absent_is_not_an_error(cfg):
         daemon.close()
     assert why == "" and daemon.paths == ["/internal/controller"]
     (h,) = held_back(state)
-    assert (h.node, h.model, h.failures, h.last_job_id, h.until) == ("n2", "tiny-llama", 3, "123",
-                                                                      datetime.fromtimestamp(AT.timestamp() + 60,
-                                                                                             timezone.utc))
+    assert (h.node, h.model, h.failures, h.last_job_id, h.until) == (
+        "n2",
+        "tiny-llama",
+        3,
+        "123",
+        datetime.fromtimestamp(AT.timestamp() + 60, UTC),
+    )
     state, why = read_controller(with_listen(cfg, "127.0.0.1", daemon.port), timeout=0.5)
     assert state is None and why.startswith("no isense serve answers at http://127.0.0.1:")
     assert held_back(None) == []
@@ -91,11 +102,23 @@ def test_the_controller_is_read_on_loopback_and_absent_is_not_an_error(cfg):
 
 def status_with_held(view="node"):
     nodes = [Node(f"n{i}", "IDLE", gpus_total=4, partitions=("train", "inference")) for i in (1, 2)]
-    held = [HeldBack("n2", "tiny-llama", 3, "backing-off", AT, "123", HELD["last_reason"], HELD["text"]),
-            HeldBack("n9", "tiny-llama", 3, "backing-off", AT, "124", "x", "y")]  # not a node shown
-    return build_status(nodes, [], [Partition("train", ("n1", "n2"), is_default=True)], LedgerFigures(),
-                        lend_partition="inference", service_account="isense", currency="USD", at=AT, day_start=AT,
-                        view=view, held_back=held)
+    held = [
+        HeldBack("n2", "tiny-llama", 3, "backing-off", AT, "123", HELD["last_reason"], HELD["text"]),
+        HeldBack("n9", "tiny-llama", 3, "backing-off", AT, "124", "x", "y"),
+    ]  # not a node shown
+    return build_status(
+        nodes,
+        [],
+        [Partition("train", ("n1", "n2"), is_default=True)],
+        LedgerFigures(),
+        lend_partition="inference",
+        service_account="isense",
+        currency="USD",
+        at=AT,
+        day_start=AT,
+        view=view,
+        held_back=held,
+    )
 
 
 def test_status_counts_held_pairs_in_workers_and_says_why():
@@ -113,8 +136,10 @@ def test_status_counts_held_pairs_in_workers_and_says_why():
 
 def test_doctor_fails_on_executables_that_cannot_start_and_on_held_nodes(cfg):
     facts = healthy()
-    facts.executables = [doctor_exec.ExecCheck("worker executable", "/opt/isense/bin/isense worker --help"),
-                         doctor_exec.ExecCheck("vLLM executable", "/bin/false --version", "exit 1: no output")]
+    facts.executables = [
+        doctor_exec.ExecCheck("worker executable", "/opt/isense/bin/isense worker --help"),
+        doctor_exec.ExecCheck("vLLM executable", "/bin/false --version", "exit 1: no output"),
+    ]
     facts.held_back = [HELD]
     lines = [f.line() for f in check(cfg, facts) if f.level != "OK"]
     assert lines == [
@@ -129,7 +154,8 @@ def test_doctor_fails_on_executables_that_cannot_start_and_on_held_nodes(cfg):
     findings = check(cfg, facts)
     assert [f.line() for f in findings if f.level != "OK"] == [
         "WARN worker and vLLM executables not tried as isense: doctor runs as alice, not root or isense"
-        " -> run isense doctor as root"]
+        " -> run isense doctor as root"
+    ]
     assert "isense serve answers: no node held back for failing workers" in [f.what for f in findings]
 
 

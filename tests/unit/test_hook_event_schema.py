@@ -6,18 +6,36 @@ from isense_slurm.contracts.events import EventError, events_of, validate_event
 
 
 def job_start(**over):
-    event = {"kind": "job_start", "job_id": "42", "node": "n1", "user": "trainer", "partition": "train",
-             "gpus": [1, 0], "time": 1700000000.5,
-             "cleaned": [{"pid": 123, "cmd": "sleep 300", "gpus": [0], "source": "scan", "sigkill": False}],
-             "clean_seconds": 0.01, "survivors": []}
+    event = {
+        "kind": "job_start",
+        "job_id": "42",
+        "node": "n1",
+        "user": "trainer",
+        "partition": "train",
+        "gpus": [1, 0],
+        "time": 1700000000.5,
+        "cleaned": [{"pid": 123, "cmd": "sleep 300", "gpus": [0], "source": "scan", "sigkill": False}],
+        "clean_seconds": 0.01,
+        "survivors": [],
+    }
     event.update(over)
     return event
 
 
 def worker_end(**over):
-    event = {"kind": "worker_end", "job_id": "41", "node": "n1", "gpus": [0, 1, 2, 3], "time": 1700000000.0,
-             "sigterm_time": 1699999999.2, "exit_code": "0", "exit_code2": "0:0", "derived_ec": "0",
-             "restart_count": 1, "reason": "preempted"}
+    event = {
+        "kind": "worker_end",
+        "job_id": "41",
+        "node": "n1",
+        "gpus": [0, 1, 2, 3],
+        "time": 1700000000.0,
+        "sigterm_time": 1699999999.2,
+        "exit_code": "0",
+        "exit_code2": "0:0",
+        "derived_ec": "0",
+        "restart_count": 1,
+        "reason": "preempted",
+    }
     event.update(over)
     return event
 
@@ -32,28 +50,31 @@ def test_valid_events_come_back_normalised_with_known_fields_only():
     assert free == {"kind": "gpus_free", "node": "n1", "gpus": [2], "time": 1700000001.0, "job_id": None}
 
 
-@pytest.mark.parametrize("event, field", [
-    (job_start(kind="job_begin"), "event.kind"),
-    (job_start(node=""), "event.node"),
-    (job_start(node="n1; rm -rf"), "event.node"),
-    (job_start(gpus=[0, -1]), "event.gpus"),
-    (job_start(gpus="0,1"), "event.gpus"),
-    (job_start(gpus=[True]), "event.gpus"),
-    (job_start(time="now"), "event.time"),
-    (job_start(time=float("nan")), "event.time"),
-    (job_start(time=0), "event.time"),
-    (job_start(job_id=42), "event.job_id"),
-    (job_start(job_id="42; x"), "event.job_id"),
-    (job_start(cleaned=[{"pid": "123"}]), "event.cleaned[0].pid"),
-    (job_start(cleaned="none"), "event.cleaned"),
-    (job_start(clean_seconds=-1), "event.clean_seconds"),
-    (worker_end(job_id=None), "event.job_id"),
-    (worker_end(reason="bored"), "event.reason"),
-    (worker_end(sigterm_time="yesterday"), "event.sigterm_time"),
-    (worker_end(restart_count=-1), "event.restart_count"),
-    (worker_end(exit_code=0), "event.exit_code"),
-    ("not an object", "event"),
-])
+@pytest.mark.parametrize(
+    "event, field",
+    [
+        (job_start(kind="job_begin"), "event.kind"),
+        (job_start(node=""), "event.node"),
+        (job_start(node="n1; rm -rf"), "event.node"),
+        (job_start(gpus=[0, -1]), "event.gpus"),
+        (job_start(gpus="0,1"), "event.gpus"),
+        (job_start(gpus=[True]), "event.gpus"),
+        (job_start(time="now"), "event.time"),
+        (job_start(time=float("nan")), "event.time"),
+        (job_start(time=0), "event.time"),
+        (job_start(job_id=42), "event.job_id"),
+        (job_start(job_id="42; x"), "event.job_id"),
+        (job_start(cleaned=[{"pid": "123"}]), "event.cleaned[0].pid"),
+        (job_start(cleaned="none"), "event.cleaned"),
+        (job_start(clean_seconds=-1), "event.clean_seconds"),
+        (worker_end(job_id=None), "event.job_id"),
+        (worker_end(reason="bored"), "event.reason"),
+        (worker_end(sigterm_time="yesterday"), "event.sigterm_time"),
+        (worker_end(restart_count=-1), "event.restart_count"),
+        (worker_end(exit_code=0), "event.exit_code"),
+        ("not an object", "event"),
+    ],
+)
 def test_bad_fields_are_named(event, field):
     with pytest.raises(EventError) as err:
         validate_event(event)

@@ -18,9 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def job_env(tmp_path, **over):
     env = {
-        "SLURM_JOB_ID": "77", "SLURMD_NODENAME": "n9", "SLURM_JOB_USER": "trainer",
-        "SLURM_JOB_PARTITION": "train", "SLURM_JOB_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "0,1",
-        "ISENSE_HOOK_LOG": str(tmp_path / "log" / "hooks.log"), "ISENSE_HOOK_SPOOL": str(tmp_path / "spool"),
+        "SLURM_JOB_ID": "77",
+        "SLURMD_NODENAME": "n9",
+        "SLURM_JOB_USER": "trainer",
+        "SLURM_JOB_PARTITION": "train",
+        "SLURM_JOB_GPUS": "0,1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "ISENSE_HOOK_LOG": str(tmp_path / "log" / "hooks.log"),
+        "ISENSE_HOOK_SPOOL": str(tmp_path / "spool"),
     }
     env.update(over)
     return env
@@ -45,8 +50,11 @@ def test_broken_config_exits_0_logs_one_line_and_spools_gpus_free(tmp_path, cont
 
 
 def test_missing_config_file_and_empty_environment_still_exit_0(tmp_path):
-    env = {"ISENSE_CONFIG": str(tmp_path / "absent.toml"), "ISENSE_HOOK_LOG": str(tmp_path / "log" / "hooks.log"),
-           "ISENSE_HOOK_SPOOL": str(tmp_path / "spool")}
+    env = {
+        "ISENSE_CONFIG": str(tmp_path / "absent.toml"),
+        "ISENSE_HOOK_LOG": str(tmp_path / "log" / "hooks.log"),
+        "ISENSE_HOOK_SPOOL": str(tmp_path / "spool"),
+    }
     assert run.main("epilog", env) == 0
     assert run.main("sideways", env) == 0
     first, second = log_lines(tmp_path)
@@ -57,8 +65,12 @@ def test_missing_config_file_and_empty_environment_still_exit_0(tmp_path):
 def test_unwritable_spool_and_log_do_not_raise(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    env = job_env(tmp_path, ISENSE_CONFIG=str(tmp_path / "absent.toml"),
-                  ISENSE_HOOK_SPOOL=str(blocker / "spool"), ISENSE_HOOK_LOG=str(blocker / "hooks.log"))
+    env = job_env(
+        tmp_path,
+        ISENSE_CONFIG=str(tmp_path / "absent.toml"),
+        ISENSE_HOOK_SPOOL=str(blocker / "spool"),
+        ISENSE_HOOK_LOG=str(blocker / "hooks.log"),
+    )
     assert run.main("epilog", env) == 0
     assert "events lost" in capsys.readouterr().err  # the log line fell back to stderr
 
@@ -100,8 +112,11 @@ def slow_python(tmp_path: Path) -> Path:
 
 
 def test_epilog_returns_before_its_report_and_stamps_its_start(tmp_path):
-    env = {**job_env(tmp_path), "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
-           "ISENSE_PYTHON": str(slow_python(tmp_path))}
+    env = {
+        **job_env(tmp_path),
+        "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
+        "ISENSE_PYTHON": str(slow_python(tmp_path)),
+    }
     before = time.time()
     t0 = time.monotonic()
     assert subprocess.run([str(wrapper("epilog"))], env=env, timeout=20).returncode == 0
@@ -111,8 +126,11 @@ def test_epilog_returns_before_its_report_and_stamps_its_start(tmp_path):
     while not reported.exists() or "ISENSE_HOOK_STARTED" not in reported.read_text():
         assert time.monotonic() < deadline, "the detached epilog never ran"
         time.sleep(0.05)
-    started = float(next(line for line in reported.read_text().splitlines()
-                         if line.startswith("ISENSE_HOOK_STARTED=")).split("=", 1)[1])
+    started = float(
+        next(line for line in reported.read_text().splitlines() if line.startswith("ISENSE_HOOK_STARTED=")).split(
+            "=", 1
+        )[1]
+    )
     assert before - 0.5 <= started <= before + 1.5
 
 
@@ -147,8 +165,12 @@ def test_detached_epilog_survives_slurmds_kill_of_the_hooks_process_group(tmp_pa
 
 def test_epilog_runs_to_its_end_with_detach_off_and_the_prolog_always_does(tmp_path):
     for kind, extra in (("epilog", {"ISENSE_HOOK_DETACH": "0"}), ("prolog", {})):
-        env = {**job_env(tmp_path), "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
-               "ISENSE_PYTHON": str(slow_python(tmp_path)), **extra}
+        env = {
+            **job_env(tmp_path),
+            "ISENSE_HOOKS_ENV": str(tmp_path / "none.env"),
+            "ISENSE_PYTHON": str(slow_python(tmp_path)),
+            **extra,
+        }
         t0 = time.monotonic()
         assert subprocess.run([str(wrapper(kind))], env=env, timeout=20).returncode == 0
         assert time.monotonic() - t0 >= 2.0 and (tmp_path / "python-env").exists()
@@ -180,14 +202,17 @@ def test_wrapper_found_through_a_symlink_reads_a_root_owned_env_file(tmp_path):
     assert "from-env-file.toml" not in third
 
 
-@pytest.mark.parametrize("sigterm, code2, reason", [
-    (1700000000.0, "0:0", "preempted"),
-    (None, "0:15", "preempted"),
-    (None, "0:0", "completed"),
-    (None, "3:0", "failed"),
-    (None, "0:9", "failed"),
-    (None, None, "failed"),
-])
+@pytest.mark.parametrize(
+    "sigterm, code2, reason",
+    [
+        (1700000000.0, "0:0", "preempted"),
+        (None, "0:15", "preempted"),
+        (None, "0:0", "completed"),
+        (None, "3:0", "failed"),
+        (None, "0:9", "failed"),
+        (None, None, "failed"),
+    ],
+)
 def test_epilog_reason_guess(sigterm, code2, reason):
     assert guess_reason(sigterm, code2) == reason
 

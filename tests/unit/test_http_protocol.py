@@ -64,13 +64,16 @@ MALFORMED = {
     "control byte in a header name": b"GET / HTTP/1.1\r\nHost: a\r\nX\x01y: z\r\n\r\n",
     "NUL in a header value": b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
     "bad chunk size": b"POST / HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-    "chunk size overflow": b"POST / HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
-                           + b"f" * 20 + b"\r\nabc\r\n0\r\n\r\n",
+    "chunk size overflow": b"POST / HTTP/1.1\r\n"
+    + HEAD
+    + b"Transfer-Encoding: chunked\r\n\r\n"
+    + b"f" * 20
+    + b"\r\nabc\r\n0\r\n\r\n",
     "bad Content-Length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
     "negative Content-Length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
     "two Content-Lengths": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     "Content-Length with chunked": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-                                   b"Content-Length: 5\r\n\r\n0\r\n\r\n",
+    b"Content-Length: 5\r\n\r\n0\r\n\r\n",
     "bad method": b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
     "bad version": b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
     "bad byte in the path": b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -97,9 +100,11 @@ def test_parser_errors_are_openai_400s_with_one_log_line(caplog):
 def test_aiohttp_http_exceptions_are_json():
     # A request target that is not a path does not reach the app's catch-all route
     # (the router's 404); an unknown Expect is refused by aiohttp (417).
-    answers = exchange(b"OPTIONS * HTTP/1.1\r\n" + HEAD + b"\r\n",
-                       b"CONNECT example.com:443 HTTP/1.1\r\n" + HEAD + b"\r\n",
-                       b"POST /x HTTP/1.1\r\n" + HEAD + b"Expect: teapot\r\nContent-Length: 2\r\n\r\n{}")
+    answers = exchange(
+        b"OPTIONS * HTTP/1.1\r\n" + HEAD + b"\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\n" + HEAD + b"\r\n",
+        b"POST /x HTTP/1.1\r\n" + HEAD + b"Expect: teapot\r\nContent-Length: 2\r\n\r\n{}",
+    )
     assert [a[0] for a in answers] == [404, 404, 417]
     for _, headers, body in answers:
         assert headers["Content-Type"].startswith("application/json")
@@ -115,8 +120,10 @@ def test_handler_bugs_stay_500s_with_their_traceback(caplog):
 
 
 def test_good_requests_are_untouched():
-    answers = exchange(b"POST /x HTTP/1.1\r\n" + HEAD + b"Content-Length: 2\r\n\r\n{}",
-                       b"POST /x HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    answers = exchange(
+        b"POST /x HTTP/1.1\r\n" + HEAD + b"Content-Length: 2\r\n\r\n{}",
+        b"POST /x HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
     assert [(s, json.loads(b)) for s, _, b in answers] == [(200, {"read": 2}), (200, {"read": 2})]
 
 
@@ -125,9 +132,11 @@ def test_bodies_that_fail_after_the_headers_get_the_handlers_400(caplog):
     # waiting), and a gzip body that does not decode (aiohttp alone logs a traceback
     # from its lingering read after the handler answered).
     chunked = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-    answers = exchange((chunked, b"zz\r\nabc\r\n0\r\n\r\n"),
-                       (chunked, b"2\r\n{}\r\n", b"zz\r\n"),
-                       b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd")
+    answers = exchange(
+        (chunked, b"zz\r\nabc\r\n0\r\n\r\n"),
+        (chunked, b"2\r\n{}\r\n", b"zz\r\n"),
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd",
+    )
     assert [(s, json.loads(b)) for s, _, b in answers] == [
         (400, {"unreadable": "Invalid character in chunk size"}),
         (400, {"unreadable": "Invalid character in chunk size"}),
@@ -136,13 +145,19 @@ def test_bodies_that_fail_after_the_headers_get_the_handlers_400(caplog):
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
 
 
-@pytest.mark.parametrize("exc,message,text", [
-    (None, "Invalid header value char:\n\n  b'X: a\\x00b'\n        ^", "Invalid header value char"),
-    (ValueError("x\ny"), None, "x"),
-    (None, None, "malformed request"),
-    (None, "a" * 1000, "a" * 200),
-    (web.RequestPayloadError("400, message:\n  Can not decode content-encoding: gzip"), None,
-     "Can not decode content-encoding: gzip"),
-])
+@pytest.mark.parametrize(
+    "exc,message,text",
+    [
+        (None, "Invalid header value char:\n\n  b'X: a\\x00b'\n        ^", "Invalid header value char"),
+        (ValueError("x\ny"), None, "x"),
+        (None, None, "malformed request"),
+        (None, "a" * 1000, "a" * 200),
+        (
+            web.RequestPayloadError("400, message:\n  Can not decode content-encoding: gzip"),
+            None,
+            "Can not decode content-encoding: gzip",
+        ),
+    ],
+)
 def test_describe_keeps_the_first_line(exc, message, text):
     assert describe(exc, message) == text

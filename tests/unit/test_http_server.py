@@ -48,8 +48,13 @@ async def vllm(request: web.Request) -> web.StreamResponse:
     rid = "chatcmpl-" + request.headers["X-Request-Id"]
     usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
     if not body.get("stream"):
-        return web.json_response({"id": rid, "choices": [{"index": 0, "message": {"content": "hi"},
-                                                          "finish_reason": "stop"}], "usage": usage})
+        return web.json_response(
+            {
+                "id": rid,
+                "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     chunk = {"id": rid, "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
@@ -92,8 +97,17 @@ class Controller:
 
 async def run_server(cfg, secret, port, with_gateway, controller, talk):
     ready = asyncio.Event()
-    server = asyncio.create_task(serve(cfg, host="127.0.0.1", port=port, secret=secret, with_gateway=with_gateway,
-                                       controller=controller, ready=ready.set))
+    server = asyncio.create_task(
+        serve(
+            cfg,
+            host="127.0.0.1",
+            port=port,
+            secret=secret,
+            with_gateway=with_gateway,
+            controller=controller,
+            ready=ready.set,
+        )
+    )
     await asyncio.wait_for(ready.wait(), 30)
     try:
         async with ClientSession(f"http://127.0.0.1:{port}") as client:
@@ -132,10 +146,16 @@ def test_gateway_routes_with_and_without_the_controller(tmp_path, caplog, contro
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         try:
             out["health"] = await call(client, "GET", "/health")
-            out["register"] = await call(client, "POST", "/internal/workers/register", token=worker_token(secret, "7"),
-                                         body={"job_id": "7", "node": "n1", "gpus": "0", "model": MODEL, "url": url})
-            out["bad_worker"] = await call(client, "POST", "/internal/workers/heartbeat", token="x" * 64,
-                                           body={"job_id": "7"})
+            out["register"] = await call(
+                client,
+                "POST",
+                "/internal/workers/register",
+                token=worker_token(secret, "7"),
+                body={"job_id": "7", "node": "n1", "gpus": "0", "model": MODEL, "url": url},
+            )
+            out["bad_worker"] = await call(
+                client, "POST", "/internal/workers/heartbeat", token="x" * 64, body={"job_id": "7"}
+            )
             chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
             out["chat"] = await call(client, "POST", "/v1/chat/completions", token=key, body=chat)
             out["stream"] = await call(client, "POST", "/v1/chat/completions", token=key, body={**chat, "stream": True})
@@ -182,8 +202,10 @@ def test_controller_only_serves_its_routes_and_the_ledgers_metrics(tmp_path, cap
     controller = Controller()
 
     async def talk(client):
-        return {path: await call(client, "GET", path, token=key)
-                for path in ("/internal/controller", "/metrics", "/v1/models", "/health")}
+        return {
+            path: await call(client, "GET", path, token=key)
+            for path in ("/internal/controller", "/metrics", "/v1/models", "/health")
+        }
 
     out = asyncio.run(run_server(cfg, secret, port, False, controller, talk))
     assert out["/internal/controller"][0] == 200
@@ -193,4 +215,5 @@ def test_controller_only_serves_its_routes_and_the_ledgers_metrics(tmp_path, cap
     assert out["/health"][0] == 404
     assert controller.calls == ["start", "stop", "close"]
     assert f"listening on 127.0.0.1:{port} (controller only); lending gpu to lend every 5 s" in [
-        r.getMessage() for r in caplog.records]
+        r.getMessage() for r in caplog.records
+    ]

@@ -42,8 +42,14 @@ def run_lua(code: str) -> str | None:
                 lua.lua_pcall.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
                 rc = lua.lua_pcall(state, 0, 0, 0)
             else:
-                lua.lua_pcallk.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                           ctypes.c_void_p, ctypes.c_void_p]
+                lua.lua_pcallk.argtypes = [
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                ]
                 rc = lua.lua_pcallk(state, 0, 0, 0, None, None)
             if rc == 0:
                 return None
@@ -60,10 +66,13 @@ def script_for(wake: Path) -> str:
 
 def test_each_call_replaces_the_wake_file_whole(tmp_path):
     wake = tmp_path / "submit.wake"
-    error = run_lua(script_for(wake) + """
+    error = run_lua(
+        script_for(wake)
+        + """
 assert(slurm_job_submit({}, {}, 1234) == slurm.SUCCESS)
 assert(slurm_job_modify({}, {}, {}, 99) == slurm.SUCCESS)
-""")
+"""
+    )
     assert error is None
     assert [p.name for p in tmp_path.iterdir()] == ["submit.wake"]  # no temporary file left
     stamp, count, uid = wake.read_text().split()
@@ -77,9 +86,12 @@ assert(slurm_job_modify({}, {}, {}, 99) == slurm.SUCCESS)
 
 
 def test_an_unwritable_folder_never_fails_a_job(tmp_path):
-    error = run_lua(script_for(tmp_path / "missing" / "submit.wake") + """
+    error = run_lua(
+        script_for(tmp_path / "missing" / "submit.wake")
+        + """
 assert(slurm_job_submit({}, {}, 1234) == slurm.SUCCESS)
 assert(slurm_job_modify({}, {}, {}, 1234) == slurm.SUCCESS)
-""")
+"""
+    )
     assert error is None
     assert not (tmp_path / "missing").exists()

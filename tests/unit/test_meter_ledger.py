@@ -112,9 +112,7 @@ def test_migration_from_v1_keeps_the_data(tmp_path):
     db = Database(conn)
     with transaction(conn):
         assert schema.migrate(db, path, target=1) == 1
-    conn.execute(
-        "INSERT INTO api_keys(name, prefix, hash, created_at) VALUES ('old', 'isk-old', 'abc', 1.0)"
-    )
+    conn.execute("INSERT INTO api_keys(name, prefix, hash, created_at) VALUES ('old', 'isk-old', 'abc', 1.0)")
     conn.execute(
         "INSERT INTO requests(id, ts, model, prompt_tokens, completion_tokens, cached_tokens, status, "
         "streamed, gross_nanos, operator_nanos) VALUES ('r1', 1.0, 'm', 10, 20, 0, 'ok', 0, 123, 86)"

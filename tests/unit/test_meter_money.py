@@ -1,7 +1,7 @@
+import random
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-import random
 
 import pytest
 

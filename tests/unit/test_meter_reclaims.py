@@ -1,7 +1,7 @@
 """Ledger.record_reclaim: one row per (training job, node), filled in any order."""
 
-from isense_slurm.reclaim.assembler import Reclaim
 from isense_slurm.meter.ledger import Ledger
+from isense_slurm.reclaim.assembler import Reclaim
 
 T = 1_700_000_000.0
 
@@ -12,7 +12,11 @@ def test_hook_record_then_submit_time_fill_one_row(tmp_path):
         (row,) = ledger.record_reclaim(**reclaim.ledger_fields(), at=T + 2)
         assert (row.training_job_id, row.node, row.worker_job_id) == ("11", "n1", "10")
         assert (row.sigterm_time, row.gpus_free_time, row.start_time, row.submit_time) == (
-            T + 0.3, T + 1.2, T + 1.5, None)
+            T + 0.3,
+            T + 1.2,
+            T + 1.5,
+            None,
+        )
         (row,) = ledger.record_reclaim("11", submit_time=T + 0.1)
         assert row.submit_time == T + 0.1 and row.start_time == T + 1.5
         assert abs(row.submit_to_start - 1.4) < 1e-6

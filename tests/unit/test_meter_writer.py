@@ -34,8 +34,9 @@ PRICES = {"tiny": Price(0.10, 0.40, 0.05), "big": Price(0.60, 1.20, 0.30)}
 def row(rid, model="tiny", prompt=100, completion=20, cached=0, **kw) -> RequestRow:
     fields = dict(ts=time.time(), key_id=1, job_id="42", node="n1", status="ok", latency_ms=5.0, streamed=False)
     fields.update(kw)
-    return RequestRow(id=rid, model=model, prompt_tokens=prompt, completion_tokens=completion,
-                      cached_tokens=cached, **fields)
+    return RequestRow(
+        id=rid, model=model, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached, **fields
+    )
 
 
 def count(path, where="1", params=()) -> int:
@@ -82,7 +83,10 @@ def test_group_commit_from_many_threads_writes_every_row_once(tmp_path):
         totals = ledger.request_totals()
     assert totals.requests == 5000
     assert (totals.prompt_tokens, totals.completion_tokens, totals.cached_tokens) == (
-        expected["prompt"], expected["completion"], expected["cached"])
+        expected["prompt"],
+        expected["completion"],
+        expected["cached"],
+    )
     assert (totals.gross_nanos, totals.operator_nanos) == (expected["gross"], expected["operator"])
 
 
@@ -105,7 +109,10 @@ def test_the_row_carries_price_snapshot_and_revenue(tmp_path):
     a, b = conn.execute("SELECT * FROM requests ORDER BY id").fetchall()
     assert (a["gross_nanos"], a["operator_nanos"], a["currency"], a["streamed"]) == (290_000, 203_000, "USD", 1)
     assert (a["input_nanos_per_mtok"], a["output_nanos_per_mtok"], a["cached_nanos_per_mtok"]) == (
-        100_000_000, 400_000_000, 50_000_000)
+        100_000_000,
+        400_000_000,
+        50_000_000,
+    )
     assert (b["gross_nanos"], b["operator_nanos"], b["input_nanos_per_mtok"]) == (0, 0, None)
     assert b["completion_tokens"] == 500
 
@@ -198,8 +205,7 @@ threading.Event().wait()
 
 def test_kill_9_loses_no_committed_row(tmp_path):
     path = tmp_path / "ledger.db"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=REPO,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     seen = []
     try:
         for line in child.stdout:

@@ -23,8 +23,10 @@ from isense_slurm.report.metrics import MetricsSource
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")  # what Prometheus 2.x sends
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)  # what Prometheus 2.x sends
 MODEL_GPUS = {"tiny": 2, "big": 1}  # the configured models of earnings_world's config
 
 
@@ -52,11 +54,14 @@ class Scrape:
 
 def busy_ledger(tmp_path):
     config, ledger = make_world(tmp_path)
-    write_requests(config, [
-        request("a", DAY + 1, model="tiny", prompt=1000, completion=500, cached=200),
-        request("b", DAY + 2, model="tiny", status="partial", prompt=100, completion=50),
-        request("c", DAY + 3, model="big", prompt=1000, completion=500),
-    ])
+    write_requests(
+        config,
+        [
+            request("a", DAY + 1, model="tiny", prompt=1000, completion=500, cached=200),
+            request("b", DAY + 2, model="tiny", status="partial", prompt=100, completion=50),
+            request("c", DAY + 3, model="big", prompt=1000, completion=500),
+        ],
+    )
     with Ledger.open(ledger) as book:
         book.worker_event("10", state="serving", node="n1", gpus=2, model="tiny", at=DAY)
         book.worker_event("11", state="lent", node="n2", gpus=None, model="tiny", at=DAY)  # tiny: 2 GPUs configured
@@ -71,10 +76,14 @@ def busy_ledger(tmp_path):
 
 
 GATEWAY = {
-    "workers": [{"model": "tiny", "state": "serving", "outstanding": 3},
-                {"model": "tiny", "state": "draining", "outstanding": 1}],
-    "models": {"tiny": {"requests": 9, "rejected": 4, "retries": 1, "in_flight": 2},
-               "big": {"requests": 1, "rejected": 0, "retries": 0, "in_flight": 0}},
+    "workers": [
+        {"model": "tiny", "state": "serving", "outstanding": 3},
+        {"model": "tiny", "state": "draining", "outstanding": 1},
+    ],
+    "models": {
+        "tiny": {"requests": 9, "rejected": 4, "retries": 1, "in_flight": 2},
+        "big": {"requests": 1, "rejected": 0, "retries": 0, "in_flight": 0},
+    },
 }
 
 
@@ -87,8 +96,10 @@ def test_exposition_parses_and_counters_match_the_ledger(tmp_path):
     assert m.values("isense_tokens_out_total") == {(("model", "big"),): 500, (("model", "tiny"),): 550}
     assert m.values("isense_tokens_cached_total")[(("model", "tiny"),)] == 200
     assert m.values("isense_requests_total", nonzero=True) == {
-        (("model", "big"), ("status", "ok")): 1, (("model", "tiny"), ("status", "ok")): 1,
-        (("model", "tiny"), ("status", "partial")): 1}
+        (("model", "big"), ("status", "ok")): 1,
+        (("model", "tiny"), ("status", "ok")): 1,
+        (("model", "tiny"), ("status", "partial")): 1,
+    }
     # Every configured model and status has its series from the start (at 0).
     assert len(m.values("isense_requests_total")) == 2 * 4
     assert m.values("isense_requests_total")[(("model", "big"), ("status", "aborted"))] == 0
@@ -98,7 +109,10 @@ def test_exposition_parses_and_counters_match_the_ledger(tmp_path):
     assert gross[(("currency", "EUR"), ("model", "big"))] == 0.002
     assert m.values("isense_revenue_operator_total")[(("currency", "EUR"), ("model", "big"))] == 0.0014
     assert m.values("isense_workers") == {
-        (("state", "lent"),): 1, (("state", "serving"),): 1, (("state", "draining"),): 1}
+        (("state", "lent"),): 1,
+        (("state", "serving"),): 1,
+        (("state", "draining"),): 1,
+    }
     assert m.values("isense_lent_gpus") == {(("model", "big"),): 4, (("model", "tiny"),): 4}
     assert m.values("isense_gateway_live_workers") == {(("model", "big"),): 0, (("model", "tiny"),): 1}
     assert m.values("isense_gateway_draining_workers")[(("model", "tiny"),)] == 1
@@ -116,12 +130,20 @@ def test_a_fresh_site_has_every_series_at_zero(tmp_path):
     and rate()/increase() see each counter start at 0."""
     _, ledger = make_world(tmp_path)
     m = Scrape(MetricsSource(ledger, MODEL_GPUS, currency="EUR").scrape({"workers": [], "models": {}}))
-    for name in ("isense_tokens_in_total", "isense_tokens_out_total", "isense_tokens_cached_total",
-                 "isense_lent_gpus", "isense_gateway_live_workers", "isense_gateway_rejected_total",
-                 "isense_gateway_requests_total"):
+    for name in (
+        "isense_tokens_in_total",
+        "isense_tokens_out_total",
+        "isense_tokens_cached_total",
+        "isense_lent_gpus",
+        "isense_gateway_live_workers",
+        "isense_gateway_rejected_total",
+        "isense_gateway_requests_total",
+    ):
         assert m.values(name) == {(("model", "big"),): 0, (("model", "tiny"),): 0}, name
     assert m.values("isense_revenue_gross_total") == {
-        (("currency", "EUR"), ("model", "big")): 0, (("currency", "EUR"), ("model", "tiny")): 0}
+        (("currency", "EUR"), ("model", "big")): 0,
+        (("currency", "EUR"), ("model", "tiny")): 0,
+    }
     assert m.values("isense_workers") == {(("state", s),): 0 for s in ("lent", "serving", "draining")}
     assert m.values("isense_reclaim_seconds_count") == {(): 0}
 
@@ -143,8 +165,9 @@ def test_scrapes_add_only_what_is_new_and_count_a_reclaim_once(tmp_path):
     source = MetricsSource(ledger, clock=lambda: now[0])
     first = Scrape(source.scrape())
     assert first.values("isense_reclaim_seconds_count") == {(): 3}
-    write_requests(config, [request("d", DAY + 4, model="big", prompt=10, completion=5),
-                            request("a", DAY + 1, model="tiny")])  # a repeat of a: the ledger ignores it
+    write_requests(
+        config, [request("d", DAY + 4, model="big", prompt=10, completion=5), request("a", DAY + 1, model="tiny")]
+    )  # a repeat of a: the ledger ignores it
     with Ledger.open(ledger) as book:
         book.record_reclaim("93", start_time=DAY + 13)  # the reclaim left open now started: 3 s
     second = Scrape(source.scrape())
@@ -235,8 +258,12 @@ def test_the_grafana_dashboard_queries_only_metrics_that_exist(tmp_path):
     _, ledger = busy_ledger(tmp_path)
     m = Scrape(MetricsSource(ledger, clock=lambda: DAY + 60).scrape({"workers": [], "models": {}}))
     dashboard = json.loads((REPO / "docs" / "grafana" / "isense-dashboard.json").read_text())
-    used = {name for panel in dashboard["panels"] for target in panel["targets"]
-            for name in re.findall(r"\bisense_[a-z_]+", target["expr"])}
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bisense_[a-z_]+", target["expr"])
+    }
     assert len(used) >= 8 and used <= exported_names(m), used - exported_names(m)
 
 
@@ -257,7 +284,7 @@ def test_the_operator_guide_lists_exactly_the_metrics_served(tmp_path):
         labels = {w for w in words if re.fullmatch(r"[a-z]+", w)}
         for name in re.findall(r"`(isense_[a-z_]+)`", cells[0]):
             listed[name] = (cells[1], labels)
-    assert len(listed) >= 18 and set(listed) == set(m.types), (set(listed) ^ set(m.types))
+    assert len(listed) >= 18 and set(listed) == set(m.types), set(listed) ^ set(m.types)
     for name, (kind, labels) in listed.items():
         assert m.types[name] == kind, name
         served = {k for series in m.samples.get(name, m.samples.get(name + "_bucket", {})) for k, _ in series}

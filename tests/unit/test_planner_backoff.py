@@ -12,8 +12,18 @@ from planner_world import T0, TINY, line_for, node, nodes, policy, submits_on, w
 SMALL = ModelSpec("small", 1)
 
 
-def end(job_id="100", node_name="n1", model="tiny-llama", *, at=T0, served=False, state="FAILED", stopped=False,
-        exit_code=1, last_line="vLLM exited with code 1 before becoming healthy"):
+def end(
+    job_id="100",
+    node_name="n1",
+    model="tiny-llama",
+    *,
+    at=T0,
+    served=False,
+    state="FAILED",
+    stopped=False,
+    exit_code=1,
+    last_line="vLLM exited with code 1 before becoming healthy",
+):
     return WorkerEnd(job_id, node_name, model, at, served, state, stopped, exit_code, last_line)
 
 
@@ -22,6 +32,7 @@ def failed(count, node_name="n1", model="tiny-llama", *, last_at=T0, job_id="100
 
 
 # --- counting -------------------------------------------------------------------------
+
 
 def test_failures_in_a_row_count_and_a_served_worker_clears_them():
     f = {}
@@ -39,8 +50,13 @@ def test_failures_in_a_row_count_and_a_served_worker_clears_them():
 
 def test_ends_that_something_else_caused_neither_count_nor_clear():
     f = note_end({}, end("1"))
-    for other in (end("2", state="PREEMPTED"), end("3", state="TIMEOUT"), end("4", state="CANCELLED"),
-                  end("5", state="COMPLETED", stopped=True), end("6", state="DEADLINE")):
+    for other in (
+        end("2", state="PREEMPTED"),
+        end("3", state="TIMEOUT"),
+        end("4", state="CANCELLED"),
+        end("5", state="COMPLETED", stopped=True),
+        end("6", state="DEADLINE"),
+    ):
         assert not is_failure(other)
         f = note_end(f, other)
     assert f[("n1", "tiny-llama")].count == 1
@@ -62,6 +78,7 @@ def test_backoff_doubles_from_the_threshold_and_is_capped():
 
 # --- planning -------------------------------------------------------------------------
 
+
 def test_below_the_threshold_the_node_is_lent_as_usual():
     snap = Snapshot(T0, nodes(1), failures=(failed(2),))
     plan = make_plan(snap, policy())
@@ -74,13 +91,20 @@ def test_at_the_threshold_the_pair_is_held_back_and_says_why():
     plan = make_plan(snap, policy())
     assert [s.node for s in plan.submits] == ["n2"]
     assert line_for(plan, "not lending n1:") == (
-        "not lending n1: 4 GPUs free, but tiny-llama held back after 3 failed workers, until 14:00:50")
+        "not lending n1: 4 GPUs free, but tiny-llama held back after 3 failed workers, until 14:00:50"
+    )
     assert line_for(plan, "hold tiny-llama on n1:") == (
         "hold tiny-llama on n1: 3 workers ended before serving in a row (last: job 123, FAILED, exit 1: boom);"
-        " back-off 60 s, one worker may try at 14:00:50")
+        " back-off 60 s, one worker may try at 14:00:50"
+    )
     (h,) = plan.holds
-    assert (h.node, h.model, h.failures, h.until, h.state(T0)) == ("n1", "tiny-llama", 3, T0 + timedelta(seconds=50),
-                                                                    "backing-off")
+    assert (h.node, h.model, h.failures, h.until, h.state(T0)) == (
+        "n1",
+        "tiny-llama",
+        3,
+        T0 + timedelta(seconds=50),
+        "backing-off",
+    )
 
 
 def test_after_the_backoff_exactly_one_worker_tries_then_none_while_it_starts():
@@ -90,11 +114,14 @@ def test_after_the_backoff_exactly_one_worker_tries_then_none_while_it_starts():
     assert [(s.node, s.model, s.gpus) for s in plan.submits] == [("n1", "small", 1)]  # not 4
     assert "one worker tries after the back-off" in plan.submits[0].reason
     assert plan.holds[0].state(T0) == "may-try"
-    trying = replace(snap, workers=(worker("200", "n1", model="small", gpus=1, state=WorkerState.PENDING),),
-                     nodes=(node("n1"),))
+    trying = replace(
+        snap, workers=(worker("200", "n1", model="small", gpus=1, state=WorkerState.PENDING),), nodes=(node("n1"),)
+    )
     plan = make_plan(trying, one_gpu)
     assert plan.submits == ()
-    assert line_for(plan, "not lending n1:") == "not lending n1: 3 GPUs free, but small held back while worker 200 tries"
+    assert (
+        line_for(plan, "not lending n1:") == "not lending n1: 3 GPUs free, but small held back while worker 200 tries"
+    )
     assert line_for(plan, "hold small on n1:").endswith("back-off over, worker 200 is trying")
 
 
@@ -108,8 +135,9 @@ def test_a_held_model_leaves_the_node_to_the_other_models():
 
 def test_a_failing_node_gets_a_handful_of_workers_an_hour_not_thousands():
     """Every worker fails at once; the controller sees each end at the next tick."""
-    pol = policy(models=(SMALL,), min_idle_seconds=2, backoff_after_failures=3, backoff_seconds=60,
-                 backoff_max_seconds=1800)
+    pol = policy(
+        models=(SMALL,), min_idle_seconds=2, backoff_after_failures=3, backoff_seconds=60, backoff_max_seconds=1800
+    )
     now, tick = T0, timedelta(seconds=1)
     failures: dict = {}
     pending: list = []
@@ -120,7 +148,7 @@ def test_a_failing_node_gets_a_handful_of_workers_an_hour_not_thousands():
         pending = []
         snap = Snapshot(now, (node("n1", idle=10, now=now),), failures=tuple(failures.values()))
         plan = make_plan(snap, pol)
-        for s in plan.submits:
+        for _s in plan.submits:
             submitted += 1
             pending.append(f"j{submitted}")
         now += tick

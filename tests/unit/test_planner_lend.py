@@ -187,8 +187,11 @@ def test_slurm_count_of_worker_gpus_wins_over_a_stale_worker_list():
 
 def test_every_node_gets_exactly_one_line():
     res = Reservation("r", ("n4",), T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-    snap = Snapshot(T0, (node("n1"), node("n2", idle=5), node("n3", training=4), node("n4"),
-                         node("n10", lendable=False)), reservations=(res,))
+    snap = Snapshot(
+        T0,
+        (node("n1"), node("n2", idle=5), node("n3", training=4), node("n4"), node("n10", lendable=False)),
+        reservations=(res,),
+    )
     plan = make_plan(snap, policy())
     for name in ("n1", "n2", "n3", "n4", "n10"):
         assert len([x for x in plan.explanations if x.split(":")[0].endswith(f" {name}")]) == 1

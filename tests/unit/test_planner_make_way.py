@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from isense_slurm.planner.make_way import StoppableNode, RunningWorker, WaitingJob, make_way
+from isense_slurm.planner.make_way import RunningWorker, StoppableNode, WaitingJob, make_way
 
 PARTS = ("train", "inference")
 PREEMPTING = {"train"}

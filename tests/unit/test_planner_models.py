@@ -56,7 +56,11 @@ def test_pending_worker_without_node_counts_toward_its_model():
 def test_big_model_takes_a_whole_free_node_first_and_small_fill_the_rest():
     plan = make_plan(Snapshot(T0, nodes(2)), policy(models=(SMALL, BIG)))
     assert [(s.node, s.model) for s in plan.submits] == [
-        ("n1", "big"), ("n2", "small"), ("n2", "small"), ("n2", "small"), ("n2", "small"),
+        ("n1", "big"),
+        ("n2", "small"),
+        ("n2", "small"),
+        ("n2", "small"),
+        ("n2", "small"),
     ]
     assert line_for(plan, "lend n2:").startswith("lend n2: 4 x small (1 GPU) for 240 min")
 

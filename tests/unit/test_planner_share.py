@@ -37,8 +37,7 @@ def test_pending_workers_without_a_node_count_against_the_share():
 
 def test_draining_workers_still_count():
     leaving = worker("41", "n1", state=WorkerState.DRAINING)
-    plan = make_plan(Snapshot(T0, (node("n1", workers=4), node("n2")), workers=(leaving,)),
-                     policy(max_lend_share=0.5))
+    plan = make_plan(Snapshot(T0, (node("n1", workers=4), node("n2")), workers=(leaving,)), policy(max_lend_share=0.5))
     assert plan.submits == () and plan.cancels == ()
 
 
@@ -92,27 +91,61 @@ def random_snapshot(rng: random.Random) -> Snapshot:
             if training + held + m.gpus > total:
                 break
             state = rng.choice([WorkerState.RUNNING, WorkerState.PENDING, WorkerState.DRAINING])
-            workers.append(Worker(f"{100 + len(workers)}", m.name, m.gpus, state, node=name,
-                                  submit_time=now - timedelta(seconds=rng.randint(0, 900)),
-                                  pending_reason=rng.choice(["", "Resources", "ReqNodeNotAvail"])))
+            workers.append(
+                Worker(
+                    f"{100 + len(workers)}",
+                    m.name,
+                    m.gpus,
+                    state,
+                    node=name,
+                    submit_time=now - timedelta(seconds=rng.randint(0, 900)),
+                    pending_reason=rng.choice(["", "Resources", "ReqNodeNotAvail"]),
+                )
+            )
             held += m.gpus
         slurm_workers = sum(w.gpus for w in workers if w.node == name and w.state != WorkerState.PENDING)
-        pool.append(node(name, gpus=total, training=training, workers=slurm_workers,
-                         idle=rng.choice([None, 1, 30, 90, 4000]), lendable=rng.random() > 0.1, now=now))
+        pool.append(
+            node(
+                name,
+                gpus=total,
+                training=training,
+                workers=slurm_workers,
+                idle=rng.choice([None, 1, 30, 90, 4000]),
+                lendable=rng.random() > 0.1,
+                now=now,
+            )
+        )
     for _ in range(rng.randint(0, 2)):
         m = rng.choice(MODELS)
-        workers.append(Worker(f"{100 + len(workers)}", m.name, m.gpus, WorkerState.PENDING, node=None,
-                              submit_time=now - timedelta(seconds=rng.randint(0, 300))))
+        workers.append(
+            Worker(
+                f"{100 + len(workers)}",
+                m.name,
+                m.gpus,
+                WorkerState.PENDING,
+                node=None,
+                submit_time=now - timedelta(seconds=rng.randint(0, 300)),
+            )
+        )
     names = [n.name for n in pool]
     training = tuple(
-        PendingTraining(f"{500 + j}", "train", rng.choice([1, 4, 8]),
-                        rng.choice([None, now + timedelta(minutes=rng.randint(-5, 300))]),
-                        tuple(rng.sample(names, k=rng.randint(0, len(names)))), rng.random() > 0.2)
+        PendingTraining(
+            f"{500 + j}",
+            "train",
+            rng.choice([1, 4, 8]),
+            rng.choice([None, now + timedelta(minutes=rng.randint(-5, 300))]),
+            tuple(rng.sample(names, k=rng.randint(0, len(names)))),
+            rng.random() > 0.2,
+        )
         for j in range(rng.randint(0, 2))
     )
     reservations = tuple(
-        Reservation(f"r{j}", tuple(rng.sample(names, k=1)), now + timedelta(minutes=rng.randint(-60, 300)),
-                    now + timedelta(minutes=rng.randint(301, 600)))
+        Reservation(
+            f"r{j}",
+            tuple(rng.sample(names, k=1)),
+            now + timedelta(minutes=rng.randint(-60, 300)),
+            now + timedelta(minutes=rng.randint(301, 600)),
+        )
         for j in range(rng.randint(0, 1))
     )
     demand = tuple(Demand(m.name, rng.randint(0, 5), rng.randint(0, 3)) for m in MODELS if rng.random() < 0.5)
@@ -132,8 +165,9 @@ def test_no_plan_exceeds_the_share_or_double_books_a_gpu():
     checked_submits = 0
     for _ in range(3000):
         snap = random_snapshot(rng)
-        pol = policy(max_lend_share=rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]), models=MODELS,
-                     min_idle_seconds=rng.choice([0, 60]))
+        pol = policy(
+            max_lend_share=rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]), models=MODELS, min_idle_seconds=rng.choice([0, 60])
+        )
         plan = make_plan(snap, pol)
         total = sum(n.gpus_total for n in snap.nodes)
         cap = int(pol.max_lend_share * total + 1e-9)
@@ -144,8 +178,10 @@ def test_no_plan_exceeds_the_share_or_double_books_a_gpu():
             # New workers only while everything already lent (cancelled or not) fits too.
             assert sum(w.gpus for w in snap.workers) + sum(s.gpus for s in plan.submits) <= cap, plan.text()
         for n in snap.nodes:
-            held = max(n.gpus_used_by_workers,
-                       sum(w.gpus for w in snap.workers if w.node == n.name and w.state != WorkerState.PENDING))
+            held = max(
+                n.gpus_used_by_workers,
+                sum(w.gpus for w in snap.workers if w.node == n.name and w.state != WorkerState.PENDING),
+            )
             held += sum(w.gpus for w in snap.workers if w.node == n.name and w.state == WorkerState.PENDING)
             new = [s for s in plan.submits if s.node == n.name]
             assert n.gpus_used_by_training + held + sum(s.gpus for s in new) <= n.gpus_total or not new, plan.text()
@@ -157,9 +193,12 @@ def test_no_plan_exceeds_the_share_or_double_books_a_gpu():
         cancelled = {c.job_id for c in plan.cancels}
         assert all(w.state != WorkerState.DRAINING for w in snap.workers if w.job_id in cancelled)
         # Deterministic, whatever order the controller lists things in.
-        shuffled = replace(snap, nodes=tuple(rng.sample(snap.nodes, len(snap.nodes))),
-                           workers=tuple(rng.sample(snap.workers, len(snap.workers))),
-                           pending_training=tuple(reversed(snap.pending_training)))
+        shuffled = replace(
+            snap,
+            nodes=tuple(rng.sample(snap.nodes, len(snap.nodes))),
+            workers=tuple(rng.sample(snap.workers, len(snap.workers))),
+            pending_training=tuple(reversed(snap.pending_training)),
+        )
         assert make_plan(shuffled, pol) == plan
         checked_submits += len(plan.submits)
     assert checked_submits > 500  # the generator does reach the lending paths

@@ -42,8 +42,9 @@ def test_worker_seen_pending_then_running_is_not_duplicated_when_slurm_lags():
     snap = Snapshot(T0, nodes(1))
     first = make_plan(snap, policy())
     assert len(first.submits) == 1
-    lagging = Snapshot(T0 + timedelta(seconds=5), snap.nodes,
-                       workers=(worker("900", "n1", state=WorkerState.PENDING, age=5),))
+    lagging = Snapshot(
+        T0 + timedelta(seconds=5), snap.nodes, workers=(worker("900", "n1", state=WorkerState.PENDING, age=5),)
+    )
     assert make_plan(lagging, policy()).submits == ()
 
 

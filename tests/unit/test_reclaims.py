@@ -6,14 +6,28 @@ T = 1_700_000_000.0
 
 
 def end(job, t, gpus=(0, 1, 2, 3), node="n1", sigterm=None, reason=None):
-    return {"kind": "worker_end", "job_id": job, "node": node, "gpus": list(gpus), "time": T + t,
-            "sigterm_time": None if sigterm is None else T + sigterm,
-            "reason": reason or ("preempted" if sigterm is not None else "completed")}
+    return {
+        "kind": "worker_end",
+        "job_id": job,
+        "node": node,
+        "gpus": list(gpus),
+        "time": T + t,
+        "sigterm_time": None if sigterm is None else T + sigterm,
+        "reason": reason or ("preempted" if sigterm is not None else "completed"),
+    }
 
 
 def start(job, t, gpus=(0, 1, 2, 3), node="n1", cleaned=(), user="trainer", partition="train"):
-    return {"kind": "job_start", "job_id": job, "node": node, "gpus": list(gpus), "time": T + t,
-            "user": user, "partition": partition, "cleaned": [{"pid": p} for p in cleaned]}
+    return {
+        "kind": "job_start",
+        "job_id": job,
+        "node": node,
+        "gpus": list(gpus),
+        "time": T + t,
+        "user": user,
+        "partition": partition,
+        "cleaned": [{"pid": p} for p in cleaned],
+    }
 
 
 def test_preempted_worker_then_training_start_is_one_reclaim():

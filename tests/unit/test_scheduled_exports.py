@@ -1,7 +1,7 @@
 """[exports] cron in `isense serve`: the same run_export guarantees on a schedule."""
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,7 +23,7 @@ class CronRecorder:
 
 def test_scheduled_export_writes_yesterday_once(tmp_path):
     config, ledger = make_world(tmp_path)
-    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     write_requests(config, [request(f"r{i}", midnight - 3600 * (i + 1)) for i in range(5)])
     out = tmp_path / "exports"
     out.mkdir()
@@ -55,17 +55,22 @@ def test_cron_is_checked_fully_at_start(tmp_path):
         check_cron(cfg)
 
 
-@pytest.mark.parametrize("line, message", [
-    ('cron = "daily"', "exports.cron"),
-    ('period = "2025-01-01"', "exports.period"),
-    ('format = "xlsx"', "exports.format"),
-    ('when = "x"', "exports.when: unknown key"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('cron = "daily"', "exports.cron"),
+        ('period = "2025-01-01"', "exports.period"),
+        ('format = "xlsx"', "exports.format"),
+        ('when = "x"', "exports.when: unknown key"),
+    ],
+)
 def test_bad_exports_keys_name_the_key(tmp_path, line, message):
-    text = ('[slurm]\nlend_partition = "i"\nservice_account = "isense"\npools = ["p"]\n'
-            f'[exports]\n{line}\n'
-            '[[models]]\nname = "m"\npath = "/m"\ncontext_length = 8\n'
-            'price = { input_per_mtok = 1, output_per_mtok = 1 }\n')
+    text = (
+        '[slurm]\nlend_partition = "i"\nservice_account = "isense"\npools = ["p"]\n'
+        f"[exports]\n{line}\n"
+        '[[models]]\nname = "m"\npath = "/m"\ncontext_length = 8\n'
+        "price = { input_per_mtok = 1, output_per_mtok = 1 }\n"
+    )
     with pytest.raises(ConfigError, match=message):
         parse_config(text, tmp_path / "c.toml")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import isense_slurm.slurm as slurm_pkg
-from isense_slurm.cli import main
 from isense_slurm.admin.slurm_conf import ASSUMED_RELEASE
+from isense_slurm.cli import main
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm.file_backend import FileBackend
 
@@ -64,12 +64,15 @@ def test_without_slurm_the_text_says_what_it_assumes(monkeypatch, capsys):
     assert "# For Slurm 23.02 (--slurm-version)." in out.splitlines()
 
 
-@pytest.mark.parametrize("bad, says", [
-    ("24", "write it as Slurm does, e.g. 24.11 or 24.11.5"),
-    ("24.11.x", "write it as Slurm does"),
-    ("v24.11", "write it as Slurm does"),
-    ("21.08", "isense supports Slurm 22.05 and later"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("24", "write it as Slurm does, e.g. 24.11 or 24.11.5"),
+        ("24.11.x", "write it as Slurm does"),
+        ("v24.11", "write it as Slurm does"),
+        ("21.08", "isense supports Slurm 22.05 and later"),
+    ],
+)
 def test_a_bad_slurm_version_is_one_line_and_exit_2(bad, says, monkeypatch, capsys):
     code, out, err = slurm_conf(monkeypatch, capsys, NoSlurm(), "--slurm-version", bad)
     assert code == 2 and out == ""

@@ -61,8 +61,9 @@ def test_nodes_come_from_the_first_source_that_answers(version, tmp_path):
 
 
 def test_a_real_scontrol_error_is_not_taken_for_a_missing_option(tmp_path):
-    log = fake_slurm(tmp_path, "26.05", scontrol_stderr="scontrol: error: Unable to contact slurm controller"
-                                                       " (connect failure)\n")
+    log = fake_slurm(
+        tmp_path, "26.05", scontrol_stderr="scontrol: error: Unable to contact slurm controller (connect failure)\n"
+    )
     with pytest.raises(SlurmError, match=r"^scontrol: Slurm controller is not reachable"):
         CliBackend(bin_dir=str(tmp_path)).nodes()
     assert calls(log) == ["scontrol show node --json"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from isense_slurm.slurm.cli_backend import summarize_stderr
-from isense_slurm.slurm.parse_json import json_errors, jobs_from_json, nodes_from_json, slurm_release
+from isense_slurm.slurm.parse_json import jobs_from_json, json_errors, nodes_from_json, slurm_release
 from isense_slurm.slurm.parse_scontrol import (
     jobs_from_scontrol,
     nodes_from_scontrol,
@@ -46,16 +46,20 @@ def load(version: str, name: str):
 
 
 def node_sources(version: str) -> dict[str, list]:
-    sources = {"sinfo --json": nodes_from_json(load(version, "sinfo.json")),
-               "scontrol show -o -d node": nodes_from_scontrol(load(version, "scontrol-node.txt"))}
+    sources = {
+        "sinfo --json": nodes_from_json(load(version, "sinfo.json")),
+        "scontrol show -o -d node": nodes_from_scontrol(load(version, "scontrol-node.txt")),
+    }
     if (FIXTURES / version / "scontrol-node.json").exists():
         sources["scontrol show node --json"] = nodes_from_json(load(version, "scontrol-node.json"))
     return sources
 
 
 def job_sources(version: str) -> dict[str, dict]:
-    sources = {"squeue --json": jobs_from_json(load(version, "squeue.json")),
-               "scontrol show -o -d job": jobs_from_scontrol(load(version, "scontrol-job.txt"))}
+    sources = {
+        "squeue --json": jobs_from_json(load(version, "squeue.json")),
+        "scontrol show -o -d job": jobs_from_scontrol(load(version, "scontrol-job.txt")),
+    }
     if (FIXTURES / version / "scontrol-job.json").exists():
         sources["scontrol show job --json"] = jobs_from_json(load(version, "scontrol-job.json"))
     return {src: {j.name: j for j in jobs} for src, jobs in sources.items()}
@@ -74,12 +78,13 @@ def test_release_is_read_from_meta(version):
 
 # --- nodes ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_nodes_state_gpus_and_partitions(version):
     for source, nodes in node_sources(version).items():
         by_name = {n.name: n for n in nodes}
         assert sorted(by_name) == ["n1", "n2", "n3", "n4"], source
-        n1, n3, n4 = by_name["n1"], by_name["n3"], by_name["n4"]
+        n1, n3 = by_name["n1"], by_name["n3"]
         assert (n1.state, n1.flags, n1.usable) == ("MIXED", frozenset(), True), source
         assert (n1.gpus_total, n1.gpus_alloc, n1.gpus_idle) == (4, 3, 1), source
         assert (n3.gpus_alloc, n3.gpus_idle) == (4, 0), source
@@ -103,8 +108,9 @@ def test_drained_node_keeps_its_reason(version):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_node_reason_author_and_time_agree_between_sources(version):
     sources = node_sources(version)
-    stamps = {src: next((n.reason_user, n.reason_time) for n in nodes if n.name == "n4")
-              for src, nodes in sources.items()}
+    stamps = {
+        src: next((n.reason_user, n.reason_time) for n in nodes if n.name == "n4") for src, nodes in sources.items()
+    }
     assert len(set(stamps.values())) == 1, stamps
     user, when = next(iter(stamps.values()))
     assert user == "root"
@@ -112,6 +118,7 @@ def test_node_reason_author_and_time_agree_between_sources(version):
 
 
 # --- jobs -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_running_jobs(version):
@@ -185,6 +192,7 @@ def test_json_and_scontrol_give_the_same_jobs(version):
 
 # --- partitions -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_partitions(version):
     parts = {p.name: p for p in partitions_from_scontrol(load(version, "scontrol-partition.txt"))}
@@ -198,6 +206,7 @@ def test_partitions(version):
 
 
 # --- errors -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_refused_submission_reads_as_one_line(version):
@@ -220,6 +229,7 @@ def test_controller_down_is_reported(version):
 
 
 # --- scontrol line format ---------------------------------------------------------------
+
 
 def test_values_with_spaces_and_repeated_keys():
     r = parse_line(

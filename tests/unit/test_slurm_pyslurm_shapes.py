@@ -6,7 +6,7 @@ to sbatch. The real thing runs in tests/integration/test_backend_contract.py."""
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -21,15 +21,20 @@ from isense_slurm.slurm.pyslurm_submit import submit_fields
 T0 = 1_780_000_000
 
 
-@pytest.mark.parametrize("value, gpus", [
-    ({"gpu": 4}, 4),                                   # 22.5.x configured_gres
-    ({"gpu:a100": 2, "shard": 8}, 2),
-    ({"gres/gpu": 2}, 2),                              # 24.11.x allocated_gres via TRES
-    ({"gres/gpu": 3, "gres/gpu:a100": 3}, 3),          # TRES untyped total wins
-    ({"gpu": {"count": 2, "indexes": "0-1"}}, 2),      # 22.5.x gres_used with IDX
-    ({"gpu": {"count": 0, "indexes": "N/A"}}, 0),
-    ({}, 0), (None, 0), ("gpu:4", 4),
-])
+@pytest.mark.parametrize(
+    "value, gpus",
+    [
+        ({"gpu": 4}, 4),  # 22.5.x configured_gres
+        ({"gpu:a100": 2, "shard": 8}, 2),
+        ({"gres/gpu": 2}, 2),  # 24.11.x allocated_gres via TRES
+        ({"gres/gpu": 3, "gres/gpu:a100": 3}, 3),  # TRES untyped total wins
+        ({"gpu": {"count": 2, "indexes": "0-1"}}, 2),  # 22.5.x gres_used with IDX
+        ({"gpu": {"count": 0, "indexes": "N/A"}}, 0),
+        ({}, 0),
+        (None, 0),
+        ("gpu:4", 4),
+    ],
+)
 def test_gpus_by_shape(value, gpus):
     assert gpus_of(value) == gpus
 
@@ -58,10 +63,22 @@ def test_missing_slurm_conf_is_one_line(monkeypatch, tmp_path):
 
 
 def node(**kw):
-    base = dict(name="n1", state="MIXED+DRAIN", configured_gres={"gpu": 4},
-                allocated_gres={"gpu": {"count": 2, "indexes": "0-1"}}, partitions=["train", "inference"],
-                active_features=[], available_features=["a100"], reason="fan", reason_user="root",
-                reason_time=T0, total_cpus=8, allocated_cpus=2, address="10.0.0.1", last_busy_time=T0)
+    base = dict(
+        name="n1",
+        state="MIXED+DRAIN",
+        configured_gres={"gpu": 4},
+        allocated_gres={"gpu": {"count": 2, "indexes": "0-1"}},
+        partitions=["train", "inference"],
+        active_features=[],
+        available_features=["a100"],
+        reason="fan",
+        reason_user="root",
+        reason_time=T0,
+        total_cpus=8,
+        allocated_cpus=2,
+        address="10.0.0.1",
+        last_busy_time=T0,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -71,15 +88,27 @@ def test_node_fields():
     assert (n.name, n.state, n.flags) == ("n1", "MIXED", frozenset({"DRAIN"}))
     assert (n.gpus_total, n.gpus_alloc, n.gpus_idle) == (4, 2, 2)
     assert n.partitions == ("train", "inference") and n.features == ("a100",)
-    assert n.reason_time == datetime.fromtimestamp(T0, timezone.utc) and not n.usable
+    assert n.reason_time == datetime.fromtimestamp(T0, UTC) and not n.usable
     n24 = node_from(node(state="IDLE", allocated_gres={}, configured_gres={"gpu": 4}))
     assert (n24.state, n24.flags, n24.gpus_alloc) == ("IDLE", frozenset(), 0)
 
 
 def test_partition_fields():
-    p = partition_from(SimpleNamespace(name="inference", nodes="n[1-2]", priority_tier=1, preempt_mode="REQUEUE",
-                                       state="UP", is_default=False, max_time="UNLIMITED", default_time=None,
-                                       preemption_grace_time=None, total_cpus=16, total_nodes=2))
+    p = partition_from(
+        SimpleNamespace(
+            name="inference",
+            nodes="n[1-2]",
+            priority_tier=1,
+            preempt_mode="REQUEUE",
+            state="UP",
+            is_default=False,
+            max_time="UNLIMITED",
+            default_time=None,
+            preemption_grace_time=None,
+            total_cpus=16,
+            total_nodes=2,
+        )
+    )
     assert p.nodes == ("n1", "n2") and p.max_time is None and p.grace_time == 0
     assert p.preempt_mode == "REQUEUE" and p.priority_tier == 1
 
@@ -90,13 +119,36 @@ class FakeJob(SimpleNamespace):
 
 
 def job(**kw):
-    base = dict(id=42, name="train-x", user_id=0, state="RUNNING", state_reason="None", partition="train",
-                allocated_nodes="n[1-2]", required_nodes=None, num_nodes=2, cpus=4, gres_per_node={"gpu": 2},
-                submit_time=T0, start_time=T0 + 5, end_time=T0 + 65, time_limit=1, preempt_time=None,
-                requeue_count=0, comment=None, exit_code=0, exit_code_signal=0, batch_host="n1",
-                standard_output="/jobs/42.out", working_directory="/jobs", ntasks=1,
-                layout={"n1": {"gres": {"gpu": {"count": 2, "indexes": "0-1"}}},
-                        "n2": {"gres": {"gpu": {"count": 2, "indexes": "2-3"}}}})
+    base = dict(
+        id=42,
+        name="train-x",
+        user_id=0,
+        state="RUNNING",
+        state_reason="None",
+        partition="train",
+        allocated_nodes="n[1-2]",
+        required_nodes=None,
+        num_nodes=2,
+        cpus=4,
+        gres_per_node={"gpu": 2},
+        submit_time=T0,
+        start_time=T0 + 5,
+        end_time=T0 + 65,
+        time_limit=1,
+        preempt_time=None,
+        requeue_count=0,
+        comment=None,
+        exit_code=0,
+        exit_code_signal=0,
+        batch_host="n1",
+        standard_output="/jobs/42.out",
+        working_directory="/jobs",
+        ntasks=1,
+        layout={
+            "n1": {"gres": {"gpu": {"count": 2, "indexes": "0-1"}}},
+            "n2": {"gres": {"gpu": {"count": 2, "indexes": "2-3"}}},
+        },
+    )
     base.update(kw)
     return FakeJob(**base)
 
@@ -106,15 +158,24 @@ def test_running_job_fields():
     assert (j.job_id, j.user, j.state, j.reason, j.partition) == (42, "root", "RUNNING", None, "train")
     assert (j.gpus, j.gpus_per_node, j.nodes, j.node_count) == (4, 2, ("n1", "n2"), 2)
     assert j.gpu_indices == (("n1", (0, 1)), ("n2", (2, 3)))
-    assert j.start_time == datetime.fromtimestamp(T0 + 5, timezone.utc) and j.expected_start is None
+    assert j.start_time == datetime.fromtimestamp(T0 + 5, UTC) and j.expected_start is None
     assert j.time_limit == 1 and j.exit_code is None and j.is_active
 
 
 def test_pending_job_counts_gpus_per_node_and_keeps_the_forecast():
-    j = PyslurmBackend()._job(job(state="PENDING", state_reason="Resources", allocated_nodes="n1",
-                                  num_nodes=1, layout={}, required_nodes="n3", end_time=T0 + 10**6))
+    j = PyslurmBackend()._job(
+        job(
+            state="PENDING",
+            state_reason="Resources",
+            allocated_nodes="n1",
+            num_nodes=1,
+            layout={},
+            required_nodes="n3",
+            end_time=T0 + 10**6,
+        )
+    )
     assert (j.state, j.reason, j.gpus, j.nodes, j.required_nodes) == ("PENDING", "Resources", 2, (), ("n3",))
-    assert j.start_time is None and j.expected_start == datetime.fromtimestamp(T0 + 5, timezone.utc)
+    assert j.start_time is None and j.expected_start == datetime.fromtimestamp(T0 + 5, UTC)
     assert j.end_time is None
 
 
@@ -169,9 +230,20 @@ def test_finished_job_exit_and_states():
 
 
 def test_submit_fields_map_or_fall_back():
-    fields = submit_fields(SubmitOptions(partition="train", job_name="x", gres="gpu:2", nodes=1, nodelist="n1",
-                                         time=5, output="/j/%j.out", requeue=False, signal="B:USR1@30",
-                                         hold=True).as_mapping())
+    fields = submit_fields(
+        SubmitOptions(
+            partition="train",
+            job_name="x",
+            gres="gpu:2",
+            nodes=1,
+            nodelist="n1",
+            time=5,
+            output="/j/%j.out",
+            requeue=False,
+            signal="B:USR1@30",
+            hold=True,
+        ).as_mapping()
+    )
     assert fields["partitions"] == "train" and fields["gres_per_node"] == "gpu:2"
     assert fields["time_limit"] == 5 and fields["is_requeueable"] is False and fields["priority"] == 0
     assert fields["signal"] == {"signal": int(signal.SIGUSR1), "time": 30, "batch_only": True}

@@ -1,6 +1,6 @@
 """Converters for Slurm's values across versions, sbatch options and command errors."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -60,13 +60,22 @@ def test_number_reads_plain_and_wrapped(value, expected):
 def test_epoch_zero_is_none_and_seconds_are_utc():
     assert epoch(0) is None
     assert epoch({"set": True, "infinite": False, "number": 0}) is None
-    assert epoch(1700000000) == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+    assert epoch(1700000000) == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
     "text, minutes",
-    [("01:00:00", 60), ("00:30:00", 30), ("1-00:00:00", 1440), ("2-12", 3600), ("45", 45),
-     ("10:30", 11), ("UNLIMITED", None), ("NONE", None), ("Partition_Limit", None)],
+    [
+        ("01:00:00", 60),
+        ("00:30:00", 30),
+        ("1-00:00:00", 1440),
+        ("2-12", 3600),
+        ("45", 45),
+        ("10:30", 11),
+        ("UNLIMITED", None),
+        ("NONE", None),
+        ("Partition_Limit", None),
+    ],
 )
 def test_duration_minutes(text, minutes):
     assert duration_minutes(text) == minutes
@@ -74,24 +83,46 @@ def test_duration_minutes(text, minutes):
 
 @pytest.mark.parametrize(
     "value, words",
-    [("idle", ["IDLE"]), ("IDLE+DRAIN", ["IDLE", "DRAIN"]), ("MIXED*", ["MIXED", "NOT_RESPONDING"]),
-     (["IDLE", "DRAIN"], ["IDLE", "DRAIN"]), ("down~", ["DOWN", "POWERED_DOWN"])],
+    [
+        ("idle", ["IDLE"]),
+        ("IDLE+DRAIN", ["IDLE", "DRAIN"]),
+        ("MIXED*", ["MIXED", "NOT_RESPONDING"]),
+        (["IDLE", "DRAIN"], ["IDLE", "DRAIN"]),
+        ("down~", ["DOWN", "POWERED_DOWN"]),
+    ],
 )
 def test_states(value, words):
     assert states(value) == words
 
 
 def test_sbatch_args_from_options_and_mapping():
-    opts = SubmitOptions(partition="inference", job_name="isense-worker", gres="gpu:1",
-                         nodelist=["n1", "n2"], time=30, requeue=False, hold=True,
-                         extra={"signal": "B:TERM@10", "open_mode": "append"})
-    assert sorted(sbatch_args(opts)) == sorted([
-        "--partition=inference", "--job-name=isense-worker", "--gres=gpu:1",
-        "--nodelist=n1,n2", "--time=30", "--hold", "--no-requeue",
-        "--signal=B:TERM@10", "--open-mode=append",
-    ])
+    opts = SubmitOptions(
+        partition="inference",
+        job_name="isense-worker",
+        gres="gpu:1",
+        nodelist=["n1", "n2"],
+        time=30,
+        requeue=False,
+        hold=True,
+        extra={"signal": "B:TERM@10", "open_mode": "append"},
+    )
+    assert sorted(sbatch_args(opts)) == sorted(
+        [
+            "--partition=inference",
+            "--job-name=isense-worker",
+            "--gres=gpu:1",
+            "--nodelist=n1,n2",
+            "--time=30",
+            "--hold",
+            "--no-requeue",
+            "--signal=B:TERM@10",
+            "--open-mode=append",
+        ]
+    )
     assert sbatch_args({"partition": "train", "exclusive": True, "comment": None}) == [
-        "--partition=train", "--exclusive"]
+        "--partition=train",
+        "--exclusive",
+    ]
     assert sbatch_args(None) == []
 
 
@@ -102,8 +133,10 @@ def test_sbatch_args_refuse_what_sbatch_would_misread(bad):
 
 
 def test_stderr_summary_prefers_fatal_lines():
-    stderr = ("sinfo: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
-              "sinfo: fatal: Could not establish a configuration source\n")
+    stderr = (
+        "sinfo: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
+        "sinfo: fatal: Could not establish a configuration source\n"
+    )
     assert summarize_stderr("sinfo", stderr) == "Could not establish a configuration source"
 
 

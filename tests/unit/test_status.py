@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -38,8 +38,13 @@ def scenario(version: str) -> dict[str, int]:
     text = (FIXTURES / version / "README").read_text()
     fields = dict(part.split("=", 1) for part in text.split())
     train_a, worker, train_multi, train_reclaim = map(int, fields["running"].split(","))
-    return {"train_a": train_a, "worker": worker, "train_multi": train_multi, "train_reclaim": train_reclaim,
-            "preempted": int(fields["requeued"])}
+    return {
+        "train_a": train_a,
+        "worker": worker,
+        "train_multi": train_multi,
+        "train_reclaim": train_reclaim,
+        "preempted": int(fields["requeued"]),
+    }
 
 
 def traffic_world(tmp_path, worker_job: int):
@@ -49,13 +54,16 @@ def traffic_world(tmp_path, worker_job: int):
     with Ledger.open(ledger) as book:
         book.worker_event(worker_job, state="lent", node="n2", gpus=2, model="tiny", at=NOW - HOUR)
         book.worker_event(worker_job, state="serving", at=NOW - HOUR + 30)
-    write_requests(config, [
-        request("yesterday", NOW - 13 * HOUR, node="n2"),  # 2024-12-31 23:00
-        request("morning", NOW - 6 * HOUR, node="n2", prompt=2000, completion=1000),
-        request("recent-1", NOW - 30, node="n2"),
-        request("recent-2", NOW - 10, node="n2", cached=200),
-        request("nowhere", NOW - 5 * HOUR, node=None),
-    ])
+    write_requests(
+        config,
+        [
+            request("yesterday", NOW - 13 * HOUR, node="n2"),  # 2024-12-31 23:00
+            request("morning", NOW - 6 * HOUR, node="n2", prompt=2000, completion=1000),
+            request("recent-1", NOW - 30, node="n2"),
+            request("recent-2", NOW - 10, node="n2", cached=200),
+            request("nowhere", NOW - 5 * HOUR, node=None),
+        ],
+    )
     return config, ledger
 
 
@@ -68,8 +76,15 @@ def report_for(version: str, ledger: Path | None, **kwargs):
         if conn:
             conn.close()
     return build_status(
-        slurm.nodes, slurm.jobs, slurm.partitions, figures, lend_partition="inference", service_account="isense",
-        currency="EUR", at=datetime.fromtimestamp(NOW, timezone.utc), day_start=status_inputs.day_start(NOW),
+        slurm.nodes,
+        slurm.jobs,
+        slurm.partitions,
+        figures,
+        lend_partition="inference",
+        service_account="isense",
+        currency="EUR",
+        at=datetime.fromtimestamp(NOW, UTC),
+        day_start=status_inputs.day_start(NOW),
         **kwargs,
     )
 
@@ -85,7 +100,11 @@ def test_gpus_split_into_training_lent_and_idle_per_node(version):
     # No ledger: the worker job shows as lent, its model from the job comment.
     (worker,) = rows["n2"].workers
     assert (worker.job_id, worker.model, worker.state, worker.gpus) == (
-        str(scenario(version)["worker"]), "tiny-llama", "lent", 2)
+        str(scenario(version)["worker"]),
+        "tiny-llama",
+        "lent",
+        2,
+    )
     assert (report.total.gpus_total, report.total.gpus_lent, report.total.gpus_idle) == (16, 2, 2)
 
 
@@ -109,8 +128,10 @@ def test_ledger_figures_give_worker_state_rates_and_todays_money(tmp_path):
 
 def test_partition_view_groups_nodes_by_state_like_sinfo_and_p_filters():
     report = report_for("22.05", None)
-    got = [(r.label, r.is_default, r.avail, r.state, r.nodelist, r.gpus_train, r.gpus_lent, r.gpus_idle)
-           for r in report.rows]
+    got = [
+        (r.label, r.is_default, r.avail, r.state, r.nodelist, r.gpus_train, r.gpus_lent, r.gpus_idle)
+        for r in report.rows
+    ]
     assert got == [
         ("train", True, "UP", "mixed", "n[1-3]", 8, 2, 2),
         ("train", True, "UP", "idle+drain", "n4", 0, 0, 0),
@@ -120,8 +141,23 @@ def test_partition_view_groups_nodes_by_state_like_sinfo_and_p_filters():
     only = report_for("22.05", None, partition="inference")
     assert [r.label for r in only.rows] == ["inference", "inference"]
     plain = status_view.to_plain(report).splitlines()
-    assert plain[0].split() == ["PARTITION", "AVAIL", "STATE", "NODES", "GPUS", "TRAIN", "LENT", "IDLE", "MODELS",
-                                "WORKERS", "REQ/S", "TOK/S", "TOKENS_TODAY", "EARNED_TODAY(EUR)", "NODELIST"]
+    assert plain[0].split() == [
+        "PARTITION",
+        "AVAIL",
+        "STATE",
+        "NODES",
+        "GPUS",
+        "TRAIN",
+        "LENT",
+        "IDLE",
+        "MODELS",
+        "WORKERS",
+        "REQ/S",
+        "TOK/S",
+        "TOKENS_TODAY",
+        "EARNED_TODAY(EUR)",
+        "NODELIST",
+    ]
     assert plain[1].split()[:9] == ["train*", "up", "mixed", "3", "12", "8", "2", "2", "tiny-llama"]
 
 
@@ -134,8 +170,9 @@ def test_cli_json_from_saved_output_and_ledger_leaves_the_ledger_untouched(tmp_p
     midnight = status_inputs.day_start(now).timestamp()
     write_requests(config, [request("r1", max(midnight, now - 5), node="n2")])
     before = db_bytes(ledger)
-    code, out, err = cli(capsys, "--config", config, "status", "-N", "--json", "--from-json", FIXTURES / "22.05",
-                         "--ledger", ledger)
+    code, out, err = cli(
+        capsys, "--config", config, "status", "-N", "--json", "--from-json", FIXTURES / "22.05", "--ledger", ledger
+    )
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert doc["view"] == "node" and doc["currency"] == "EUR" and doc["lend_partition"] == "inference"
@@ -151,9 +188,24 @@ def test_cli_json_from_saved_output_and_ledger_leaves_the_ledger_untouched(tmp_p
 def test_cli_prints_plain_columns_when_piped(tmp_path):
     config, ledger = make_world(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "isense_slurm", "--config", str(config), "status", "-p", "inference",
-         "--from-json", str(FIXTURES / "22.05"), "--ledger", str(ledger)],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "isense_slurm",
+            "--config",
+            str(config),
+            "status",
+            "-p",
+            "inference",
+            "--from-json",
+            str(FIXTURES / "22.05"),
+            "--ledger",
+            str(ledger),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     assert not ANSI.search(proc.stdout)
@@ -178,8 +230,9 @@ def test_rich_terminal_output_has_colour_and_the_totals_line(tmp_path):
 
 def test_bad_partition_missing_saved_output_and_foreign_ledger_are_one_line_exit_2(tmp_path, capsys):
     config, ledger = make_world(tmp_path)
-    code, out, err = cli(capsys, "--config", config, "status", "-p", "gpu-big", "--from-json", FIXTURES / "22.05",
-                         "--ledger", ledger)
+    code, out, err = cli(
+        capsys, "--config", config, "status", "-p", "gpu-big", "--from-json", FIXTURES / "22.05", "--ledger", ledger
+    )
     assert (code, out) == (2, "")
     assert err == "isense: -p gpu-big: no such partition (known: train, inference)\n"
     empty = tmp_path / "empty"

@@ -31,15 +31,17 @@ def test_once_prints_status_sparkline_and_recent_reclaims(tmp_path, capsys):
     now = time.time()
     slot = 10.0  # 10 minutes in 60 slots
     done = (now // slot) * slot  # requests in whole slots only are drawn
-    write_requests(config, [
-        request("a", done - 95, node="n2", prompt=3000, completion=1000),  # 4000 tokens in a 10 s slot: 400/s
-        request("b", done - 305, node="n2", prompt=1500, completion=500),  # 200/s
-    ])
+    write_requests(
+        config,
+        [
+            request("a", done - 95, node="n2", prompt=3000, completion=1000),  # 4000 tokens in a 10 s slot: 400/s
+            request("b", done - 305, node="n2", prompt=1500, completion=500),  # 200/s
+        ],
+    )
     with Ledger.open(ledger) as book:
         book.record_reclaim("501", node="n3", worker_job_id="34", submit_time=now - 400, start_time=now - 398.25)
         book.record_reclaim("502", node="n1", worker_job_id="35", submit_time=now - 100)  # not started yet
-    code, out, err = cli(capsys, "--config", config, "top", "--once", "-N", "--from-json", FIXTURES,
-                         "--ledger", ledger)
+    code, out, err = cli(capsys, "--config", config, "top", "--once", "-N", "--from-json", FIXTURES, "--ledger", ledger)
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("isense top  ") and lines[0].endswith(" UTC")
@@ -50,7 +52,7 @@ def test_once_prints_status_sparkline_and_recent_reclaims(tmp_path, capsys):
     assert len(drawn) == 60 and drawn.count("█") == 1 and drawn.count("▄") == 1
     assert drawn.index("▄") < drawn.index("█")  # the older, smaller slot first
     assert spark.endswith("peak 400")
-    reclaims = lines[lines.index(next(x for x in lines if x.startswith("TIME_UTC"))) + 1:]
+    reclaims = lines[lines.index(next(x for x in lines if x.startswith("TIME_UTC"))) + 1 :]
     assert [r.split()[1:] for r in reclaims] == [["502", "n1", "35", "-"], ["501", "n3", "34", "1.75"]]
 
 
@@ -65,8 +67,20 @@ def test_q_leaves_the_live_view_with_exit_0(tmp_path):
     import pty
 
     config, ledger = make_world(tmp_path)
-    argv = [sys.executable, "-m", "isense_slurm", "--config", str(config), "top", "--interval", "0.5",
-            "--from-json", str(FIXTURES), "--ledger", str(ledger)]
+    argv = [
+        sys.executable,
+        "-m",
+        "isense_slurm",
+        "--config",
+        str(config),
+        "top",
+        "--interval",
+        "0.5",
+        "--from-json",
+        str(FIXTURES),
+        "--ledger",
+        str(ledger),
+    ]
     pid, fd = pty.fork()
     if pid == 0:  # the child: the real command on a real terminal
         os.chdir(REPO)

@@ -12,8 +12,15 @@ SECRET = b"s" * 64
 
 
 def model(vllm_args=(), gpus=2, context_length=4096):
-    return ModelConfig(name="m1", path="/models/m1", gpus=gpus, context_length=context_length,
-                       weight=1.0, vllm_args=list(vllm_args), price=Price(0.1, 0.4, 0.05))
+    return ModelConfig(
+        name="m1",
+        path="/models/m1",
+        gpus=gpus,
+        context_length=context_length,
+        weight=1.0,
+        vllm_args=list(vllm_args),
+        price=Price(0.1, 0.4, 0.05),
+    )
 
 
 def flag_value(cmd, flag):
@@ -37,17 +44,19 @@ def test_tensor_parallel_defaults_to_model_gpus():
     assert flag_value(cmd, "--tensor-parallel-size") == "4"
 
 
-@pytest.mark.parametrize("args", [
-    ["-tp", "1"],
-    ["--tensor-parallel-size", "1"],
-    ["--tensor-parallel-size=1"],
-    ["--tensor_parallel_size", "1"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-tp", "1"],
+        ["--tensor-parallel-size", "1"],
+        ["--tensor-parallel-size=1"],
+        ["--tensor_parallel_size", "1"],
+    ],
+)
 def test_tensor_parallel_from_vllm_args_is_not_duplicated(args):
     cmd = build_command("vllm", model(args, gpus=4), "0.0.0.0", 1)
-    assert cmd[-len(args):] == args
-    spelled = [a for a in cmd if a.split("=")[0] in ("-tp", "--tensor-parallel-size",
-                                                     "--tensor_parallel_size")]
+    assert cmd[-len(args) :] == args
+    spelled = [a for a in cmd if a.split("=")[0] in ("-tp", "--tensor-parallel-size", "--tensor_parallel_size")]
     assert len(spelled) == 1
 
 
@@ -78,18 +87,25 @@ def test_worker_env_overrides_inherited_env():
     assert env["A"] == "config"
 
 
-@pytest.mark.parametrize("bind,expected", [
-    ("0.0.0.0", "127.0.0.1"), ("", "127.0.0.1"), ("::", "[::1]"),
-    ("10.0.0.5", "10.0.0.5"), ("fe80::1", "[fe80::1]"),
-])
+@pytest.mark.parametrize(
+    "bind,expected",
+    [
+        ("0.0.0.0", "127.0.0.1"),
+        ("", "127.0.0.1"),
+        ("::", "[::1]"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("fe80::1", "[fe80::1]"),
+    ],
+)
 def test_local_address(bind, expected):
     assert local_address(bind) == expected
 
 
 def test_identity_inside_slurm():
-    ident = identify(env={"SLURM_JOB_ID": "77", "SLURMD_NODENAME": "n3",
-                          "SLURM_JOB_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1"},
-                     hostname="host")
+    ident = identify(
+        env={"SLURM_JOB_ID": "77", "SLURMD_NODENAME": "n3", "SLURM_JOB_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1"},
+        hostname="host",
+    )
     assert (ident.job_id, ident.node, ident.gpus, ident.in_slurm) == ("77", "n3", "2,3", True)
 
 

@@ -53,11 +53,18 @@ class Run:
         return StopResult(0.4, busy, False)
 
     def go(self, drain_seconds=2.0, started_at=None):
-        return asyncio.run(drain(
-            started_at=self.now if started_at is None else started_at,
-            drain_seconds=drain_seconds, deregister=self.deregister,
-            in_flight=self.in_flight, vllm_exited=lambda: self.exited,
-            stop=self.stop, clock=self.clock, sleep=self.sleep))
+        return asyncio.run(
+            drain(
+                started_at=self.now if started_at is None else started_at,
+                drain_seconds=drain_seconds,
+                deregister=self.deregister,
+                in_flight=self.in_flight,
+                vllm_exited=lambda: self.exited,
+                stop=self.stop,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        )
 
 
 def test_deregisters_first_then_waits_for_idle_then_stops():
@@ -153,10 +160,18 @@ class Group:
             self.alive = False
 
     def stop(self, busy, grace=2.0):
-        return asyncio.run(stop_vllm(
-            busy=busy, in_flight=self.in_flight, signal_engines=self.signal_engines,
-            signal_group=self.signal_group, group_alive=lambda: self.alive, grace=grace,
-            clock=self.clock, sleep=self.sleep))
+        return asyncio.run(
+            stop_vllm(
+                busy=busy,
+                in_flight=self.in_flight,
+                signal_engines=self.signal_engines,
+                signal_group=self.signal_group,
+                group_alive=lambda: self.alive,
+                grace=grace,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        )
 
 
 def test_idle_stop_is_one_sigterm_to_the_group():

@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def config(tmp_path):
     text = (REPO / "dev" / "isense.dev.toml").read_text()
-    text = re.sub(r'(?m)^job_dir = .*$', f'job_dir = "{tmp_path / "jobs"}"', text)
-    text = re.sub(r'(?m)^dir = .*$', f'dir = "{tmp_path / "secrets"}"', text)
+    text = re.sub(r"(?m)^job_dir = .*$", f'job_dir = "{tmp_path / "jobs"}"', text)
+    text = re.sub(r"(?m)^dir = .*$", f'dir = "{tmp_path / "secrets"}"', text)
     create_secret(tmp_path / "secrets")
     return parse_config(text, tmp_path / "isense.toml")
 
