@@ -9,6 +9,10 @@ from Slurm, counts only isense-* jobs (others are the admin's own tests).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # for the annotation only: contracts imports nothing of isense at run time
+    from isense_slurm.config.schema import Config
 
 WORKER_PREFIX = "isense-"
 
@@ -27,6 +31,17 @@ def model_of(job_name: str) -> str:
     return job_name.removeprefix(WORKER_PREFIX)
 
 
+class NamedJob(Protocol):
+    """A job record with .user, .partition and .name (slurm.Job)."""
+
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def partition(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class WorkerRule:
     """[slurm] service_account and lend_partition: which jobs are workers."""
@@ -35,7 +50,7 @@ class WorkerRule:
     lend_partition: str | None
 
     @classmethod
-    def from_config(cls, cfg) -> WorkerRule:
+    def from_config(cls, cfg: Config) -> WorkerRule:
         return cls(cfg.slurm.service_account, cfg.slurm.lend_partition)
 
     def is_worker(self, user: str | None, partition: str | None, name: str | None = None) -> bool:
@@ -47,6 +62,6 @@ class WorkerRule:
             and (name is None or is_worker_name(name))
         )
 
-    def is_worker_job(self, job) -> bool:
+    def is_worker_job(self, job: NamedJob) -> bool:
         """For a job record with .user, .partition and .name (slurm.Job)."""
         return self.is_worker(job.user, job.partition, job.name)
