@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from isense_slurm.availability import Window
 from isense_slurm.contracts.states import WorkerState
+
+if TYPE_CHECKING:  # the planner imports no config at run time; the annotation only
+    from isense_slurm.config.schema import Config
 
 # Slurm pending reasons that mean "will start when GPUs are free": not stuck.
 STARTABLE_REASONS = frozenset({"", "None", "Priority", "Resources"})
@@ -51,7 +55,7 @@ class Policy:
     backoff_max_seconds: float = 1800.0
 
     @classmethod
-    def from_config(cls, cfg, **knobs) -> Policy:
+    def from_config(cls, cfg: Config, **knobs: Any) -> Policy:
         """Policy from a loaded isense Config; `knobs` override the planner-only fields."""
         s = cfg.slurm
         knobs.setdefault("end_margin_seconds", max(30.0, 2 * s.drain_seconds))
