@@ -9,10 +9,7 @@ from Slurm, counts only isense-* jobs (others are the admin's own tests).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:  # for the annotation only: contracts imports nothing of isense at run time
-    from isense_slurm.config.schema import Config
+from typing import Protocol
 
 WORKER_PREFIX = "isense-"
 
@@ -29,6 +26,20 @@ def is_worker_name(name: str) -> bool:
 def model_of(job_name: str) -> str:
     """The model a worker job serves, from its name."""
     return job_name.removeprefix(WORKER_PREFIX)
+
+
+class _SlurmSettings(Protocol):
+    @property
+    def service_account(self) -> str | None: ...
+    @property
+    def lend_partition(self) -> str | None: ...
+
+
+class WorkerRuleConfig(Protocol):
+    """What from_config reads of isense's Config (contracts import nothing of ours)."""
+
+    @property
+    def slurm(self) -> _SlurmSettings: ...
 
 
 class NamedJob(Protocol):
@@ -50,7 +61,7 @@ class WorkerRule:
     lend_partition: str | None
 
     @classmethod
-    def from_config(cls, cfg: Config) -> WorkerRule:
+    def from_config(cls, cfg: WorkerRuleConfig) -> WorkerRule:
         return cls(cfg.slurm.service_account, cfg.slurm.lend_partition)
 
     def is_worker(self, user: str | None, partition: str | None, name: str | None = None) -> bool:

@@ -9,15 +9,13 @@ prints it and as availability windows are written. The planner never reads the c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from isense_slurm.availability import Window
 from isense_slurm.contracts.states import WorkerState
-
-if TYPE_CHECKING:  # the planner imports no config at run time; the annotation only
-    from isense_slurm.config.schema import Config
 
 # Slurm pending reasons that mean "will start when GPUs are free": not stuck.
 STARTABLE_REASONS = frozenset({"", "None", "Priority", "Resources"})
@@ -28,6 +26,46 @@ class ModelSpec:
     name: str
     gpus: int  # GPUs per worker, all on one node
     weight: float = 1.0  # share of lent GPUs when demand is equal
+
+
+# What Policy.from_config reads of isense's Config (the planner imports no config).
+class _ModelConfig(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def weight(self) -> float: ...
+
+
+class _SlurmConfig(Protocol):
+    @property
+    def max_lend_share(self) -> float: ...
+    @property
+    def min_idle_seconds(self) -> float: ...
+    @property
+    def max_job_minutes(self) -> int: ...
+    @property
+    def availability(self) -> Iterable[Window]: ...
+    @property
+    def lend_partition(self) -> str | None: ...
+    @property
+    def tick_seconds(self) -> float: ...
+    @property
+    def drain_seconds(self) -> float: ...
+    @property
+    def backoff_after_failures(self) -> int: ...
+    @property
+    def backoff_seconds(self) -> float: ...
+    @property
+    def backoff_max_seconds(self) -> float: ...
+
+
+class PolicyConfig(Protocol):
+    @property
+    def slurm(self) -> _SlurmConfig: ...
+    @property
+    def models(self) -> Iterable[_ModelConfig]: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +93,7 @@ class Policy:
     backoff_max_seconds: float = 1800.0
 
     @classmethod
-    def from_config(cls, cfg: Config, **knobs: Any) -> Policy:
+    def from_config(cls, cfg: PolicyConfig, **knobs: Any) -> Policy:
         """Policy from a loaded isense Config; `knobs` override the planner-only fields."""
         s = cfg.slurm
         knobs.setdefault("end_margin_seconds", max(30.0, 2 * s.drain_seconds))
