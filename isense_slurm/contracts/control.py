@@ -48,13 +48,13 @@ class Registration:
     model: str
     url: str  # where the gateway reaches this worker's vLLM
 
-    def payload(self) -> dict:
+    def payload(self) -> dict[str, str]:
         return asdict(self)
 
 
-def heartbeat_payload(job_id: str) -> dict:
+def heartbeat_payload(job_id: str) -> dict[str, str]:
     return {"job_id": job_id}
 
 
-def deregister_payload(job_id: str, reason: str) -> dict:
+def deregister_payload(job_id: str, reason: str) -> dict[str, str]:
     return {"job_id": job_id, "reason": str(reason)}

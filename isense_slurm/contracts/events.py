@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
+from typing import Any
 
 from isense_slurm.contracts.states import HOOK_END_REASONS
 
@@ -40,7 +41,7 @@ _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # --- builders (the node hooks) ---------------------------------------------------------
 
 
-def cleaned_process(pid: int, cmd: str, gpus: list[int], source: str, sigkill: bool) -> dict:
+def cleaned_process(pid: int, cmd: str, gpus: list[int], source: str, sigkill: bool) -> dict[str, Any]:
     """One process the prolog found on the job's GPUs (job_start's `cleaned`)."""
     return {"pid": pid, "cmd": cmd, "gpus": gpus, "source": source, "sigkill": sigkill}
 
@@ -53,10 +54,10 @@ def job_start_event(
     partition: str,
     gpus: list[int],
     time: float,
-    cleaned: list[dict],
+    cleaned: list[dict[str, Any]],
     clean_seconds: float,
     survivors: list[int],
-) -> dict:
+) -> dict[str, Any]:
     return {
         "kind": EventKind.JOB_START.value,
         "job_id": job_id,
@@ -83,7 +84,7 @@ def worker_end_event(
     derived_ec: str | None,
     restart_count: int | None,
     reason: str,
-) -> dict:
+) -> dict[str, Any]:
     return {
         "kind": EventKind.WORKER_END.value,
         "job_id": job_id,
@@ -99,7 +100,7 @@ def worker_end_event(
     }
 
 
-def gpus_free_event(*, job_id: str, node: str, gpus: list[int], time: float) -> dict:
+def gpus_free_event(*, job_id: str, node: str, gpus: list[int], time: float) -> dict[str, Any]:
     return {"kind": EventKind.GPUS_FREE.value, "job_id": job_id, "node": node, "gpus": gpus, "time": time}
 
 
@@ -114,7 +115,7 @@ def _fail(where: str, message: str) -> EventError:
     return EventError(f"{where}: {message}")
 
 
-def node_of(event, where: str = "event") -> str:
+def node_of(event: object, where: str = "event") -> str:
     """The event's node (checked first: the token is per node)."""
     if not isinstance(event, dict):
         raise _fail(where, "must be a JSON object")
@@ -124,7 +125,7 @@ def node_of(event, where: str = "event") -> str:
     return node
 
 
-def _time(event: dict, key: str, where: str, *, required: bool = True) -> float | None:
+def _time(event: dict[str, Any], key: str, where: str, *, required: bool = True) -> float | None:
     value = event.get(key)
     if value is None and not required:
         return None
@@ -133,7 +134,7 @@ def _time(event: dict, key: str, where: str, *, required: bool = True) -> float 
     return float(value)
 
 
-def _gpus(value, where: str) -> list[int]:
+def _gpus(value: object, where: str) -> list[int]:
     if (
         not isinstance(value, list)
         or len(value) > MAX_GPU_INDEX + 1
@@ -143,7 +144,7 @@ def _gpus(value, where: str) -> list[int]:
     return sorted(set(value))
 
 
-def _job_id(event: dict, where: str, *, required: bool = True) -> str | None:
+def _job_id(event: dict[str, Any], where: str, *, required: bool = True) -> str | None:
     value = event.get("job_id")
     if not required and value in (None, ""):
         return None
@@ -152,7 +153,7 @@ def _job_id(event: dict, where: str, *, required: bool = True) -> str | None:
     return value
 
 
-def _text(event: dict, key: str, where: str, limit: int = 128) -> str | None:
+def _text(event: dict[str, Any], key: str, where: str, limit: int = 128) -> str | None:
     value = event.get(key)
     if value is None:
         return None
@@ -161,7 +162,7 @@ def _text(event: dict, key: str, where: str, limit: int = 128) -> str | None:
     return value
 
 
-def _count(event: dict, key: str, where: str) -> int | None:
+def _count(event: dict[str, Any], key: str, where: str) -> int | None:
     value = event.get(key)
     if value is None:
         return None
@@ -170,12 +171,12 @@ def _count(event: dict, key: str, where: str) -> int | None:
     return value
 
 
-def _cleaned(value, where: str) -> list[dict]:
+def _cleaned(value: object, where: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > 4096:
         raise _fail(where, "must be a list of {pid, cmd, gpus, source, sigkill}")
-    out = []
+    out: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         at = f"{where}[{i}]"
         if not isinstance(item, dict):
@@ -195,13 +196,14 @@ def _cleaned(value, where: str) -> list[dict]:
     return out
 
 
-def validate_event(event, where: str = "event") -> dict:
+def validate_event(event: object, where: str = "event") -> dict[str, Any]:
     node = node_of(event, where)
+    assert isinstance(event, dict)  # node_of raised otherwise
     kind = event.get("kind")
     if kind not in KINDS:
         raise _fail(f"{where}.kind", f"must be one of {', '.join(KINDS)}")
     kind = EventKind(kind)
-    out = {
+    out: dict[str, Any] = {
         "kind": kind.value,
         "node": node,
         "time": _time(event, "time", where),
@@ -246,7 +248,7 @@ def validate_event(event, where: str = "event") -> dict:
     return out
 
 
-def events_of(body) -> list:
+def events_of(body: object) -> list[object]:
     """The events in a request body: {"events": [...]} or one event object."""
     if isinstance(body, dict) and "events" in body:
         events = body["events"]

@@ -9,6 +9,7 @@ from Slurm, counts only isense-* jobs (others are the admin's own tests).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 WORKER_PREFIX = "isense-"
 
@@ -27,6 +28,31 @@ def model_of(job_name: str) -> str:
     return job_name.removeprefix(WORKER_PREFIX)
 
 
+class _SlurmSettings(Protocol):
+    @property
+    def service_account(self) -> str | None: ...
+    @property
+    def lend_partition(self) -> str | None: ...
+
+
+class WorkerRuleConfig(Protocol):
+    """What from_config reads of isense's Config (contracts import nothing of ours)."""
+
+    @property
+    def slurm(self) -> _SlurmSettings: ...
+
+
+class NamedJob(Protocol):
+    """A job record with .user, .partition and .name (slurm.Job)."""
+
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def partition(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class WorkerRule:
     """[slurm] service_account and lend_partition: which jobs are workers."""
@@ -35,7 +61,7 @@ class WorkerRule:
     lend_partition: str | None
 
     @classmethod
-    def from_config(cls, cfg) -> WorkerRule:
+    def from_config(cls, cfg: WorkerRuleConfig) -> WorkerRule:
         return cls(cfg.slurm.service_account, cfg.slurm.lend_partition)
 
     def is_worker(self, user: str | None, partition: str | None, name: str | None = None) -> bool:
@@ -47,6 +73,6 @@ class WorkerRule:
             and (name is None or is_worker_name(name))
         )
 
-    def is_worker_job(self, job) -> bool:
+    def is_worker_job(self, job: NamedJob) -> bool:
         """For a job record with .user, .partition and .name (slurm.Job)."""
         return self.is_worker(job.user, job.partition, job.name)

@@ -20,6 +20,7 @@ No crash loops (backoff.py): a (node, model) whose workers keep ending before th
 is held back, with an exponential back-off, and then tried with one worker.
 """
 
+from isense_slurm.contracts.states import WorkerState
 from isense_slurm.planner.backoff import Hold, WorkerEnd, note_end, note_served
 from isense_slurm.planner.decide import make_plan
 from isense_slurm.planner.inputs import (
@@ -32,7 +33,6 @@ from isense_slurm.planner.inputs import (
     Reservation,
     Snapshot,
     Worker,
-    WorkerState,
 )
 from isense_slurm.planner.plan import Action, Cancel, Plan, Submit
 

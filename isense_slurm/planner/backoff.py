@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from isense_slurm.planner.inputs import Failures, Policy, Worker, WorkerState
+from isense_slurm.contracts.states import WorkerState
+from isense_slurm.planner.inputs import Failures, Policy, Worker
 from isense_slurm.planner.text import clock, natural_key, seconds
 
 # Slurm's final states of a worker that something else ended: not the worker's failure.

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from isense_slurm.planner.inputs import STARTABLE_REASONS, Policy, Snapshot, Worker, WorkerState
+from isense_slurm.contracts.states import WorkerState
+from isense_slurm.planner.inputs import STARTABLE_REASONS, Policy, Snapshot, Worker
 from isense_slurm.planner.occupancy import NodeUse
 from isense_slurm.planner.plan import Cancel
-from isense_slurm.planner.text import gpus, natural_key, seconds
+from isense_slurm.planner.text import NaturalKey, gpus, natural_key, seconds
 
 OUTSIDE_WINDOW = "outside availability window"
 
@@ -21,7 +22,7 @@ def _label(w: Worker) -> str:
     return f"{w.job_id} ({w.model}{where}, {w.state})"
 
 
-def _oldest_first(w: Worker) -> tuple:
+def _oldest_first(w: Worker) -> tuple[bool, datetime, NaturalKey]:
     # Unknown submit times sort as the youngest: the controller just submitted them.
     return (w.submit_time is None, w.submit_time or datetime.min, natural_key(w.job_id))
 

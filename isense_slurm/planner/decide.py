@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from isense_slurm.availability import available_at, available_until
+from isense_slurm.contracts.states import WorkerState
 from isense_slurm.planner.backoff import Hold, clock_s, hold_line, holds
 from isense_slurm.planner.cancel import (
     cancels_blocked,
@@ -18,7 +19,7 @@ from isense_slurm.planner.cancel import (
     cancels_stuck,
     describe,
 )
-from isense_slurm.planner.inputs import Policy, Snapshot, WorkerState
+from isense_slurm.planner.inputs import Policy, Snapshot
 from isense_slurm.planner.lend import Hole, fit_hole, node_block, training_hold
 from isense_slurm.planner.models import ModelChooser
 from isense_slurm.planner.occupancy import NodeUse, lent_gpus, node_uses, share_cap
@@ -216,7 +217,7 @@ def _summary(
         window = "always available"
     elif available and window_end is None:
         window = "in availability windows for the next week"
-    elif available:
+    elif available and window_end is not None:
         window = f"in availability window until {clock(window_end, snapshot.now)}"
     else:
         window = "outside availability windows"

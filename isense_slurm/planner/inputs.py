@@ -9,8 +9,10 @@ prints it and as availability windows are written. The planner never reads the c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
 from isense_slurm.availability import Window
 from isense_slurm.contracts.states import WorkerState
@@ -24,6 +26,46 @@ class ModelSpec:
     name: str
     gpus: int  # GPUs per worker, all on one node
     weight: float = 1.0  # share of lent GPUs when demand is equal
+
+
+# What Policy.from_config reads of isense's Config (the planner imports no config).
+class _ModelConfig(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def weight(self) -> float: ...
+
+
+class _SlurmConfig(Protocol):
+    @property
+    def max_lend_share(self) -> float: ...
+    @property
+    def min_idle_seconds(self) -> float: ...
+    @property
+    def max_job_minutes(self) -> int: ...
+    @property
+    def availability(self) -> Iterable[Window]: ...
+    @property
+    def lend_partition(self) -> str | None: ...
+    @property
+    def tick_seconds(self) -> float: ...
+    @property
+    def drain_seconds(self) -> float: ...
+    @property
+    def backoff_after_failures(self) -> int: ...
+    @property
+    def backoff_seconds(self) -> float: ...
+    @property
+    def backoff_max_seconds(self) -> float: ...
+
+
+class PolicyConfig(Protocol):
+    @property
+    def slurm(self) -> _SlurmConfig: ...
+    @property
+    def models(self) -> Iterable[_ModelConfig]: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +93,7 @@ class Policy:
     backoff_max_seconds: float = 1800.0
 
     @classmethod
-    def from_config(cls, cfg, **knobs) -> Policy:
+    def from_config(cls, cfg: PolicyConfig, **knobs: Any) -> Policy:
         """Policy from a loaded isense Config; `knobs` override the planner-only fields."""
         s = cfg.slurm
         knobs.setdefault("end_margin_seconds", max(30.0, 2 * s.drain_seconds))

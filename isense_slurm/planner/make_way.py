@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from isense_slurm.planner.text import gpus, natural_key
+from isense_slurm.planner.text import NaturalKey, gpus, natural_key
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def make_way(
 
         # Required nodes first, then nodes that fit as they are, then the ones that cost
         # the fewest stopped GPUs.
-        def order(n: StoppableNode, job: WaitingJob = job, need: int = need) -> tuple:
+        def order(n: StoppableNode, job: WaitingJob = job, need: int = need) -> tuple[bool, bool, int, int, NaturalKey]:
             return (
                 n.name not in job.required_nodes,
                 free[n.name] < need,

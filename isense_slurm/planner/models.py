@@ -11,10 +11,11 @@ Running workers are never moved: demand only steers new workers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from isense_slurm.planner.inputs import Demand, ModelSpec
-from isense_slurm.planner.text import gpus, natural_key
+from isense_slurm.planner.text import NaturalKey, gpus, natural_key
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ModelChooser:
             self.lent_by_model.setdefault(m.name, 0)
         self.ranked_models = [m for m in self.models if self.score[m.name] > 0]
 
-    def _priority(self, m: ModelSpec) -> tuple:
+    def _priority(self, m: ModelSpec) -> tuple[float, float, int, NaturalKey]:
         return (self.lent_by_model[m.name] / self.score[m.name], -self.score[m.name], -m.gpus, natural_key(m.name))
 
     def pick(self, node: str, free: int, room: int, exclude: frozenset[str] = frozenset()) -> ModelSpec | None:
@@ -67,7 +68,7 @@ class ModelChooser:
     def gpus_of(self, name: str) -> int:
         return next(m.gpus for m in self.models if m.name == name)
 
-    def demand_note(self, names) -> str:
+    def demand_note(self, names: Iterable[str]) -> str:
         """Why these models: weight, waiting requests and GPUs they hold after this choice."""
         parts = []
         for name in names:

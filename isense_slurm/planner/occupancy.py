@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from isense_slurm.planner.inputs import PoolNode, Snapshot, Worker, WorkerState
+from isense_slurm.contracts.states import WorkerState
+from isense_slurm.planner.inputs import PoolNode, Snapshot, Worker
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # backoff imports nothing of plan; the annotation only
+    from isense_slurm.planner.backoff import Hold
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ Action = Submit | Cancel
 class Plan:
     actions: tuple[Action, ...] = ()
     explanations: tuple[str, ...] = ()  # one human line per decision, in a stable order
-    holds: tuple = ()  # planner.backoff.Hold: (node, model) pairs held back after failed workers
+    holds: tuple[Hold, ...] = ()  # (node, model) pairs held back after failed workers
 
     @property
     def submits(self) -> tuple[Submit, ...]:

@@ -7,8 +7,11 @@ from datetime import datetime
 
 _DIGITS = re.compile(r"(\d+)")
 
+# natural_key's result: (0, number, "") for a run of digits, (1, 0, text) for the rest.
+NaturalKey = tuple[tuple[int, int, str], ...]
 
-def natural_key(text: str) -> tuple:
+
+def natural_key(text: str) -> NaturalKey:
     """Sort key that puts n2 before n10 and job 99 before job 100."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text))
 

@@ -44,7 +44,7 @@ def default_backend(timeout: float = 30.0, *, kind: str = "cli") -> SlurmBackend
     return CliBackend(timeout=timeout)
 
 
-def backend_for(slurm_config, timeout: float = 30.0) -> SlurmBackend:
+def backend_for(slurm_config: object, timeout: float = 30.0) -> SlurmBackend:
     """The backend `[slurm] backend` of the config asks for."""
     return default_backend(timeout, kind=getattr(slurm_config, "backend", "cli"))
 

@@ -68,7 +68,15 @@ class SlurmBackend(Protocol):
         """Whether `sbatch --help` lists the long option (e.g. a SPANK plugin's "isense-worker")."""
 
 
-def filter_jobs(jobs, *, user=None, partition=None, states=None, job_ids=None, name=None) -> list:
+def filter_jobs(
+    jobs: Iterable[Job],
+    *,
+    user: str | None = None,
+    partition: str | None = None,
+    states: Iterable[str] | None = None,
+    job_ids: Iterable[int] | None = None,
+    name: str | None = None,
+) -> list[Job]:
     """The filters squeue would apply; 22.05 ignores them with --json, so apply them here."""
     want_states = {s.upper() for s in states} if states is not None else None
     want_ids = {int(i) for i in job_ids} if job_ids is not None else None

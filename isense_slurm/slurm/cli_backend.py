@@ -108,7 +108,7 @@ class CliBackend:
 
     def _run(
         self, argv: list[str], *, input: str | None = None, as_user: str | None = None, ok_codes: tuple[int, ...] = (0,)
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         command = argv[0]
         full = self._argv(argv, as_user)
         cwd = None
@@ -135,7 +135,7 @@ class CliBackend:
             raise self._error(command, proc)
         return proc
 
-    def _error(self, command: str, proc: subprocess.CompletedProcess) -> SlurmError:
+    def _error(self, command: str, proc: subprocess.CompletedProcess[str]) -> SlurmError:
         stderr = proc.stderr or ""
         if "Could not establish a configuration source" in stderr:
             conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
@@ -150,7 +150,7 @@ class CliBackend:
     def _json(self, argv: list[str]) -> dict[str, Any]:
         proc = self._run(argv)
         try:
-            doc = json.loads(proc.stdout)
+            doc: dict[str, Any] = json.loads(proc.stdout)
         except json.JSONDecodeError:
             head = proc.stdout.strip().splitlines()[:1]
             raise SlurmError(f"{' '.join(argv)}: printed no JSON ({head[0][:80] if head else 'nothing'})") from None

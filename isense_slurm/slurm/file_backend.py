@@ -13,13 +13,14 @@ Same parsers as CliBackend, same filters; every action raises SlurmError.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from isense_slurm.errors import SlurmError, UsageError
 from isense_slurm.slurm.backend import JobId, filter_jobs
-from isense_slurm.slurm.models import Job, Node, Partition
+from isense_slurm.slurm.models import Job, Node, Partition, Reservation
 from isense_slurm.slurm.parse_json import jobs_from_json, json_errors, nodes_from_json, slurm_release
 from isense_slurm.slurm.parse_scontrol import partitions_from_scontrol
 from isense_slurm.slurm.submit import Options
@@ -32,22 +33,23 @@ PARTITION_FILE = "scontrol-partition.txt"
 class FileBackend:
     """Reads DIR/{sinfo.json | scontrol-node.json}, DIR/squeue.json, DIR/scontrol-partition.txt."""
 
-    def __init__(self, folder):
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise UsageError(f"--from-json {folder}: not a folder")
-        self.node_file = next((self.folder / f for f in NODE_FILES if (self.folder / f).is_file()), None)
-        if self.node_file is None:
+        node_file = next((self.folder / f for f in NODE_FILES if (self.folder / f).is_file()), None)
+        if node_file is None:
             raise UsageError(f"--from-json {folder}: neither {' nor '.join(NODE_FILES)} in it")
+        self.node_file: Path = node_file
         if not (self.folder / JOB_FILE).is_file():
             raise UsageError(f"--from-json {folder}: no {JOB_FILE} in it (squeue --json --states=all > {JOB_FILE})")
         self._nodes: list[Node] | None = None
         self._jobs: list[Job] | None = None
-        self._node_doc: dict | None = None
+        self._node_doc: dict[str, Any] | None = None
 
     def _load(self, path: Path) -> dict[str, Any]:
         try:
-            doc = json.loads(path.read_bytes())
+            doc: dict[str, Any] = json.loads(path.read_bytes())
         except OSError as err:
             raise UsageError(f"{path}: cannot read ({err.strerror})") from None
         except ValueError as err:
@@ -111,7 +113,7 @@ class FileBackend:
             return None
         return next((j for j in self.jobs() if j.job_id == int(text)), None)
 
-    def reservations(self) -> list:
+    def reservations(self) -> list[Reservation]:
         return []  # not captured: the saved state has no reservations
 
     def config(self) -> dict[str, str]:
@@ -122,7 +124,7 @@ class FileBackend:
 
     # --- actions: refused --------------------------------------------------------------
 
-    def _refuse(self, what: str):
+    def _refuse(self, what: str) -> NoReturn:
         raise SlurmError(f"cannot {what}: reading saved Slurm output from {self.folder} (read-only)")
 
     def submit(self, script: str, options: Options = None, *, as_user: str | None = None) -> int:

@@ -84,7 +84,7 @@ def expand(hostlist: str | Iterable[str] | None) -> list[str]:
     return names
 
 
-def _sort_key(name: str):
+def _sort_key(name: str) -> tuple[str, str, int, str]:
     m = _TAIL_NUMBER.match(name)
     if not m:
         return (name, "", -1, "")
@@ -123,7 +123,7 @@ def compact(names: Iterable[str]) -> str:
     return ",".join(sorted(parts, key=_group_sort_key))
 
 
-def _group_sort_key(part: str):
+def _group_sort_key(part: str) -> tuple[str, int]:
     head = part.split("[", 1)[0]
     m = _TAIL_NUMBER.match(head)
     if m and "[" not in part:

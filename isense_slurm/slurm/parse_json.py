@@ -12,6 +12,7 @@ its value looks, never by version number.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from isense_slurm.slurm.hostlist import expand
@@ -61,7 +62,7 @@ def slurm_release(doc: Any) -> str | None:
 # --- nodes ------------------------------------------------------------------------------
 
 
-def node_from_json(d: dict) -> Node:
+def node_from_json(d: dict[str, Any]) -> Node:
     state, flags = split_states(states(d.get("state")) + states(d.get("state_flags") or []), NODE_BASE_STATES)
     alloc = gpu_count(d.get("gres_used"))
     if not alloc:
@@ -87,7 +88,7 @@ def node_from_json(d: dict) -> Node:
     )
 
 
-def _nodes_from_sinfo_groups(groups: list[dict]) -> list[Node]:
+def _nodes_from_sinfo_groups(groups: list[dict[str, Any]]) -> list[Node]:
     """Newer `sinfo --json`: one entry per (partition, state, ...) group of nodes."""
     by_name: dict[str, Node] = {}
     for g in groups:
@@ -123,7 +124,7 @@ def _nodes_from_sinfo_groups(groups: list[dict]) -> list[Node]:
     return list(by_name.values())
 
 
-def nodes_from_json(doc: dict) -> list[Node]:
+def nodes_from_json(doc: dict[str, Any]) -> list[Node]:
     """Nodes from `sinfo --json` (any version) or `scontrol show node --json`."""
     if isinstance(doc.get("nodes"), list):
         return [node_from_json(d) for d in doc["nodes"]]
@@ -138,14 +139,14 @@ def nodes_from_json(doc: dict) -> list[Node]:
 _FAR_FUTURE = 4_000_000_000
 
 
-def _time(value: Any):
+def _time(value: Any) -> datetime | None:
     seconds = number(value)
     if seconds is not None and seconds >= _FAR_FUTURE:
         return None
     return epoch(value)
 
 
-def _exit(d: dict) -> tuple[int | None, int | None]:
+def _exit(d: dict[str, Any]) -> tuple[int | None, int | None]:
     value = d.get("exit_code")
     if isinstance(value, dict):  # v0.0.40+: {"status": [...], "return_code": {...}, "signal": {...}}
         code = number(value.get("return_code"))
@@ -165,7 +166,7 @@ def _comment(value: Any) -> str:
     return str(value or "")
 
 
-def _job_gpus(d: dict, node_count: int, details: list[str]) -> int:
+def _job_gpus(d: dict[str, Any], node_count: int, details: list[str]) -> int:
     if details:
         return sum(gpu_count(x) for x in details)
     for key in ("tres_alloc_str",):
@@ -191,7 +192,7 @@ def _expand_pattern(path: str | None, job_id: int, user: str, name: str) -> str 
     return path.replace("%j", str(job_id)).replace("%u", user).replace("%x", name)
 
 
-def job_from_json(d: dict) -> Job:
+def job_from_json(d: dict[str, Any]) -> Job:
     job_id = number(d.get("job_id"))
     if job_id is None:
         raise ValueError(f"job without job_id: {str(d)[:80]}")
@@ -199,7 +200,7 @@ def job_from_json(d: dict) -> Job:
     nodes = tuple(expand(d.get("nodes") or ""))
     node_count = number(d.get("node_count")) or len(nodes)
     details = [x for x in (d.get("gres_detail") or []) if isinstance(x, str)]
-    indices = ()
+    indices: tuple[tuple[str, tuple[int, ...]], ...] = ()
     if details and len(details) == len(nodes):
         indices = tuple((n, gpu_indices(x)) for n, x in zip(nodes, details))
     pending = state == "PENDING"
@@ -238,7 +239,7 @@ def job_from_json(d: dict) -> Job:
     )
 
 
-def jobs_from_json(doc: dict) -> list[Job]:
+def jobs_from_json(doc: dict[str, Any]) -> list[Job]:
     """Jobs from `squeue --json` (any version) or `scontrol show job --json`."""
     jobs = doc.get("jobs")
     if not isinstance(jobs, list):

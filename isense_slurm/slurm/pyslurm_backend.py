@@ -38,7 +38,8 @@ models in pyslurm_convert.py; options become JobSubmitDescription fields in pysl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from isense_slurm.errors import SlurmError
 from isense_slurm.slurm.backend import JobId, filter_jobs
@@ -67,13 +68,16 @@ from isense_slurm.slurm.values import JOB_BASE_STATES, gpu_count, split_states, 
 
 _INVALID_JOB_ID = 2017  # ESLURM_INVALID_JOB_ID
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class PyslurmBackend:
     """Talks to slurmctld through pyslurm; a CliBackend does the rest (see above)."""
 
     def __init__(self, *, timeout: float = 30.0, cli: CliBackend | None = None):
         self.cli = cli or CliBackend(timeout=timeout)
-        self._pyslurm = None
+        self._pyslurm: Any = None  # the module, once loaded (pyslurm ships no types)
         self._per_job_gpus: dict[int, int] = {}  # pending jobs' --gpus, read once each
 
     # --- pyslurm, loaded on first use -----------------------------------------------
@@ -83,7 +87,7 @@ class PyslurmBackend:
         self.api  # noqa: B018
 
     @property
-    def api(self):
+    def api(self) -> Any:
         if self._pyslurm is None:
             try:
                 version = self.cli.version()
@@ -92,7 +96,7 @@ class PyslurmBackend:
             self._pyslurm = load_pyslurm(version)
         return self._pyslurm
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """fn(*args) with pyslurm's exceptions as one SlurmError line."""
         api = self.api
         try:
@@ -103,7 +107,7 @@ class PyslurmBackend:
             raise SlurmError(f"pyslurm {what}: {first_line(err)}") from None
 
     @staticmethod
-    def _rpc_error(what: str, err) -> SlurmError:
+    def _rpc_error(what: str, err: BaseException) -> SlurmError:
         message = first_line(err)
         if "Unable to contact slurm controller" in message:
             return SlurmError(f"pyslurm {what}: {UNREACHABLE} ({message})")
@@ -178,10 +182,10 @@ class PyslurmBackend:
     def sbatch_supports(self, option: str) -> bool:
         return self.cli.sbatch_supports(option)
 
-    def _job(self, j) -> Job:
+    def _job(self, j: Any) -> Job:
         return job_from(j, self._per_job_gpus)
 
-    def _asks_unknown(self, j) -> bool:
+    def _asks_unknown(self, j: Any) -> bool:
         """A pending job whose GPU request pyslurm cannot read: none per node or task, so
         maybe per job (--gpus), which the object API lacks (no tres_per_job)."""
         return (

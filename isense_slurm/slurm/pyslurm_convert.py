@@ -9,6 +9,7 @@ from __future__ import annotations
 import pwd
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -25,10 +26,12 @@ from isense_slurm.slurm.values import (
     text_or_none,
 )
 
+# pyslurm ships no types: its records (Job, Node, Partition objects) are Any here.
+
 FAR_FUTURE = 4_000_000_000  # start + unlimited: Slurm's "never"
 
 
-def job_from(j, per_job_gpus: Mapping[int, int]) -> Job:
+def job_from(j: Any, per_job_gpus: Mapping[int, int]) -> Job:
     """A Job from pyslurm's job record; per_job_gpus: pending jobs' --gpus, read elsewhere."""
     job_id = int(j.id)
     state, flags = split_states(states(j.state), JOB_BASE_STATES)
@@ -111,18 +114,18 @@ def names_gpus(value: Any) -> bool:
     return any(str(k).removeprefix("gres/").split(":")[0] == "gpu" for k in dict(value or {}))
 
 
-def gpus_per_task(j) -> int:
+def gpus_per_task(j: Any) -> int:
     return gpus_of(getattr(j, "tres_per_task", None))  # 24.11.x only
 
 
-def held_gpus(j) -> list[tuple[str, str]]:
+def held_gpus(j: Any) -> list[tuple[str, str]]:
     """(node, GRES spec) of the GPUs a started job holds, from its resource layout."""
     layout = j.get_resource_layout_per_node() or {}
     specs = [(name, gres_spec(part.get("gres"))) for name, part in layout.items()]
     return [(name, spec) for name, spec in specs if gpu_count(spec)]
 
 
-def time_of(value: Any):
+def time_of(value: Any) -> datetime | None:
     if isinstance(value, int) and value >= FAR_FUTURE:
         return None
     return epoch(value)
@@ -147,7 +150,7 @@ def user_name(uid: Any) -> str:
         return str(uid if uid is not None else "")
 
 
-def node_from(n, held: dict[str, int] | None = None) -> Node:
+def node_from(n: Any, held: dict[str, int] | None = None) -> Node:
     state, flags = split_states(states(n.state), NODE_BASE_STATES)
     if held is not None and not names_gpus(n.allocated_gres):
         alloc = held.get(str(n.name), 0)
@@ -174,8 +177,8 @@ def node_from(n, held: dict[str, int] | None = None) -> Node:
     )
 
 
-def partition_from(p) -> Partition:
-    def minutes(value):
+def partition_from(p: Any) -> Partition:
+    def minutes(value: object) -> int | None:
         return value if isinstance(value, int) else None  # "UNLIMITED" or unset
 
     return Partition(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from isense_slurm.errors import SlurmError
 
@@ -20,7 +21,7 @@ def pyslurm_series(slurm_version: str) -> str | None:
     return f"{int(m.group(1))}.{int(m.group(2))}" if m else None
 
 
-def load_pyslurm(slurm_version: str | None):
+def load_pyslurm(slurm_version: str | None) -> Any:  # the pyslurm module: it ships no types
     """pyslurm, imported and checked against this Slurm, or SlurmError with one line."""
     release = slurm_version or "unknown"
     head = f'[slurm] backend = "pyslurm" (Slurm {release})'

@@ -102,7 +102,7 @@ def signal_number(name: str) -> int:
         raise SlurmError(f"not a signal name: {name!r}") from None
 
 
-def warn_signal(text: str) -> dict | None:
+def warn_signal(text: str) -> dict[str, Any] | None:
     """sbatch --signal=[B:]SIG[@secs] as pyslurm's dict (its own parser wants SIGTERM)."""
     m = re.fullmatch(r"(?:([BR]+):)?([A-Z0-9]+)(?:@(\d+))?", text.strip().upper())
     if not m:
