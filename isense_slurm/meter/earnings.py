@@ -35,7 +35,7 @@ class WorkerRun:
     ended_at: float | None  # None: still running
 
 
-def open_readonly(path) -> sqlite3.Connection:
+def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to an isense ledger; ConfigError (exit 2) naming the path otherwise."""
     path = Path(path)
     if path.is_dir():
@@ -73,7 +73,9 @@ def earliest(conn: sqlite3.Connection) -> float | None:
     return min(times) if times else None
 
 
-def request_sums(conn: sqlite3.Connection, start: float, end: float, group: str | None) -> dict:
+def request_sums(
+    conn: sqlite3.Connection, start: float, end: float, group: str | None
+) -> dict[str | None, RequestTotals]:
     """Sums of requests with start <= ts < end: {group value: RequestTotals}.
 
     group None: one entry under the key None. 'client': keyed by the key's NAME (a
@@ -91,7 +93,7 @@ def request_sums(conn: sqlite3.Connection, start: float, end: float, group: str 
     if group != "client":
         return {row[0]: RequestTotals(*row[1:]) for row in rows}
     names = key_names(conn)
-    merged: dict = {}
+    merged: dict[str | None, RequestTotals] = {}
     for key_id, *sums in rows:
         name = None if key_id is None else names.get(key_id, f"key#{key_id}")
         merged[name] = add_totals(merged.get(name, RequestTotals()), RequestTotals(*sums))
