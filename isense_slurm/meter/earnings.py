@@ -9,6 +9,7 @@ Time ranges are half-open, ts >= start AND ts < end, as exports use them.
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlite_utils import Database
 
@@ -123,9 +124,31 @@ def currencies(conn: sqlite3.Connection, start: float, end: float) -> set[str]:
     return {row[0] for row in rows}
 
 
-def add_totals(a: RequestTotals, b: RequestTotals) -> RequestTotals:
+class TotalsLike(Protocol):
+    """The six sums of RequestTotals (metrics_queries.RequestGroup has them too)."""
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def cached_tokens(self) -> int: ...
+
+    @property
+    def gross_nanos(self) -> int: ...
+
+    @property
+    def operator_nanos(self) -> int: ...
+
+
+def add_totals(a: TotalsLike, b: TotalsLike) -> RequestTotals:
     return RequestTotals(*(x + y for x, y in zip(_fields(a), _fields(b))))
 
 
-def _fields(t: RequestTotals) -> tuple[int, ...]:
+def _fields(t: TotalsLike) -> tuple[int, ...]:
     return (t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, t.gross_nanos, t.operator_nanos)
