@@ -340,7 +340,7 @@ def clean_gpus(
         t1 = time.monotonic()
         _kill(report, service_uid, deadline, term_wait_s, proc)
         report.kill_s = time.monotonic() - t1
-        if report.nvml:
+        if report.nvml and nvml is not None:  # report.nvml: NVML answered, so nvml is open
             t2 = time.monotonic()
             _wait_nvml_free(report, nvml, deadline)
             report.free_s = time.monotonic() - t2

@@ -355,7 +355,7 @@ def _check_hook(name: str, value: str | None, files: list[str], script: str) -> 
 
 def _hook_files(value: str | None) -> list[str]:
     """The scripts a Prolog=/Epilog= value names (comma lists, globs), resolved."""
-    if _is_null(value):
+    if value is None or _is_null(value):
         return []
     out = []
     for part in value.split(","):

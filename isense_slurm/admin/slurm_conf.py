@@ -208,6 +208,7 @@ def _cgroup_lines() -> list[str]:
 
 def _job_submit_lines(site: Site, release: Release) -> list[str]:
     wake = site.submit_wake
+    assert wake is not None  # called only when [slurm] submit_wake is set
     concurrent = (
         [
             "# Slurm 23.02+ may run job_submit calls concurrently: isense_wake() writes a new file",

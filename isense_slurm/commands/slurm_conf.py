@@ -37,6 +37,7 @@ def _release_arg(text: str):
     if not re.match(_VERSION_ARG, text.strip()):
         raise UsageError(f"--slurm-version {text!r}: write it as Slurm does, e.g. 24.11 or 24.11.5")
     release = parse_release(text)
+    assert release is not None  # _VERSION_ARG admits only what parse_release reads
     if release[:2] < OLDEST_RELEASE:
         raise UsageError(f"--slurm-version {text}: isense supports Slurm 22.05 and later")
     return text.strip()
@@ -62,7 +63,8 @@ def run(args) -> int:
         version, version_from = wanted, "--slurm-version" + (f"; Slurm here is {here}" if here else "")
     else:
         version, version_from = here, "as Slurm here reports it; for another: --slurm-version X.Y"
-    nodes_text, pool_partitions = None, ()
+    nodes_text: str | None = None
+    pool_partitions: tuple[str, ...] = ()
     try:
         nodes = slurm.nodes()
         known_partitions = {p for n in nodes for p in n.partitions}

@@ -136,14 +136,14 @@ class keypresses:
     def __enter__(self):
         import sys
 
-        self.fd = None
-        self.saved = None
+        self.fd: int | None = None  # None: nothing (more) to read
+        self.saved = None  # (the terminal's fd, its settings): restored on exit
         if sys.stdin.isatty():
             import termios
             import tty
 
             self.fd = sys.stdin.fileno()
-            self.saved = termios.tcgetattr(self.fd)
+            self.saved = (self.fd, termios.tcgetattr(self.fd))
             tty.setcbreak(self.fd)
         return self.pressed
 
@@ -168,5 +168,6 @@ class keypresses:
         if self.saved is not None:
             import termios
 
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            fd, settings = self.saved
+            termios.tcsetattr(fd, termios.TCSADRAIN, settings)
         return False

@@ -7,7 +7,7 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from isense_slurm.availability import WindowError, parse_window
 from isense_slurm.config.schema import (
@@ -58,7 +58,16 @@ WORKER_KEYS = [
 MODEL_KEYS = ["name", "path", "gpus", "context_length", "weight", "vllm_args", "price"]
 PRICE_KEYS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"]
 EXPORTS_KEYS = ["cron", "period", "format", "dir"]
+
 TOP_KEYS = ["slurm", "gateway", "worker", "ledger", "secrets", "revenue", "exports", "models"]
+
+
+class _PriceRange(TypedDict):
+    """Table.number's bounds for a price, passed as **keywords."""
+
+    minimum: float
+    maximum: float
+    unit: str
 
 
 def _no_space(what: str) -> Callable[[str], str]:
@@ -264,7 +273,7 @@ def _model(t: Table) -> ModelConfig:
         if flag in WORKER_OWNED_VLLM_FLAGS:
             raise t.fail(("vllm_args", j), f"{flag} is set by the worker for each job; remove it", arg)
     price_t = t.table("price", PRICE_KEYS, required=True)
-    price_range = dict(minimum=0, maximum=MAX_PRICE_PER_MTOK, unit="per million tokens")
+    price_range: _PriceRange = dict(minimum=0, maximum=MAX_PRICE_PER_MTOK, unit="per million tokens")
     input_price = price_t.number("input_per_mtok", **price_range)
     price = Price(
         input_per_mtok=input_price,

@@ -83,7 +83,7 @@ class Outcome:
         a = self.action
         if isinstance(a, Submit):
             what = f"sbatch {a.model} on {a.node} ({a.gpus} GPUs, {a.time_limit_minutes} min)"
-            return f"{what}: {'job ' + self.job_id if self.error is None else 'FAILED: ' + self.error}"
+            return f"{what}: {f'job {self.job_id}' if self.error is None else 'FAILED: ' + self.error}"
         return f"scancel {a.job_id}: {'ok' if self.error is None else 'FAILED: ' + self.error}"
 
 

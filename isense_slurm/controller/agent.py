@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from isense_slurm.contracts.states import WorkerStage
 from isense_slurm.contracts.workers import model_of
@@ -38,6 +39,9 @@ from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, mak
 from isense_slurm.reclaim.book import ReclaimBook
 from isense_slurm.reclaim.make_way import WayMaker
 from isense_slurm.reclaim.recorder import end_reason_of_finished
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger("isense.controller")
 
@@ -80,7 +84,7 @@ class Agent:
         self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.reclaims.made_way)
         self._holds: dict[tuple[str, str], Hold] = {}
         self.tick_seconds = float(cfg.slurm.tick_seconds)
-        self.scheduler = None
+        self.scheduler: BackgroundScheduler | None = None
         self.ticks = 0
         self.last_plan: Plan | None = None
         self.last_tick_at: float | None = None
@@ -96,8 +100,8 @@ class Agent:
     def start(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        self.scheduler = BackgroundScheduler(timezone=UTC)
-        self.scheduler.add_job(
+        self.scheduler = scheduler = BackgroundScheduler(timezone=UTC)
+        scheduler.add_job(
             self.tick,
             "interval",
             seconds=self.tick_seconds,
@@ -108,7 +112,7 @@ class Agent:
             misfire_grace_time=None,
             next_run_time=datetime.now(UTC),
         )
-        self.scheduler.start()
+        scheduler.start()
 
     def stop(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
@@ -133,6 +137,7 @@ class Agent:
         from apscheduler.triggers.cron import CronTrigger
         from tzlocal import get_localzone
 
+        assert self.scheduler is not None, "add_cron() before start()"
         self.scheduler.add_job(
             func,
             CronTrigger.from_crontab(expr, timezone=get_localzone()),
@@ -199,6 +204,7 @@ class Agent:
         outcomes = self.actor.apply(plan, now) if plan.actions else []
         for outcome in outcomes:
             if outcome.error is None and isinstance(outcome.action, Submit):
+                assert outcome.job_id is not None  # a submit that took has its job id
                 self.watch.follow(outcome.job_id, outcome.action.node, outcome.action.model)
             elif outcome.error is None and isinstance(outcome.action, Cancel):
                 self.watch.note_stopped([outcome.action.job_id])
@@ -282,15 +288,15 @@ class Agent:
             for job_id, run in open_runs.items():
                 if not job_id.isdigit():
                     continue  # a worker run outside Slurm (development)
-                job = observation.jobs.get(job_id)
-                if job is not None and (job.is_pending or job.is_active or "COMPLETING" in job.states):
+                seen = observation.jobs.get(job_id)
+                if seen is not None and (seen.is_pending or seen.is_active or "COMPLETING" in seen.states):
                     continue
-                ended = job.end_time.timestamp() if job is not None and job.end_time else None
+                ended = seen.end_time.timestamp() if seen is not None and seen.end_time else None
                 if ended is not None and wall - ended < ENDED_GRACE_SECONDS:
                     continue
-                if job is None and wall - run.updated_at < ENDED_GRACE_SECONDS:
+                if seen is None and wall - run.updated_at < ENDED_GRACE_SECONDS:
                     continue
-                reason = end_reason_of_finished(job)
+                reason = end_reason_of_finished(seen)
                 self.ledger.worker_event(job_id, state=WorkerStage.ENDED, reason=reason, at=ended)
                 log.info("closed worker %s in the ledger: %s", job_id, reason)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not stop lending

@@ -109,9 +109,9 @@ class WorkerWatch:
 
         ends = []
         for job_id, w in list(self.watched.items()):
-            job = observation.jobs.get(job_id)
-            live = job is not None and (job.is_pending or holds_gpus(job))
-            if job is None and job_id in memory.submits:
+            seen = observation.jobs.get(job_id)
+            live = seen is not None and (seen.is_pending or holds_gpus(seen))
+            if seen is None and job_id in memory.submits:
                 live = True  # sbatch took it; squeue does not list it yet
             if not w.served and self._served(job_id):
                 w.served = True
@@ -127,9 +127,9 @@ class WorkerWatch:
                 model=w.model,
                 at=now,
                 served=w.served,
-                state=job.state if job is not None else "",
+                state=seen.state if seen is not None else "",
                 stopped=w.stopped or (self.stopped is not None and self.stopped(job_id)),
-                exit_code=job.exit_code if job is not None else None,
+                exit_code=seen.exit_code if seen is not None else None,
             )
             if is_failure(end):
                 end = replace(end, last_line=last_output_line(output_path(self.job_dir, job_id)))

@@ -273,7 +273,7 @@ class Observer:
         nodes = self.slurm.nodes()
         self.last_nodes = nodes
         jobs = self.slurm.jobs()
-        demand = ()
+        demand: tuple[Demand, ...] = ()
         if self.demand is not None:
             try:
                 demand = tuple(self.demand())

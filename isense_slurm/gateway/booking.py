@@ -14,7 +14,8 @@ from functools import partial
 from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.calls import Call, attempt_row_id, make_row
 from isense_slurm.gateway.registry import ModelStats, Worker
-from isense_slurm.meter.writer import RequestRow, RequestWriter
+from isense_slurm.meter.rows import RequestRow
+from isense_slurm.meter.writer import RequestWriter
 
 log = logging.getLogger("isense.gateway")
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from isense_slurm.gateway.registry import Worker
-from isense_slurm.meter.writer import RequestRow
+from isense_slurm.meter.rows import RequestRow
 
 JSON = "application/json"
 

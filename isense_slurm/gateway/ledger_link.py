@@ -32,21 +32,25 @@ class LedgerLink:
     def __init__(self, path):
         self.path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="isense-ledger")
-        self._ledger = None
-        self._keys_generation = None
+        self._ledger: Ledger | None = None
+        self._keys_generation: int | None = None
 
-    def _open(self):
+    def _open(self) -> Ledger:
         self._ledger = Ledger.open(self.path)
+        return self._ledger
+
+    def _opened(self) -> Ledger:
+        assert self._ledger is not None, "LedgerLink.start() first"
         return self._ledger
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
 
     def _changed_keys(self) -> dict | None:
-        generation = self._ledger.keys_generation()
+        generation = self._opened().keys_generation()
         if generation == self._keys_generation:
             return None
-        keys = self._ledger.active_key_hashes()
+        keys = self._opened().active_key_hashes()
         self._keys_generation = generation
         return keys
 
@@ -56,7 +60,7 @@ class LedgerLink:
 
     def worker_event(self, job_id: str, *, state: str, **fields) -> Future:
         """Queue a worker state change; failures are logged, never raised at the caller."""
-        future = self._executor.submit(self._ledger.worker_event, job_id, state=state, **fields)
+        future = self._executor.submit(self._opened().worker_event, job_id, state=state, **fields)
         future.add_done_callback(_log_failure)
         return future
 

@@ -82,7 +82,8 @@ class LoopWatch:
                 reported = None
 
     def _loop_stack(self) -> str:
-        frame = sys._current_frames().get(self._loop_thread)
+        thread = self._loop_thread
+        frame = sys._current_frames().get(thread) if thread is not None else None
         if frame is None:
             return "  (no stack)"
         lines = traceback.format_stack(frame)[-STACK_LINES:]

@@ -23,8 +23,9 @@ SEND_TIMEOUT_SECONDS = 0.5
 EVENTS_PATH = "/internal/events"
 
 
-def _one_line(text: str, limit: int = 500) -> str:
-    text = " ".join(str(text).split())
+def _one_line(value: object, limit: int = 500) -> str:
+    """str(value) (text or an exception) on one line, cut to `limit` characters."""
+    text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

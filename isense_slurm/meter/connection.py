@@ -54,7 +54,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def open_database(path, *, create: bool = True) -> Database:
+def open_database(path: str | Path, *, create: bool = True) -> Database:
     """Open (and create or migrate) the ledger at `path` as a sqlite-utils Database.
 
     Refuses, with a ConfigError naming the path, anything that is not an isense ledger

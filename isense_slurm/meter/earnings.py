@@ -9,6 +9,7 @@ Time ranges are half-open, ts >= start AND ts < end, as exports use them.
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlite_utils import Database
 
@@ -35,7 +36,7 @@ class WorkerRun:
     ended_at: float | None  # None: still running
 
 
-def open_readonly(path) -> sqlite3.Connection:
+def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to an isense ledger; ConfigError (exit 2) naming the path otherwise."""
     path = Path(path)
     if path.is_dir():
@@ -73,7 +74,9 @@ def earliest(conn: sqlite3.Connection) -> float | None:
     return min(times) if times else None
 
 
-def request_sums(conn: sqlite3.Connection, start: float, end: float, group: str | None) -> dict:
+def request_sums(
+    conn: sqlite3.Connection, start: float, end: float, group: str | None
+) -> dict[str | None, RequestTotals]:
     """Sums of requests with start <= ts < end: {group value: RequestTotals}.
 
     group None: one entry under the key None. 'client': keyed by the key's NAME (a
@@ -91,7 +94,7 @@ def request_sums(conn: sqlite3.Connection, start: float, end: float, group: str 
     if group != "client":
         return {row[0]: RequestTotals(*row[1:]) for row in rows}
     names = key_names(conn)
-    merged: dict = {}
+    merged: dict[str | None, RequestTotals] = {}
     for key_id, *sums in rows:
         name = None if key_id is None else names.get(key_id, f"key#{key_id}")
         merged[name] = add_totals(merged.get(name, RequestTotals()), RequestTotals(*sums))
@@ -121,9 +124,31 @@ def currencies(conn: sqlite3.Connection, start: float, end: float) -> set[str]:
     return {row[0] for row in rows}
 
 
-def add_totals(a: RequestTotals, b: RequestTotals) -> RequestTotals:
+class TotalsLike(Protocol):
+    """The six sums of RequestTotals (metrics_queries.RequestGroup has them too)."""
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def cached_tokens(self) -> int: ...
+
+    @property
+    def gross_nanos(self) -> int: ...
+
+    @property
+    def operator_nanos(self) -> int: ...
+
+
+def add_totals(a: TotalsLike, b: TotalsLike) -> RequestTotals:
     return RequestTotals(*(x + y for x, y in zip(_fields(a), _fields(b))))
 
 
-def _fields(t: RequestTotals) -> tuple[int, ...]:
+def _fields(t: TotalsLike) -> tuple[int, ...]:
     return (t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, t.gross_nanos, t.operator_nanos)

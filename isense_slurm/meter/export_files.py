@@ -12,8 +12,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, Any
 
 from isense_slurm.errors import UsageError
 
@@ -55,7 +57,7 @@ def time_text(ts: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
-def record(row: tuple) -> dict:
+def record(row: Sequence[Any]) -> dict[str, Any]:
     """A ledger row (the columns of meter.exports.ROW_COLUMNS) as an export record."""
     (rid, ts, key_id, client, model, node, job_id, status, prompt, completion, cached, currency, gross, operator) = row
     return {
@@ -79,7 +81,7 @@ def record(row: tuple) -> dict:
 class _HashingText:
     """A text sink that encodes to UTF-8, hashes and buffers into a binary file."""
 
-    def __init__(self, binary):
+    def __init__(self, binary: IO[bytes]) -> None:
         self.binary = binary
         self.sha256 = hashlib.sha256()
 
@@ -93,7 +95,7 @@ class _HashingText:
 class RecordWriter:
     """Serialises records in one format onto a binary file, hashing as it goes."""
 
-    def __init__(self, binary, fmt: str):
+    def __init__(self, binary: IO[bytes], fmt: str) -> None:
         if fmt not in FORMATS:
             raise UsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
         self.fmt = fmt
@@ -103,7 +105,7 @@ class RecordWriter:
             self._csv = csv.writer(self._sink, lineterminator="\n")
             self._csv.writerow(COLUMNS)
 
-    def write(self, rec: dict) -> None:
+    def write(self, rec: dict[str, Any]) -> None:
         if self.fmt == "csv":
             self._csv.writerow(rec.values())
         else:
@@ -131,7 +133,7 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def check_out_dir(out_dir) -> Path:
+def check_out_dir(out_dir: str | Path) -> Path:
     """The export folder must exist and be writable: UsageError (exit 2) otherwise."""
     folder = Path(out_dir)
     if not folder.exists():
@@ -150,7 +152,7 @@ class AtomicFile:
     reader never sees a partial export under the final name.
     """
 
-    def __init__(self, target: Path):
+    def __init__(self, target: Path) -> None:
         self.target = target
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -172,7 +174,7 @@ class AtomicFile:
         self.committed = True
         _fsync_dir(self.target.parent)  # the rename itself survives a crash
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if not self.committed:
             self.file.close()
             self.temp.unlink(missing_ok=True)

@@ -23,11 +23,13 @@ scheduled exports both call it). Its guarantees:
 
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from isense_slurm.errors import IsenseError, UsageError
 from isense_slurm.meter import export_files
@@ -103,10 +105,10 @@ class ExportResult:
 
 
 def run_export(
-    ledger_path,
+    ledger_path: str | Path,
     period: str,
     fmt: str,
-    out_dir,
+    out_dir: str | Path,
     force: bool = False,
     *,
     now: float | None = None,
@@ -150,7 +152,7 @@ def run_export(
     return ExportResult(span.label, fmt, target, sha256, totals.requests, totals, action, late, changed)
 
 
-def find_entry(conn, period: str, fmt: str) -> ExportEntry | None:
+def find_entry(conn: sqlite3.Connection, period: str, fmt: str) -> ExportEntry | None:
     row = conn.execute(
         "SELECT period, format, path, sha256, rows, totals, created_at FROM exports WHERE period = ? AND format = ?",
         [period, fmt],
@@ -158,20 +160,20 @@ def find_entry(conn, period: str, fmt: str) -> ExportEntry | None:
     return _entry(row) if row else None
 
 
-def entries(conn) -> list[ExportEntry]:
+def entries(conn: sqlite3.Connection) -> list[ExportEntry]:
     rows = conn.execute(
         "SELECT period, format, path, sha256, rows, totals, created_at FROM exports ORDER BY period, format"
     ).fetchall()
     return [_entry(row) for row in rows]
 
 
-def late_periods(conn, moment: datetime) -> list[LatePeriod]:
+def late_periods(conn: sqlite3.Connection, moment: datetime) -> list[LatePeriod]:
     """Exported periods whose request count in the ledger differs from their entry's.
 
     Request rows are only ever inserted (never updated or deleted), so a count check,
     which the ts index answers without touching the table, finds every late row.
     """
-    late = []
+    late: list[LatePeriod] = []
     counts: dict[str, int] = {}
     for entry in entries(conn):
         span = parse_export_period(entry.period, moment)
@@ -185,12 +187,19 @@ def late_periods(conn, moment: datetime) -> list[LatePeriod]:
     return late
 
 
-def totals_for(conn, span: Period) -> RequestTotals:
+def totals_for(conn: sqlite3.Connection, span: Period) -> RequestTotals:
     row = conn.execute(f"SELECT {_SUMS} FROM requests WHERE ts >= ? AND ts < ?", [span.start_ts, span.end_ts])
     return RequestTotals(*row.fetchone())
 
 
-def _write(conn, span: Period, fmt: str, target: Path, force: bool, progress) -> tuple[str, RequestTotals]:
+def _write(
+    conn: sqlite3.Connection,
+    span: Period,
+    fmt: str,
+    target: Path,
+    force: bool,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[str, RequestTotals]:
     """Write the period's rows to `target` from one read snapshot; (sha256, totals of the file)."""
     conn.execute("BEGIN")  # deferred: a read snapshot, no lock that would block the writer
     try:
@@ -226,7 +235,7 @@ def _write(conn, span: Period, fmt: str, target: Path, force: bool, progress) ->
     return sha256, totals
 
 
-def _record(conn, period: str, fmt: str, target: Path, sha256: str, totals: RequestTotals) -> None:
+def _record(conn: sqlite3.Connection, period: str, fmt: str, target: Path, sha256: str, totals: RequestTotals) -> None:
     with transaction(conn):
         conn.execute(
             "INSERT INTO exports(period, format, path, sha256, rows, totals, created_at) "
@@ -258,7 +267,7 @@ def _verify(entry: ExportEntry) -> None:
         )
 
 
-def _entry(row) -> ExportEntry:
+def _entry(row: Sequence[Any]) -> ExportEntry:
     period, fmt, path, sha256, rows, totals, created_at = row
     return ExportEntry(period, fmt, path, sha256, rows, RequestTotals(**json.loads(totals)), created_at)
 

@@ -7,8 +7,9 @@ one instance may be shared by the threads of a process.
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from sqlite_utils import Database
 
@@ -16,6 +17,7 @@ from isense_slurm.errors import UsageError
 from isense_slurm.meter import money
 from isense_slurm.meter.connection import open_database, transaction
 from isense_slurm.meter.keys import KEY_DISPLAY_CHARS, KEY_NAME, key_hash, new_key_plaintext
+from isense_slurm.meter.money import PriceLike
 from isense_slurm.meter.rows import (
     END_REASONS,
     KEY_COLUMNS,
@@ -31,17 +33,32 @@ from isense_slurm.meter.rows import (
 
 GROUP_COLUMNS = ("model", "key_id", "job_id", "node", "status")
 # Timestamp column set the first time a worker run reaches each state.
-STATE_TIME_COLUMN = {"lent": "started_at", "serving": "serving_at", "draining": "draining_at", "ended": "ended_at"}
+STATE_TIME_COLUMN: dict[str, str] = {
+    "lent": "started_at",
+    "serving": "serving_at",
+    "draining": "draining_at",
+    "ended": "ended_at",
+}
+
+
+class _PricedModel(Protocol):
+    """What sync_prices needs from a configured model (config.ModelConfig fits)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def price(self) -> PriceLike: ...
 
 
 class Ledger:
-    def __init__(self, db: Database, path: Path):
+    def __init__(self, db: Database, path: Path) -> None:
         self.db = db
         self.path = path
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, path, *, create: bool = True) -> "Ledger":
+    def open(cls, path: str | Path, *, create: bool = True) -> "Ledger":
         """Open the ledger, creating it (and its folder) and migrating it as needed.
 
         ConfigError, naming the path, for a file that is not an isense ledger or one
@@ -57,11 +74,13 @@ class Ledger:
     def __enter__(self) -> "Ledger":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def schema_version(self) -> int:
-        return int(self._meta("schema_version"))
+        version = self._meta("schema_version")
+        assert version is not None  # open_database() migrated the file, which writes it
+        return int(version)
 
     def _meta(self, key: str) -> str | None:
         with self._lock:
@@ -88,6 +107,7 @@ class Ledger:
                 [name, plaintext[:KEY_DISPLAY_CHARS], key_hash(plaintext), now],
             )
             self._bump_keys_generation()
+        assert cursor.lastrowid is not None  # set by the INSERT just above
         return KeyInfo(cursor.lastrowid, name, plaintext[:KEY_DISPLAY_CHARS], now, None), plaintext
 
     def list_keys(self) -> list[KeyInfo]:
@@ -133,7 +153,9 @@ class Ledger:
 
     # -- price book -------------------------------------------------------------------
 
-    def sync_prices(self, models, currency: str, at: float | None = None) -> list[str]:
+    def sync_prices(
+        self, models: Mapping[str, PriceLike] | Iterable[_PricedModel], currency: str, at: float | None = None
+    ) -> list[str]:
         """Record the configured prices; a row is added only for a model whose price changed.
 
         `models`: config ModelConfig objects (.name, .price) or a mapping name -> price.
@@ -141,7 +163,7 @@ class Ledger:
         """
         items = models.items() if isinstance(models, Mapping) else ((m.name, m.price) for m in models)
         at = time.time() if at is None else at
-        changed = []
+        changed: list[str] = []
         with self._lock, transaction(self.db.conn):
             for name, price in items:
                 wanted = (currency, *money.price_nanos_per_mtok(price))
@@ -165,7 +187,7 @@ class Ledger:
             "SELECT model, currency, input_nanos_per_mtok, output_nanos_per_mtok, cached_nanos_per_mtok, "
             "effective_from FROM prices WHERE model = ?"
         )
-        params: list = [model]
+        params: list[Any] = [model]
         if at is not None:
             sql += " AND effective_from <= ?"
             params.append(at)
@@ -181,11 +203,11 @@ class Ledger:
 
     def worker_event(
         self,
-        job_id,
+        job_id: str | int,
         *,
         state: str,
         node: str | None = None,
-        gpus: int | str | Sequence | None = None,
+        gpus: int | str | Sequence[int | str] | None = None,
         model: str | None = None,
         address: str | None = None,
         reason: str | None = None,
@@ -217,9 +239,13 @@ class Ledger:
                 self._insert_run(job_id, 0 if current is None else current.run + 1, state, reason, given, at)
             else:
                 self._update_run(current, state, reason, given, at)
-            return self._latest_worker(job_id)
+            latest = self._latest_worker(job_id)
+        assert latest is not None  # the run was just inserted or updated
+        return latest
 
-    def _insert_run(self, job_id: str, run: int, state: str, reason: str | None, given: dict, at: float) -> None:
+    def _insert_run(
+        self, job_id: str, run: int, state: str, reason: str | None, given: dict[str, Any], at: float
+    ) -> None:
         """A new run of a worker job (its first, or Slurm requeued it)."""
         row = {"job_id": job_id, "run": run, "state": state, "reason": reason, **given}
         row.update(started_at=at, serving_at=None, draining_at=None, ended_at=None, updated_at=at)
@@ -227,7 +253,9 @@ class Ledger:
         columns = ", ".join(row)
         self.db.execute(f"INSERT INTO workers({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
-    def _update_run(self, current: WorkerInfo, state: str, reason: str | None, given: dict, at: float) -> None:
+    def _update_run(
+        self, current: WorkerInfo, state: str, reason: str | None, given: dict[str, Any], at: float
+    ) -> None:
         """A later report on the current run: the state only moves forward, first times stay."""
         rank = WORKER_STATES.index
         new_state = state if rank(state) >= rank(current.state) else current.state
@@ -253,7 +281,7 @@ class Ledger:
             rows = list(self.db.query(f"SELECT {WORKER_COLUMNS} FROM workers {where} ORDER BY started_at, id"))
         return [WorkerInfo(**row) for row in rows]
 
-    def worker(self, job_id) -> WorkerInfo | None:
+    def worker(self, job_id: str | int) -> WorkerInfo | None:
         """The latest run of one worker job, or None (the controller asks whether it served)."""
         with self._lock:
             return self._latest_worker(str(job_id))
@@ -268,7 +296,7 @@ class Ledger:
 
     def record_reclaim(
         self,
-        training_job_id,
+        training_job_id: str | int,
         *,
         node: str | None = None,
         worker_job_id: str | None = None,
@@ -319,9 +347,10 @@ class Ledger:
                 )
         return self.reclaims(job)
 
-    def reclaims(self, training_job_id=None, since: float | None = None) -> list[ReclaimInfo]:
+    def reclaims(self, training_job_id: str | int | None = None, since: float | None = None) -> list[ReclaimInfo]:
         """Reclaim rows, oldest first: of one training job, or created at/after `since`."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if training_job_id is not None:
             clauses.append("training_job_id = ?")
             params.append(str(training_job_id))
@@ -337,7 +366,7 @@ class Ledger:
 
     def request_totals(
         self, since: float | None = None, until: float | None = None, group_by: str | None = None
-    ) -> RequestTotals | dict:
+    ) -> RequestTotals | dict[str | int | None, RequestTotals]:
         """Sums over requests with since <= ts < until.
 
         Without group_by: one RequestTotals. With group_by (one of GROUP_COLUMNS): a dict
@@ -345,7 +374,8 @@ class Ledger:
         """
         if group_by is not None and group_by not in GROUP_COLUMNS:
             raise UsageError(f"cannot group requests by {group_by!r}; use one of {', '.join(GROUP_COLUMNS)}")
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if since is not None:
             clauses.append("ts >= ?")
             params.append(since)
@@ -367,13 +397,13 @@ class Ledger:
         return {row[0]: _totals(row[1:]) for row in rows}
 
 
-def _totals(row) -> RequestTotals:
+def _totals(row: Sequence[int]) -> RequestTotals:
     # SUM() over integers stays an exact integer in SQLite (it raises on 64-bit overflow
     # rather than rounding), which is why money is kept in integer nanos.
     return RequestTotals(*row)
 
 
-def _normalise_gpus(gpus) -> tuple[int | None, str | None]:
+def _normalise_gpus(gpus: int | str | Sequence[int | str] | None) -> tuple[int | None, str | None]:
     if gpus is None:
         return None, None
     if isinstance(gpus, bool):

@@ -15,9 +15,15 @@ TOKENS_PER_MTOK = 1_000_000
 class PriceLike(Protocol):
     """What `revenue` needs from a price: config.Price and meter.rows.PriceEntry both fit."""
 
-    input_per_mtok: float
-    output_per_mtok: float
-    cached_input_per_mtok: float | None
+    # Read-only properties, so that frozen dataclasses fit.
+    @property
+    def input_per_mtok(self) -> float: ...
+
+    @property
+    def output_per_mtok(self) -> float: ...
+
+    @property
+    def cached_input_per_mtok(self) -> float | None: ...
 
 
 def to_nanos(amount: float | int | str | Decimal) -> int:

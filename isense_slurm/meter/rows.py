@@ -28,7 +28,7 @@ class RequestRow:
     error: str | None = None
     attempts: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # Checked here so that a bad row fails in the caller, not in the writer thread.
         if not self.id:
             raise ValueError("RequestRow.id must not be empty")

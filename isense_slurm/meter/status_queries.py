@@ -18,7 +18,7 @@ _DISTINCT_NODES = (
 )
 
 
-def sums_by_node(conn: sqlite3.Connection, start: float, end: float) -> dict:
+def sums_by_node(conn: sqlite3.Connection, start: float, end: float) -> dict[str | None, RequestTotals]:
     """{node (None: not recorded): RequestTotals} of requests with start <= ts < end.
 
     With the requests_node_ts index every node's range is summed from the index alone:
@@ -28,7 +28,7 @@ def sums_by_node(conn: sqlite3.Connection, start: float, end: float) -> dict:
     """
     if not _has_index(conn, "requests_node_ts"):
         return request_sums(conn, start, end, "node")
-    out = {}
+    out: dict[str | None, RequestTotals] = {}
     nodes = [row[0] for row in conn.execute(_DISTINCT_NODES)]
     for node in [*nodes, None]:
         where = "node IS NULL" if node is None else "node = ?"

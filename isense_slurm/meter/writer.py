@@ -12,15 +12,19 @@ carries on.
 """
 
 import atexit
+import enum
 import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
+from typing import Any
 
 from isense_slurm.meter import money
 from isense_slurm.meter.connection import connect, open_database, transaction
+from isense_slurm.meter.money import PriceLike
 from isense_slurm.meter.rows import RequestRow
 
 log = logging.getLogger("isense.meter")
@@ -58,10 +62,21 @@ class _Flush:
     """A marker in the queue: its future resolves when every row before it is committed."""
 
     def __init__(self) -> None:
-        self.future: Future = Future()
+        self.future: Future[None] = Future()
 
 
-_STOP = object()
+class _Stop(enum.Enum):
+    """The marker that stops the writer thread (an enum member, so `is` narrows it)."""
+
+    STOP = enum.auto()
+
+
+_STOP = _Stop.STOP
+
+# model -> (input, output, cached) nanos per million tokens
+_Rates = dict[str, tuple[int, int, int]]
+_Pending = tuple[RequestRow, Future[None]]
+_Item = _Pending | _Flush | _Stop
 
 
 class RequestWriter:
@@ -80,14 +95,14 @@ class RequestWriter:
 
     def __init__(
         self,
-        path,
+        path: str | Path,
         *,
-        prices: dict,
+        prices: Mapping[str, PriceLike],
         operator_share: float,
         batch_max: int = 256,
         interval_s: float = 0.0,
         currency: str | None = None,
-    ):
+    ) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
         self.path = Path(path)
@@ -99,7 +114,7 @@ class RequestWriter:
         open_database(self.path).close()
         self._conn = connect(self.path)
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
         # Figures for benchmarks and /metrics; only the writer thread changes them.
@@ -110,13 +125,13 @@ class RequestWriter:
         # A daemon thread dies with the interpreter: flush what is queued at exit.
         atexit.register(self.close)
 
-    def set_prices(self, prices: dict, operator_share: float) -> None:
+    def set_prices(self, prices: Mapping[str, PriceLike], operator_share: float) -> None:
         """Swap in new prices (e.g. after a config reload); applies to rows written next."""
         money.operator_share_nanos(0, operator_share)  # validates the share
-        rates = {model: money.price_nanos_per_mtok(price) for model, price in prices.items()}
+        rates: _Rates = {model: money.price_nanos_per_mtok(price) for model, price in prices.items()}
         self._pricing = (rates, operator_share)  # one tuple: swapped atomically
 
-    def submit(self, row: RequestRow) -> Future:
+    def submit(self, row: RequestRow) -> Future[None]:
         """Queue a row; the future's result is None once the row is committed.
 
         Cancelling the future does not withdraw the row: it is written all the same.
@@ -125,7 +140,7 @@ class RequestWriter:
             raise TypeError(f"expected a RequestRow, got {type(row).__name__}")
         if self._closed:
             raise RuntimeError("RequestWriter is closed")
-        future: Future = Future()
+        future: Future[None] = Future()
         self._queue.put((row, future))
         return future
 
@@ -153,13 +168,14 @@ class RequestWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
+            assert item is not _STOP  # the thread took the one stop marker before it returned
             future = item.future if isinstance(item, _Flush) else item[1]
             _fail(future, RuntimeError("RequestWriter closed before the row was written"))
 
     def __enter__(self) -> "RequestWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- the writer thread --------------------------------------------------------------
@@ -174,12 +190,12 @@ class RequestWriter:
             if stop:
                 return
 
-    def _next_batch(self) -> tuple[list, list, bool]:
+    def _next_batch(self) -> tuple[list[_Pending], list[_Flush], bool]:
         """Block for one item, then gather more: everything queued, lingering up to interval_s."""
-        batch: list = []
-        markers: list = []
+        batch: list[_Pending] = []
+        markers: list[_Flush] = []
         item = self._queue.get()
-        deadline = None
+        deadline: float | None = None
         while True:
             if item is _STOP:
                 return batch, markers, True
@@ -206,7 +222,7 @@ class RequestWriter:
             except queue.Empty:
                 return batch, markers, False
 
-    def _write(self, batch: list) -> None:
+    def _write(self, batch: list[_Pending]) -> None:
         rates, share = self._pricing
         try:
             values = [self._values(row, rates, share) for row, _ in batch]
@@ -225,18 +241,20 @@ class RequestWriter:
         for _, future in batch:
             _resolve(future, None)
 
-    def _insert(self, values: list[tuple]) -> int:
+    def _insert(self, values: list[tuple[Any, ...]]) -> int:
         with transaction(self._conn):
             cursor = self._conn.executemany(_INSERT, values)
         return cursor.rowcount
 
-    def _values(self, row: RequestRow, rates: dict, share: float) -> tuple:
+    def _values(self, row: RequestRow, rates: _Rates, share: float) -> tuple[Any, ...]:
         rate = rates.get(row.model)
+        rate_columns: tuple[int | None, ...]
         if rate is None:
             gross = 0
-            rate = (None, None, None)
+            rate_columns = (None, None, None)
         else:
             gross = money.revenue_from_rates(rate, row.prompt_tokens, row.completion_tokens, row.cached_tokens)
+            rate_columns = rate
         return (
             row.id,
             row.ts,
@@ -253,20 +271,20 @@ class RequestWriter:
             row.error,
             row.attempts,
             self.currency,
-            *rate,
+            *rate_columns,
             gross,
             money.operator_share_nanos(gross, share),
         )
 
 
-def _resolve(future: Future, result) -> None:
+def _resolve(future: Future[None], result: None) -> None:
     try:
         future.set_result(result)
     except InvalidStateError:  # cancelled by the caller; the row is written regardless
         pass
 
 
-def _fail(future: Future, err: BaseException) -> None:
+def _fail(future: Future[None], err: BaseException) -> None:
     try:
         future.set_exception(err)
     except InvalidStateError:

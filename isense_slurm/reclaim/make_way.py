@@ -42,7 +42,7 @@ PARTITION_PRIO = "preempt/partition_prio"
 EPOCH = datetime.fromtimestamp(0, UTC)  # sorts jobs without a submit time (Slurm's are aware UTC)
 
 
-def preempting_partitions(partitions, lend_partition: str) -> set[str]:
+def preempting_partitions(partitions, lend_partition: str | None) -> set[str]:
     """Partitions whose jobs Slurm lets preempt the lend partition's (partition_prio)."""
     lend = next((p for p in partitions if p.name == lend_partition), None)
     if lend is None or lend.preempt_mode.upper().startswith("OFF"):
@@ -161,13 +161,14 @@ class WayMaker:
         self._nodes, self._nodes_at = list(nodes), self.clock()
 
     def nodes(self) -> list:
-        if self._nodes is None or self.clock() - self._nodes_at > NODES_TTL:
+        if self._nodes is None or self._nodes_at is None or self.clock() - self._nodes_at > NODES_TTL:
             self.note_nodes(self.slurm.nodes())
+        assert self._nodes is not None  # note_nodes() set it
         return self._nodes
 
     def preempting(self) -> set[str]:
         now = self.clock()
-        if self._partitions is None or now - self._partitions_at >= PARTITIONS_TTL:
+        if self._partitions is None or self._partitions_at is None or now - self._partitions_at >= PARTITIONS_TTL:
             self._partitions = preempting_partitions(self.slurm.partitions(), self.scope.lend_partition)
             self._partitions_at = now
         return self._partitions

@@ -169,7 +169,7 @@ def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int], cur
 
     workers = _gauge("isense_workers", "Worker runs not ended, by state (ledger).", ["state"])
     lent = _gauge("isense_lent_gpus", "GPUs held by worker runs not ended, by model (ledger).", ["model"])
-    by_state = {state: 0 for state in ACTIVE_STATES}
+    by_state: dict[str, int] = {state: 0 for state in ACTIVE_STATES}
     gpus: dict[str, int] = {m: 0 for m in model_gpus}
     for w in counters.workers:
         by_state[w.state] = by_state.get(w.state, 0) + w.count

@@ -177,7 +177,7 @@ def node_rows(
         for name, gpus in job_gpus_per_node(job).items():
             if name not in wanted:
                 continue
-            if is_worker:
+            if view is not None:  # a worker's
                 lent[name] = lent.get(name, 0) + gpus
                 workers.setdefault(name, []).append(WorkerView(view.job_id, view.model, view.state, gpus))
             else:

@@ -7,6 +7,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from isense_slurm.contracts.control import Registration
 from isense_slurm.errors import UsageError
@@ -15,13 +16,16 @@ from isense_slurm.secrets import load_secret, vllm_api_key, worker_token
 from isense_slurm.worker import vllm_process as vp
 from isense_slurm.worker.identity import WorkerIdentity, identify
 
+if TYPE_CHECKING:  # for the annotation only
+    from isense_slurm.config.schema import ModelConfig
+
 log = logging.getLogger("isense.worker")
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
     identity: WorkerIdentity
-    model: object  # config.ModelConfig
+    model: "ModelConfig"
     cmd: list[str]
     env: dict[str, str]
     log_path: Path
