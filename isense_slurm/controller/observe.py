@@ -23,7 +23,7 @@ from isense_slurm.contracts.states import WorkerState
 from isense_slurm.contracts.workers import WorkerRule, model_of
 from isense_slurm.controller.memory import Memory
 from isense_slurm.errors import SlurmError
-from isense_slurm.planner import Demand, PendingTraining, PoolNode, Reservation, Snapshot, Worker
+from isense_slurm.planner import Demand, PendingTraining, PoolNode, ReservedWindow, Snapshot, Worker
 from isense_slurm.planner.inputs import STARTABLE_REASONS
 from isense_slurm.slurm import Job, Node, expand
 
@@ -229,13 +229,13 @@ def _pending_training(jobs: list[Job], scope: Scope, pool_partitions: set[str]) 
     return pending
 
 
-def _reservations(reservations: Iterable, pool_names: set[str], now: datetime) -> list[Reservation]:
+def _reservations(reservations: Iterable, pool_names: set[str], now: datetime) -> list[ReservedWindow]:
     resv = []
     for r in reservations:
         start, end = to_local(r.start), to_local(r.end)
         if start is None or end is None or end <= now or not set(r.nodes) & pool_names:
             continue
-        resv.append(Reservation(r.name, tuple(r.nodes), start, end))
+        resv.append(ReservedWindow(r.name, tuple(r.nodes), start, end))
     return resv
 
 

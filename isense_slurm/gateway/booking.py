@@ -13,7 +13,7 @@ from functools import partial
 
 from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.calls import Call, attempt_row_id, make_row
-from isense_slurm.gateway.registry import ModelStats, Worker
+from isense_slurm.gateway.registry import LiveWorker, ModelStats
 from isense_slurm.meter.rows import RequestRow
 from isense_slurm.meter.writer import RequestWriter
 
@@ -53,7 +53,7 @@ class Booking:
         except (TypeError, RuntimeError) as err:  # not a row, or the writer is closed
             log.error("ledger: row %s not queued: %s", row.id, err)
 
-    def failed_attempt(self, call: Call, worker: Worker, attempt: int, error: str, *, streamed: bool) -> None:
+    def failed_attempt(self, call: Call, worker: LiveWorker, attempt: int, error: str, *, streamed: bool) -> None:
         """A worker failed this attempt: an 'aborted' row with 0 tokens (the client got none of
         them: the retry answers) and one more retry in the model's counters."""
         self.record(

@@ -6,7 +6,7 @@ Shared by the non-streamed proxy and the SSE relay.
 import time
 from dataclasses import dataclass
 
-from isense_slurm.gateway.registry import Worker
+from isense_slurm.gateway.registry import LiveWorker
 from isense_slurm.meter.rows import RequestRow
 
 JSON = "application/json"
@@ -52,7 +52,7 @@ def make_row(
     call: Call,
     *,
     row_id: str,
-    worker: Worker | None,
+    worker: LiveWorker | None,
     status: str,
     streamed: bool,
     prompt: int = 0,

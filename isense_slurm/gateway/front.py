@@ -26,7 +26,7 @@ from isense_slurm.gateway.calls import Call
 from isense_slurm.gateway.control import WorkerControl
 from isense_slurm.gateway.ledger_link import LedgerLink, end_reason
 from isense_slurm.gateway.loop_watch import LoopWatch
-from isense_slurm.gateway.registry import ModelStats, Registry, Worker
+from isense_slurm.gateway.registry import LiveWorker, ModelStats, Registry
 from isense_slurm.gateway.upstream import Upstream
 from isense_slurm.http import errors, protocol
 from isense_slurm.meter.keys import key_hash
@@ -91,7 +91,7 @@ class Gateway:
     async def _load_keys(self):
         return await self.ledger.changed_keys() if self.ledger else {}
 
-    def _worker_event(self, state: str, worker: Worker, reason: str | None) -> None:
+    def _worker_event(self, state: str, worker: LiveWorker, reason: str | None) -> None:
         log.info(
             "worker %s %s: node %s, gpus %s, model %s, %s%s",
             worker.job_id,

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.calls import JSON, Call, make_row, usage_tokens
-from isense_slurm.gateway.registry import Worker
+from isense_slurm.gateway.registry import LiveWorker
 from isense_slurm.gateway.upstream import MAX_ATTEMPTS, UPSTREAM_ERRORS, Upstream, post_upstream
 from isense_slurm.http.errors import error_response
 
@@ -68,7 +68,7 @@ async def forward(up: Upstream, call: Call) -> web.Response:
 
 
 async def _answer(
-    up: Upstream, call: Call, worker: Worker, attempt: int, status: int, payload: bytes
+    up: Upstream, call: Call, worker: LiveWorker, attempt: int, status: int, payload: bytes
 ) -> web.Response | str:
     """The client's answer to a worker's 2xx-4xx, its row committed first; or why the
     attempt failed (a 200 that vLLM aborted or that cannot be read)."""

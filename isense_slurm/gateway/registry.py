@@ -17,7 +17,7 @@ QUARANTINE_SECONDS = 2.0
 
 
 @dataclass(eq=False)
-class Worker:
+class LiveWorker:
     job_id: str
     node: str
     gpus: object
@@ -66,7 +66,7 @@ class ModelStats:
         return dict(self.__dict__)
 
 
-EventSink = Callable[[str, Worker, str | None], None]
+EventSink = Callable[[str, LiveWorker, str | None], None]
 
 
 @dataclass
@@ -74,8 +74,8 @@ class Registry:
     heartbeat_timeout: float
     on_event: EventSink | None = None
     clock: Callable[[], float] = time.monotonic
-    workers: dict[str, Worker] = field(default_factory=dict)
-    by_model: dict[str, list[Worker]] = field(default_factory=dict)
+    workers: dict[str, LiveWorker] = field(default_factory=dict)
+    by_model: dict[str, list[LiveWorker]] = field(default_factory=dict)
     stats: dict[str, ModelStats] = field(default_factory=dict)
 
     def model_stats(self, model: str) -> ModelStats:
@@ -86,7 +86,7 @@ class Registry:
 
     # --- control protocol -------------------------------------------------------
 
-    def register(self, job_id: str, *, node: str, gpus, model: str, url: str, auth_header: str) -> Worker:
+    def register(self, job_id: str, *, node: str, gpus, model: str, url: str, auth_header: str) -> LiveWorker:
         """Add a worker, or refresh one that registers again (e.g. after a gateway restart).
 
         A known worker is updated in place so requests in flight on it keep counting.
@@ -95,7 +95,7 @@ class Registry:
         url = url.rstrip("/")
         worker = self.workers.get(job_id)
         if worker is None:
-            worker = Worker(job_id, node, gpus, model, url, auth_header, time.time(), now)
+            worker = LiveWorker(job_id, node, gpus, model, url, auth_header, time.time(), now)
             self.workers[job_id] = worker
         else:
             was_routed = not worker.draining
@@ -135,7 +135,7 @@ class Registry:
         self._end_if_idle(worker)
         return True
 
-    def expire(self) -> list[Worker]:
+    def expire(self) -> list[LiveWorker]:
         """Drop workers neither heartbeating nor answering for heartbeat_timeout; returns them."""
         deadline = self.clock() - self.heartbeat_timeout
         gone = [w for w in self.workers.values() if w.last_seen < deadline]
@@ -146,7 +146,7 @@ class Registry:
 
     # --- routing ----------------------------------------------------------------
 
-    def pick(self, model: str, exclude: Collection[str] = ()) -> Worker | None:
+    def pick(self, model: str, exclude: Collection[str] = ()) -> LiveWorker | None:
         """The live worker of `model` with the fewest outstanding requests.
 
         Ties go to the worker picked longest ago, so idle workers share the load. A
@@ -158,7 +158,7 @@ class Registry:
         if not candidates:
             return None
         now = self.clock()
-        best: Worker | None = None
+        best: LiveWorker | None = None
         best_rank: tuple[bool, int, float] | None = None
         for worker in candidates:
             if worker.job_id in exclude:
@@ -173,10 +173,10 @@ class Registry:
     def has_live(self, model: str) -> bool:
         return bool(self.by_model.get(model))
 
-    def acquire(self, worker: Worker) -> None:
+    def acquire(self, worker: LiveWorker) -> None:
         worker.outstanding += 1
 
-    def release(self, worker: Worker, *, failed: bool = False) -> None:
+    def release(self, worker: LiveWorker, *, failed: bool = False) -> None:
         worker.outstanding -= 1
         if failed:
             self.quarantine(worker)
@@ -188,7 +188,7 @@ class Registry:
         if worker.draining:
             self._end_if_idle(worker)
 
-    def quarantine(self, worker: Worker) -> None:
+    def quarantine(self, worker: LiveWorker) -> None:
         worker.failures += 1
         worker.quarantined_until = self.clock() + QUARANTINE_SECONDS
 
@@ -206,23 +206,23 @@ class Registry:
 
     # --- internals ----------------------------------------------------------------
 
-    def _end_if_idle(self, worker: Worker) -> None:
+    def _end_if_idle(self, worker: LiveWorker) -> None:
         if worker.outstanding <= 0 and self.workers.get(worker.job_id) is worker:
             del self.workers[worker.job_id]
             self._emit(WorkerStage.ENDED, worker, worker.drain_reason)
 
-    def _unroute(self, worker: Worker) -> None:
+    def _unroute(self, worker: LiveWorker) -> None:
         routed = self.by_model.get(worker.model)
         if routed and worker in routed:
             routed.remove(worker)
             if not routed:
                 del self.by_model[worker.model]
 
-    def _remove(self, worker: Worker) -> None:
+    def _remove(self, worker: LiveWorker) -> None:
         self._unroute(worker)
         if self.workers.get(worker.job_id) is worker:
             del self.workers[worker.job_id]
 
-    def _emit(self, state: str, worker: Worker, reason: str | None) -> None:
+    def _emit(self, state: str, worker: LiveWorker, reason: str | None) -> None:
         if self.on_event is not None:
             self.on_event(state, worker, reason)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from isense_slurm.contracts.states import RequestStatus
 from isense_slurm.gateway.calls import Call, make_row
-from isense_slurm.gateway.registry import Worker
+from isense_slurm.gateway.registry import LiveWorker
 from isense_slurm.gateway.sse import DONE_EVENT, SSEBuffer, StreamState, continuation_body
 from isense_slurm.gateway.upstream import MAX_ATTEMPTS, UPSTREAM_ERRORS, Upstream, post_upstream
 from isense_slurm.http.errors import error_response, sse_error_event
@@ -133,7 +133,7 @@ async def _attempt(
     up: Upstream,
     request: web.Request,
     call: Call,
-    worker: Worker,
+    worker: LiveWorker,
     attempt: int,
     payload: bytes,
     state: StreamState,
@@ -176,7 +176,9 @@ async def _attempt(
     return outcome, failure, response
 
 
-async def _refused(up: Upstream, call: Call, worker: Worker, status: int, detail: bytes, attempt: int) -> web.Response:
+async def _refused(
+    up: Upstream, call: Call, worker: LiveWorker, status: int, detail: bytes, attempt: int
+) -> web.Response:
     row = make_row(
         call,
         row_id=call.response_id,
@@ -192,7 +194,7 @@ async def _refused(up: Upstream, call: Call, worker: Worker, status: int, detail
 
 
 async def _finish(
-    up: Upstream, call: Call, worker: Worker, response: web.StreamResponse, state: StreamState, attempt: int
+    up: Upstream, call: Call, worker: LiveWorker, response: web.StreamResponse, state: StreamState, attempt: int
 ):
     prompt, completion, cached = state.totals()
     row = make_row(
@@ -224,7 +226,7 @@ async def _finish(
 
 
 async def _cut(
-    up: Upstream, call: Call, worker: Worker | None, response, state: StreamState, attempt: int, failure: str
+    up: Upstream, call: Call, worker: LiveWorker | None, response, state: StreamState, attempt: int, failure: str
 ):
     prompt, completion, cached = state.partial_totals(current_attempt=False)
     row = make_row(

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from isense_slurm.gateway.booking import Booking
 from isense_slurm.gateway.calls import JSON, Call
-from isense_slurm.gateway.registry import Registry, Worker
+from isense_slurm.gateway.registry import LiveWorker, Registry
 
 # What a vanished or failing worker looks like to the client side of aiohttp.
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -31,7 +31,7 @@ class Upstream:
     no_capacity: Callable[[str], web.Response]  # a model's 429, counted as rejected
 
 
-def upstream_headers(worker: Worker, call: Call) -> dict[str, str]:
+def upstream_headers(worker: LiveWorker, call: Call) -> dict[str, str]:
     # Only what vLLM needs: the client's own headers (X-Request-Id among them) must not
     # reach it, or clients could choose the ids of ledger rows.
     return {
@@ -45,7 +45,7 @@ def upstream_headers(worker: Worker, call: Call) -> dict[str, str]:
 _STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
-async def post_upstream(session: aiohttp.ClientSession, worker: Worker, call: Call, payload: bytes):
+async def post_upstream(session: aiohttp.ClientSession, worker: LiveWorker, call: Call, payload: bytes):
     """POST to a worker's vLLM; once more at once when the connection was a stale one
     (uvicorn closes idle connections after 5 s: a race with our pool's reuse). A dead
     vLLM refuses the second try too, and the caller moves on to another worker."""

@@ -30,7 +30,7 @@ from isense_slurm.planner.inputs import (
     PendingTraining,
     Policy,
     PoolNode,
-    Reservation,
+    ReservedWindow,
     Snapshot,
     Worker,
 )
@@ -47,7 +47,7 @@ __all__ = [
     "Plan",
     "Policy",
     "PoolNode",
-    "Reservation",
+    "ReservedWindow",
     "Snapshot",
     "Submit",
     "Worker",

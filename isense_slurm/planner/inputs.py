@@ -157,7 +157,7 @@ class PendingTraining:
 
 
 @dataclass(frozen=True)
-class Reservation:
+class ReservedWindow:
     name: str
     nodes: tuple[str, ...]
     start: datetime
@@ -197,6 +197,6 @@ class Snapshot:
     nodes: tuple[PoolNode, ...]
     workers: tuple[Worker, ...] = ()
     pending_training: tuple[PendingTraining, ...] = ()
-    reservations: tuple[Reservation, ...] = ()
+    reservations: tuple[ReservedWindow, ...] = ()
     demand: tuple[Demand, ...] = ()
     failures: tuple[Failures, ...] = ()  # (node, model) pairs whose workers end before serving

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from isense_slurm.planner import ModelSpec, PendingTraining, Reservation, Snapshot, WorkerState, make_plan
+from isense_slurm.planner import ModelSpec, PendingTraining, ReservedWindow, Snapshot, WorkerState, make_plan
 from planner_world import T0, line_for, node, nodes, policy, submits_on, worker
 
 
@@ -129,14 +129,14 @@ def test_multi_partition_training_job_holds_each_of_its_partitions():
 
 
 def test_active_reservation_blocks_the_node():
-    res = Reservation("maint", ("n1",), T0 - timedelta(hours=1), T0 + timedelta(hours=2))
+    res = ReservedWindow("maint", ("n1",), T0 - timedelta(hours=1), T0 + timedelta(hours=2))
     plan = make_plan(Snapshot(T0, nodes(2), reservations=(res,)), policy())
     assert [s.node for s in plan.submits] == ["n2"]
     assert line_for(plan, "not lending n1:") == "not lending n1: in reservation maint until 16:00"
 
 
 def test_limit_fitted_to_upcoming_reservation():
-    res = Reservation("maint", ("n2",), T0 + timedelta(minutes=60, seconds=45), T0 + timedelta(hours=5))
+    res = ReservedWindow("maint", ("n2",), T0 + timedelta(minutes=60, seconds=45), T0 + timedelta(hours=5))
     plan = make_plan(Snapshot(T0, nodes(2), reservations=(res,)), policy())
     assert submits_on(plan, "n1")[0].time_limit_minutes == 240
     assert submits_on(plan, "n2")[0].time_limit_minutes == 60
@@ -144,7 +144,7 @@ def test_limit_fitted_to_upcoming_reservation():
 
 
 def test_reservation_on_the_next_day_shows_its_date():
-    res = Reservation("maint", ("n1",), T0 + timedelta(hours=11), T0 + timedelta(hours=12))
+    res = ReservedWindow("maint", ("n1",), T0 + timedelta(hours=11), T0 + timedelta(hours=12))
     plan = make_plan(Snapshot(T0, nodes(1), reservations=(res,)), policy(max_job_minutes=24 * 60))
     assert "reservation maint starts at 2024-05-02 01:00" in line_for(plan, "lend n1:")
 
@@ -186,7 +186,7 @@ def test_slurm_count_of_worker_gpus_wins_over_a_stale_worker_list():
 
 
 def test_every_node_gets_exactly_one_line():
-    res = Reservation("r", ("n4",), T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    res = ReservedWindow("r", ("n4",), T0 - timedelta(hours=1), T0 + timedelta(hours=1))
     snap = Snapshot(
         T0,
         (node("n1"), node("n2", idle=5), node("n3", training=4), node("n4"), node("n10", lendable=False)),

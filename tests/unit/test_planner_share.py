@@ -8,7 +8,7 @@ from isense_slurm.planner import (
     Demand,
     ModelSpec,
     PendingTraining,
-    Reservation,
+    ReservedWindow,
     Snapshot,
     Worker,
     WorkerState,
@@ -140,7 +140,7 @@ def random_snapshot(rng: random.Random) -> Snapshot:
         for j in range(rng.randint(0, 2))
     )
     reservations = tuple(
-        Reservation(
+        ReservedWindow(
             f"r{j}",
             tuple(rng.sample(names, k=1)),
             now + timedelta(minutes=rng.randint(-60, 300)),
