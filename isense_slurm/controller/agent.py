@@ -98,6 +98,7 @@ class Agent:
     # --- schedule ---------------------------------------------------------------------
 
     def start(self) -> None:
+        # APScheduler loads when the daemon starts: `serve --dry-run` builds an Agent too.
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.scheduler = scheduler = BackgroundScheduler(timezone=UTC)

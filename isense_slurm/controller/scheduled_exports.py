@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from isense_slurm.errors import ConfigError, IsenseError
+from isense_slurm.meter.exports import run_export
 
 log = logging.getLogger("isense.controller")
 
@@ -20,7 +21,7 @@ def check_cron(cfg) -> None:
     """Parse [exports] cron fully at start-up, so a bad expression is a config error."""
     if not cfg.exports.cron:
         return
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.cron import CronTrigger  # APScheduler loads only where a cron is set
 
     try:
         CronTrigger.from_crontab(cfg.exports.cron)
@@ -29,8 +30,6 @@ def check_cron(cfg) -> None:
 
 
 def export_once(cfg) -> None:
-    from isense_slurm.meter.exports import run_export
-
     try:
         result = run_export(cfg.ledger.path, cfg.exports.period, cfg.exports.format, cfg.exports.dir)
     except IsenseError as err:

@@ -9,6 +9,10 @@ spool and goes first with the next hook run's events.
 Settings from the environment (the wrapper scripts may load them from
 /etc/isense/hooks.env): ISENSE_CONFIG, ISENSE_HOOK_LOG, ISENSE_HOOK_SPOOL (a folder),
 ISENSE_HOOK_SPOOL_MAX (events kept).
+
+The package's own modules are imported inside the functions, within their try blocks:
+a broken install must still end in one log line and exit 0, and a hook run loads only
+what it uses (slurmd waits for the prolog on every job).
 """
 
 from __future__ import annotations

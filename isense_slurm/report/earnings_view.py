@@ -137,7 +137,7 @@ def to_plain(report: EarningsReport) -> str:
 
 
 def print_table(report: EarningsReport, console) -> None:
-    from rich.table import Table
+    from rich.table import Table  # rich loads only when a table is drawn (--json never draws)
 
     price = format_money(report.raw_gpu_hour_nanos, report.currency)
     table = Table(

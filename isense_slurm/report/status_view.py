@@ -114,7 +114,7 @@ def to_plain(report: StatusReport) -> str:
 
 def to_text(report: StatusReport):
     """The table as one rich Text: bold header, coloured states and workers."""
-    from rich.text import Text
+    from rich.text import Text  # rich loads only when a table is drawn (--json never draws)
 
     header = columns(report)
     names = [h for h, _ in header]

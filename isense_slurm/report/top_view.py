@@ -69,7 +69,7 @@ RECLAIM_COLUMNS = ("TIME_UTC", "TRAINING_JOB", "NODE", "WORKER_JOBS", "SUBMIT_TO
 
 
 def reclaims_table(reclaims: list[ReclaimInfo]):
-    from rich.table import Table
+    from rich.table import Table  # rich loads only when a table is drawn (--json never draws)
 
     table = Table(
         box=None, header_style="bold", pad_edge=False, title="recent reclaims", title_justify="left", title_style="bold"
