@@ -23,11 +23,19 @@ log = logging.getLogger("isense.gateway")
 class Booking:
     """Writes request rows through the ledger writer; counts them in `stats(model)`."""
 
-    def __init__(self, writer: RequestWriter, stats: Callable[[str], ModelStats]):
+    def __init__(
+        self,
+        writer: RequestWriter,
+        stats: Callable[[str], ModelStats],
+        on_row: Callable[[RequestRow], None] | None = None,
+    ):
         self.writer = writer
         self.stats = stats
+        self.on_row = on_row  # the limit gate: tokens and spend of every row, as it is booked
 
     def _count(self, row: RequestRow) -> None:
+        if self.on_row is not None:
+            self.on_row(row)
         if row.status == RequestStatus.ABORTED:
             return
         stats = self.stats(row.model)

@@ -24,12 +24,14 @@ from isense_slurm.gateway.auth import KeyCache
 from isense_slurm.gateway.booking import Booking
 from isense_slurm.gateway.calls import Call
 from isense_slurm.gateway.control import WorkerControl
+from isense_slurm.gateway.gate import Gate, Loaded, Refusal
 from isense_slurm.gateway.ledger_link import LedgerLink, end_reason
 from isense_slurm.gateway.loop_watch import LoopWatch
 from isense_slurm.gateway.registry import LiveWorker, ModelStats, Registry
 from isense_slurm.gateway.upstream import Upstream
 from isense_slurm.http import errors, protocol
 from isense_slurm.meter.keys import key_hash
+from isense_slurm.meter.limits import LimitBook
 from isense_slurm.meter.writer import RequestWriter
 
 log = logging.getLogger("isense.gateway")
@@ -58,7 +60,9 @@ class Gateway:
         self.max_body = int(cfg.gateway.max_body_bytes)
         self.registry = Registry(cfg.gateway.heartbeat_timeout_seconds, on_event=self._worker_event, clock=clock)
         self.keys = KeyCache(self._load_keys, key_hash)
-        self.book = Booking(writer, self.stats)
+        self.gate = Gate({m.name: m.price for m in cfg.models})
+        self.currency = cfg.revenue.currency
+        self.book = Booking(writer, self.stats, on_row=self.gate.on_row)
         self.loop_watch = LoopWatch()
         self.control = WorkerControl(secret, self.models, self.registry, self.loop_watch)
         self.upstream: Upstream | None = None  # made with its session when the app starts
@@ -90,6 +94,11 @@ class Gateway:
 
     async def _load_keys(self):
         return await self.ledger.changed_keys() if self.ledger else {}
+
+    async def _load_limits(self, known: LimitBook, now: float) -> Loaded:
+        if self.ledger is None:
+            return None, {}, (0.0, 0.0)
+        return await self.ledger.limits(known, now, self.book.writer.flush)
 
     def _worker_event(self, state: str, worker: LiveWorker, reason: str | None) -> None:
         log.info(
@@ -149,6 +158,12 @@ class Gateway:
         stats.requests += 1
         if not self.registry.has_live(model):
             return self.no_capacity(model)
+        held = self.gate.admit(key.id)
+        if isinstance(held, Refusal):
+            stats.rejected += 1
+            if held.quota:
+                return errors.insufficient_quota(held.message)
+            return errors.rate_limited(held.message, held.retry_after or 1)
         call = Call(
             path=request.path,
             model=model,
@@ -168,6 +183,7 @@ class Gateway:
             return await proxy.forward(up, call)
         finally:
             stats.in_flight -= 1
+            self.gate.release(held)
 
     async def list_models(self, request: web.Request) -> web.Response:
         if request.method != "GET":
@@ -194,8 +210,10 @@ class Gateway:
         )
         self.upstream = Upstream(self.registry, session, self.book, self.no_capacity)
         await self.keys.refresh()
+        await self.gate.refresh(self._load_limits)
         tasks = [
             asyncio.create_task(self.keys.run()),
+            asyncio.create_task(self.gate.run(self._load_limits)),
             asyncio.create_task(self._expire_loop()),
             asyncio.create_task(self.loop_watch.run()),
         ]

@@ -7,10 +7,17 @@ meter.writer.RequestWriter, which has its own thread.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from isense_slurm.contracts.states import EndReason
+from isense_slurm.gateway.budgets import period_starts
+from isense_slurm.meter import limits, usage
 from isense_slurm.meter.ledger import Ledger
+from isense_slurm.meter.limits import LimitBook, Limits
+
+# Longest wait for this process's queued request rows before the spend is read.
+FLUSH_SECONDS = 2.0
 
 log = logging.getLogger("isense.gateway")
 
@@ -57,6 +64,43 @@ class LedgerLink:
     async def changed_keys(self) -> dict | None:
         """Active keys (sha256 -> KeyInfo) if they changed since the last call, else None."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._changed_keys)
+
+    def _limits(self, known: LimitBook, now: float, flush: Callable[[float], None] | None):
+        if flush is not None:
+            flush(FLUSH_SECONDS)  # so the spend read holds every row this process booked
+        ledger = self._opened()
+        book = limits.read_book(ledger) if limits.generation(ledger) != known.generation else None
+        current = book or known
+        keys, groups = current.budgeted()
+        with_total = any(lim.budget_total_nanos is not None for lim in current.limits.values())
+        day, month = period_starts(now)
+        spent = usage.spend(ledger, keys, groups, day_start=day, month_start=month, with_total=with_total)
+        return book, spent, (day, month)
+
+    async def limits(self, known: LimitBook, now: float, flush: Callable[[float], None] | None = None):
+        """(the limits if they changed since `known`, else None; spend of budgeted
+        subjects; the day and month starts the spend is for), read off the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._limits, known, now, flush)
+
+    def _usage(self, key_id: int, since: float, until: float, now: float):
+        ledger = self._opened()
+        book = limits.read_book(ledger)
+        group = book.groups_of_keys.get(key_id)
+        subjects: list[tuple[str, str | None]] = [(limits.key_subject(key_id), None)]
+        if group is not None:
+            subjects.append((limits.group_subject(group), group))
+        day, month = period_starts(now)
+        keys = [key_id]
+        groups = [group] if group is not None else []
+        spent = usage.spend(ledger, keys, groups, day_start=day, month_start=month)
+        budgets = [(s, name, book.limits.get(s, Limits()), spent.get(s, (0, 0, 0))) for s, name in subjects]
+        return usage.usage_rows(ledger, [key_id], since, until), budgets
+
+    async def usage(self, key_id: int, since: float, until: float, now: float):
+        """(a key's UsageRows for since <= ts < until, [(subject, group, Limits, spent)])."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._usage, key_id, since, until, now)
 
     def worker_event(self, job_id: str, *, state: str, **fields) -> Future:
         """Queue a worker state change; failures are logged, never raised at the caller."""

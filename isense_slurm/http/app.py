@@ -2,6 +2,7 @@
 mounted here.
 
     /v1/chat/completions, /v1/completions, /v1/models   gateway (API key)
+    /v1/usage                                            a key's own usage and budgets (API key)
     /internal/workers/{register,heartbeat,deregister}    worker control (worker token)
     /internal/workers (GET, localhost), /health          the registry view, liveness
     /internal/events (POST)                              hook events -> the controller (hook token)
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from isense_slurm.contracts.control import CONTROL_PATH, ControlAction, action_path
-from isense_slurm.gateway import control
+from isense_slurm.gateway import control, usage_route
 from isense_slurm.gateway.front import INFERENCE_PATHS, Gateway
 from isense_slurm.gateway.registry import Registry
 from isense_slurm.http.access import is_local
@@ -74,6 +75,7 @@ def _mount_gateway(app: web.Application, gateway: Gateway) -> None:
     for path in INFERENCE_PATHS:
         app.router.add_route("*", path, gateway.inference)
     app.router.add_route("*", "/v1/models", gateway.list_models)
+    app.router.add_route("*", "/v1/usage", partial(usage_route.usage, gateway))
     for action in ControlAction:
         app.router.add_post(action_path(action), partial(getattr(control, action.value), gateway.control))
     app.router.add_route("*", CONTROL_PATH, partial(control.workers, gateway.control))

@@ -61,3 +61,19 @@ def no_worker(model: str, retry_after: int) -> web.Response:
         code="rate_limit_exceeded",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def rate_limited(message: str, retry_after: int) -> web.Response:
+    """A key's (or its group's) rate limit: 429 + Retry-After, as OpenAI sends it."""
+    return error_response(429, message, code="rate_limit_exceeded", headers={"Retry-After": str(retry_after)})
+
+
+def insufficient_quota(message: str) -> web.Response:
+    """A used-up budget: OpenAI's 429 `insufficient_quota`. `x-should-retry: false` tells
+    the openai clients not to retry it (a retry cannot succeed before the budget renews)."""
+    return web.Response(
+        status=429,
+        body=json.dumps(error_dict(message, "insufficient_quota", None, "insufficient_quota")).encode(),
+        content_type="application/json",
+        headers={"x-should-retry": "false"},
+    )

@@ -67,6 +67,11 @@ class Ledger:
         path = Path(path)
         return cls(open_database(path, create=create), path)
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held around every use of `db` (meter/limits.py and meter/usage.py take it too)."""
+        return self._lock
+
     def close(self) -> None:
         with self._lock:
             self.db.close()

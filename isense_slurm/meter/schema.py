@@ -161,10 +161,34 @@ def _v3_node_sums_index(db: Database) -> None:
     )
 
 
+def _v4_limits(db: Database) -> None:
+    """Limits per key and per key group (the budgets issue): a key's group, one row of
+    limits per subject ('key:<id>' or 'group:<name>'; NULL: no limit), a counter the
+    gateways poll to reload them, and an index that sums a key's spend over a time range
+    from the index alone (the gateways read it every second for budgeted keys)."""
+    db.execute("ALTER TABLE api_keys ADD COLUMN key_group TEXT")
+    db.execute("CREATE INDEX api_keys_group ON api_keys(key_group)")
+    db.execute(
+        """CREATE TABLE limits (
+            subject TEXT PRIMARY KEY,
+            rpm INTEGER,
+            tpm INTEGER,
+            concurrent INTEGER,
+            budget_day_nanos INTEGER,
+            budget_month_nanos INTEGER,
+            budget_total_nanos INTEGER,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX requests_key_spend ON requests(key_id, ts, gross_nanos)")
+    db.execute("INSERT INTO meta(key, value) VALUES ('limits_generation', '0')")
+
+
 MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (1, _v1_serving),
     (2, _v2_reclaims_exports),
     (3, _v3_node_sums_index),
+    (4, _v4_limits),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
