@@ -67,11 +67,12 @@ class SpendView:
 
     def spent(self, subject: str, now: float) -> tuple[int, int, int]:
         day, month, total = self.ledger.get(subject, (0, 0, 0))
-        day_start, month_start = period_starts(now)
-        if day_start > self.starts[0]:  # the sums are of an earlier day (or month)
-            day = 0
-        if month_start > self.starts[1]:
-            month = 0
+        if now >= self.starts[0] + DAY_SECONDS:  # the sums are of an earlier day (or month)
+            day_start, month_start = period_starts(now)
+            if day_start > self.starts[0]:
+                day = 0
+            if month_start > self.starts[1]:
+                month = 0
         local = self.fresh.get(subject, 0) + self.reading.get(subject, 0)
         return day + local, month + local, total + local
 
