@@ -91,7 +91,7 @@ def show_usage(ledger, args, currency: str) -> int:
 
 def _as_json(key, group, period: Period, rows, budgets: dict, currency: str) -> dict:
     def amount(nanos: int | None) -> str | None:
-        return None if nanos is None else f"{from_nanos(nanos):f}"
+        return None if nanos is None else format(from_nanos(nanos).normalize(), "f")
 
     for view in budgets.values():
         if view is not None:

@@ -59,7 +59,7 @@ def time_range(query, now: float) -> tuple[int, int]:
 
 
 def money(nanos: int, currency: str) -> dict:
-    return {"value": f"{from_nanos(nanos):f}", "currency": currency}
+    return {"value": format(from_nanos(nanos).normalize(), "f"), "currency": currency}
 
 
 def buckets(rows: list[UsageRow], start: int, end: int, currency: str) -> list[dict]:

@@ -255,10 +255,28 @@ def test_keys_commands_set_show_and_report_limits(tmp_path, capsys):
     assert main(["keys", "--ledger", ledger, "usage", "alice", "--json", "--period", "today"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["budgets"]["key"]["budgets"]["day"] == {
-        "budget": "0.250000000",
-        "spent": "0.000000000",
-        "remaining": "0.250000000",
+        "budget": "0.25",
+        "spent": "0",
+        "remaining": "0.25",
     }
     assert report["budgets"]["group"]["name"] == "acme" and report["usage"] == []
     with pytest.raises(SystemExit):
         main(["keys", "--ledger", ledger, "update", "alice", "--rpm", "-3"])
+
+
+def test_usage_route_ranges_and_daily_buckets():
+    from isense_slurm.gateway.usage_route import BadQuery, buckets, time_range
+    from isense_slurm.meter.usage import UsageRow
+
+    day = int(period_starts(JAN5)[0])
+    assert time_range({}, JAN5) == (int(period_starts(JAN5)[1]), day + 86_400)  # this month so far
+    assert time_range({"start": "2025-01-04", "end": "2025-01-05"}, JAN5) == (day - 86_400, day + 86_400)
+    assert time_range({"start_time": str(day + 5), "end_time": str(day + 6)}, JAN5) == (day, day + 86_400)
+    for bad in ({"start_time": "x"}, {"start": "2025-13-01"}, {"start_time": str(day), "end_time": str(day - 1)}):
+        with pytest.raises(BadQuery):
+            time_range(bad, JAN5)
+    rows = [UsageRow(day, "m", 2, 10, 20, 0, 8_000)]
+    out = buckets(rows, day - 86_400, day + 86_400, "USD")
+    assert [b["results"] for b in out][0] == []
+    (result,) = out[1]["results"]
+    assert result["num_model_requests"] == 2 and result["amount"] == {"value": "0.000008", "currency": "USD"}
