@@ -36,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from isense_slurm.gpu import Nvml, clean_gpus  # noqa: E402
+from isense_slurm.gpu import clean_gpus  # noqa: E402
+from isense_slurm.gpu_nvml import Nvml  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from stats import finish  # noqa: E402
