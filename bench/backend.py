@@ -87,14 +87,9 @@ def idle_node(cli: CliBackend) -> str | None:
     return free[-1] if free else None
 
 
-def make_way_once(cli: CliBackend, slurm, cfg, workdir: Path, jobs: list[int]) -> tuple[float, float]:
-    """(sbatch -> SIGTERM at the worker, the make way pass) in seconds; AssertionError or
-    SlurmError when something did not happen."""
-    from isense_slurm.controller.memory import Memory
-    from isense_slurm.controller.observe import Scope
-    from isense_slurm.reclaim.make_way import WayMaker
-    from isense_slurm.reclaim.submit_watch import SubmitWatcher
-
+def start_trapping_worker(cli: CliBackend, workdir: Path, jobs: list[int]) -> tuple[str, int, Path]:
+    """A worker-like job on an idle node that writes the time of its SIGTERM to a marker:
+    (node, job id, marker), once its trap is set."""
     node = wait_for(lambda: idle_node(cli), 60, "an idle node")
     marker = workdir / f"term-{uuid.uuid4().hex[:6]}"
     ready = marker.with_suffix(".ready")
@@ -114,6 +109,18 @@ def make_way_once(cli: CliBackend, slurm, cfg, workdir: Path, jobs: list[int]) -
     )
     jobs.append(worker)
     wait_for(ready.exists, 30, f"worker {worker} to run and set its trap")
+    return node, worker, marker
+
+
+def make_way_once(cli: CliBackend, slurm, cfg, workdir: Path, jobs: list[int]) -> tuple[float, float]:
+    """(sbatch -> SIGTERM at the worker, the make way pass) in seconds; AssertionError or
+    SlurmError when something did not happen."""
+    from isense_slurm.controller.memory import Memory
+    from isense_slurm.controller.observe import Scope
+    from isense_slurm.reclaim.make_way import WayMaker
+    from isense_slurm.reclaim.submit_watch import SubmitWatcher
+
+    node, worker, marker = start_trapping_worker(cli, workdir, jobs)
     way = WayMaker(Scope.from_config(cfg), slurm, Memory())
     way.nodes()  # the tick's node list, as in the daemon
     way.preempting()

@@ -78,6 +78,25 @@ def timed(action):
     return time.perf_counter() - started, result
 
 
+def day_earnings(ledger: Path):
+    """isense earnings for 2025-01-01 by node, as the command builds it."""
+    conn = open_readonly(ledger)
+    since = utc_midnight(date(2025, 1, 1))
+    report = build_report(
+        conn,
+        buckets("day", since, utc_midnight(date(2025, 1, 2))),
+        by="day",
+        group="node",
+        now=time.time(),
+        partition="inference",
+        model_gpus={},
+        currency="USD",
+        raw_gpu_hour_nanos=2_000_000_000,
+    )
+    conn.close()
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -101,24 +120,7 @@ def main() -> int:
         if rerun.action != "already exported":
             failed.append(f"re-run: {rerun.action!r}, not 'already exported'")
 
-        def earnings():
-            conn = open_readonly(ledger)
-            since = utc_midnight(date(2025, 1, 1))
-            report = build_report(
-                conn,
-                buckets("day", since, utc_midnight(date(2025, 1, 2))),
-                by="day",
-                group="node",
-                now=time.time(),
-                partition="inference",
-                model_gpus={},
-                currency="USD",
-                raw_gpu_hour_nanos=2_000_000_000,
-            )
-            conn.close()
-            return report
-
-        earnings_s, report = timed(earnings)
+        earnings_s, report = timed(lambda: day_earnings(ledger))
         if sum(r.totals.gross_nanos for r in report.rows) != csv_result.totals.gross_nanos:
             failed.append("earnings for the day differ from the export's gross")
         figures = {

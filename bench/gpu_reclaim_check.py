@@ -36,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from isense_slurm.gpu import Nvml, clean_gpus  # noqa: E402
+from isense_slurm.gpu import clean_gpus  # noqa: E402
+from isense_slurm.gpu_nvml import Nvml  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from stats import finish  # noqa: E402
@@ -132,10 +133,8 @@ def nvml_pids(gpu: int) -> set[int]:
         nvml.close()
 
 
-def one_round(
-    mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, allow_no_gpu: bool, clean_timeout: float
-) -> dict:
-    baseline = used_bytes(gpu)
+def start_holder(mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, allow_no_gpu: bool):
+    """The process that holds GPU memory, as the service account when run as root."""
     env = {
         "PATH": "/usr/bin:/bin",
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
@@ -146,7 +145,7 @@ def one_round(
     if os.environ.get("LD_LIBRARY_PATH"):
         env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     drop = {"user": uid, "group": uid} if os.geteuid() == 0 else {}
-    child = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(size_mib), "1" if mode == "stubborn" else "0", "1" if allow_no_gpu else "0"],
         env=env,
         stdout=subprocess.PIPE,
@@ -155,6 +154,27 @@ def one_round(
         cwd="/",
         **drop,
     )
+
+
+def wait_memory_back(gpu: int, baseline, with_alloc, t0: float, clean_timeout: float) -> float | None:
+    """Seconds from t0 until the used memory is back near the baseline (the driver frees
+    it after the process is gone; NVML may list the pid a little longer), or None."""
+    if baseline is None or with_alloc is None:
+        return None
+    slack = max(64 * MIB, (with_alloc - baseline) // 10)
+    while time.monotonic() - t0 < clean_timeout + 10:
+        now = used_bytes(gpu)
+        if now is not None and now <= baseline + slack:
+            return time.monotonic() - t0
+        time.sleep(0.01)
+    return None
+
+
+def one_round(
+    mode: str, gpu: int, cuda_index: int, uid: int, size_mib: int, allow_no_gpu: bool, clean_timeout: float
+) -> dict:
+    baseline = used_bytes(gpu)
+    child = start_holder(mode, gpu, cuda_index, uid, size_mib, allow_no_gpu)
     try:
         line = child.stdout.readline().strip()
         if not line.startswith("ready"):
@@ -170,17 +190,7 @@ def one_round(
         t0 = time.monotonic()
         report = clean_gpus([gpu], uid, clean_timeout)
         clean_done = time.monotonic() - t0
-        # Poll until the used memory is back near the baseline (the driver frees it
-        # after the process is gone; NVML may list the pid a little longer).
-        memory_free_s = None
-        if baseline is not None and with_alloc is not None:
-            slack = max(64 * MIB, (with_alloc - baseline) // 10)
-            while time.monotonic() - t0 < clean_timeout + 10:
-                now = used_bytes(gpu)
-                if now is not None and now <= baseline + slack:
-                    memory_free_s = time.monotonic() - t0
-                    break
-                time.sleep(0.01)
+        memory_free_s = wait_memory_back(gpu, baseline, with_alloc, t0, clean_timeout)
         after = used_bytes(gpu)
         exit_code = child.wait(5)
     finally:

@@ -39,6 +39,30 @@ def timed_ms(action) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def add_rows(ledger: Path, world, count: int, round_no: int, now: float) -> list:
+    """`count` new request rows through the ledger writer; their futures."""
+    with RequestWriter(ledger, prices=PRICES, operator_share=0.7, currency="USD", batch_max=4096) as w:
+        pending = []
+        for i in range(count):
+            job, node, model, _ = world.workers[i % len(world.workers)]
+            row = RequestRow(
+                id=f"new-{round_no}-{i}",
+                ts=now + round_no,
+                key_id=1,
+                model=model,
+                job_id=str(job),
+                node=node,
+                prompt_tokens=300,
+                completion_tokens=100,
+                cached_tokens=0,
+                status="ok",
+                latency_ms=10.0,
+                streamed=True,
+            )
+            pending.append(w.submit(row))
+    return pending
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
@@ -60,28 +84,7 @@ def main() -> int:
         first = timed_ms(lambda: source.scrape(gateway))
         incremental = []
         for r in range(args.repeat):
-            with RequestWriter(ledger, prices=PRICES, operator_share=0.7, currency="USD", batch_max=4096) as w:
-                pending = []
-                for i in range(args.add):
-                    job, node, model, _ = world.workers[i % len(world.workers)]
-                    pending.append(
-                        w.submit(
-                            RequestRow(
-                                id=f"new-{r}-{i}",
-                                ts=now + r,
-                                key_id=1,
-                                model=model,
-                                job_id=str(job),
-                                node=node,
-                                prompt_tokens=300,
-                                completion_tokens=100,
-                                cached_tokens=0,
-                                status="ok",
-                                latency_ms=10.0,
-                                streamed=True,
-                            )
-                        )
-                    )
+            pending = add_rows(ledger, world, args.add, r, now)
             lost = sum(1 for f in pending if f.exception() is not None)
             if lost:
                 failures.append(f"round {r}: {lost} of {args.add} new rows not committed")

@@ -284,6 +284,37 @@ def run_once(scenario: str, configs: dict, secret: bytes, max_tokens: int) -> di
         rec.close()
 
 
+def summarise(results: list[dict], args) -> dict:
+    """The JSON figures over all runs: medians over the runs without a failure."""
+
+    def med(scenario, key):  # over the runs of `scenario` without a failure
+        vals = [r[key] for r in results if r["scenario"] == scenario and r[key] is not None and not r["failures"]]
+        return round(statistics.median(vals), 3) if vals else None
+
+    summary = {
+        "bench": "worker",
+        "runs": args.runs,
+        "max_tokens": args.max_tokens,
+        "start_to_registered_s_median": round(statistics.median(r["start_to_registered_s"] for r in results), 2),
+    }
+    for scenario in SCENARIOS:
+        summary[f"{scenario}_sigterm_to_exit_s_median"] = med(scenario, "sigterm_to_exit_s")
+        summary[f"{scenario}_sigterm_to_dereg_s_median"] = med(scenario, "sigterm_to_dereg_s")
+    for scenario in SCENARIOS[1:]:
+        reasons: dict[str, int] = {}
+        for r in results:
+            if r["scenario"] == scenario:
+                for k, v in r["finish"].items():
+                    reasons[k] = reasons.get(k, 0) + v
+        summary[f"{scenario}_finish"] = reasons
+        summary[f"{scenario}_client_failures"] = sum(r["client_failures"] for r in results if r["scenario"] == scenario)
+        summary[f"{scenario}_in_flight_at_signal_min"] = min(
+            r["in_flight_at_signal"] for r in results if r["scenario"] == scenario
+        )
+    summary["exit_codes"] = sorted({r["exit_code"] for r in results}, key=str)
+    return summary
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=2)
@@ -316,31 +347,7 @@ def main() -> int:
                 print(f"  {'failed' if r['failures'] else 'slow stop'}: see {r['log']}", flush=True)
             results.append(r)
 
-    def med(scenario, key):  # over the runs of `scenario` without a failure
-        vals = [r[key] for r in results if r["scenario"] == scenario and r[key] is not None and not r["failures"]]
-        return round(statistics.median(vals), 3) if vals else None
-
-    summary = {
-        "bench": "worker",
-        "runs": args.runs,
-        "max_tokens": args.max_tokens,
-        "start_to_registered_s_median": round(statistics.median(r["start_to_registered_s"] for r in results), 2),
-    }
-    for scenario in SCENARIOS:
-        summary[f"{scenario}_sigterm_to_exit_s_median"] = med(scenario, "sigterm_to_exit_s")
-        summary[f"{scenario}_sigterm_to_dereg_s_median"] = med(scenario, "sigterm_to_dereg_s")
-    for scenario in SCENARIOS[1:]:
-        reasons: dict[str, int] = {}
-        for r in results:
-            if r["scenario"] == scenario:
-                for k, v in r["finish"].items():
-                    reasons[k] = reasons.get(k, 0) + v
-        summary[f"{scenario}_finish"] = reasons
-        summary[f"{scenario}_client_failures"] = sum(r["client_failures"] for r in results if r["scenario"] == scenario)
-        summary[f"{scenario}_in_flight_at_signal_min"] = min(
-            r["in_flight_at_signal"] for r in results if r["scenario"] == scenario
-        )
-    summary["exit_codes"] = sorted({r["exit_code"] for r in results}, key=str)
+    summary = summarise(results, args)
     failures = [
         f"run {i // len(SCENARIOS) + 1} {r['scenario']}: {f}" for i, r in enumerate(results) for f in r["failures"]
     ]

@@ -22,7 +22,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from isense_slurm.admin.doctor import check, gather
+    from isense_slurm.admin.doctor import check
+    from isense_slurm.admin.doctor_gather import gather
     from isense_slurm.config import load_config
     from isense_slurm.slurm import backend_for
 

@@ -99,21 +99,7 @@ async def relay(up: Upstream, request: web.Request, call: Call) -> web.StreamRes
         if outcome == DONE:
             return await _finish(up, call, worker, response, state, attempt)
         if outcome == CLIENT_LEFT:
-            prompt, completion, cached = state.partial_totals(current_attempt=True)
-            up.book.record(
-                make_row(
-                    call,
-                    row_id=state.response_id or call.response_id,
-                    worker=worker,
-                    status=RequestStatus.PARTIAL,
-                    streamed=True,
-                    prompt=prompt,
-                    completion=completion,
-                    cached=cached,
-                    error="client disconnected",
-                    attempts=attempt,
-                )
-            )
+            _record_client_left(up, call, worker, state, attempt)
             return response
         if response is not None:
             state.attempt_failed()
@@ -127,6 +113,25 @@ async def relay(up: Upstream, request: web.Request, call: Call) -> web.StreamRes
     if response is None:
         return up.no_capacity(call.model)
     return await _cut(up, call, worker, response, state, len(tried), failure)
+
+
+def _record_client_left(up: Upstream, call: Call, worker: LiveWorker, state: StreamState, attempt: int) -> None:
+    """The client left mid-stream: what it received so far is billed (a partial row)."""
+    prompt, completion, cached = state.partial_totals(current_attempt=True)
+    up.book.record(
+        make_row(
+            call,
+            row_id=state.response_id or call.response_id,
+            worker=worker,
+            status=RequestStatus.PARTIAL,
+            streamed=True,
+            prompt=prompt,
+            completion=completion,
+            cached=cached,
+            error="client disconnected",
+            attempts=attempt,
+        )
+    )
 
 
 async def _attempt(

@@ -75,35 +75,69 @@ def make_way(
     waiting: list[WaitingJob], nodes: list[StoppableNode], preempting_partitions: set[str]
 ) -> tuple[list[Release], list[Judgement]]:
     """(workers to stop, one judgement per waiting job)."""
-    free = {n.name: n.free for n in nodes}
-    left = {n.name: list(n.workers) for n in nodes}
+    room = _Room({n.name: n.free for n in nodes}, {n.name: list(n.workers) for n in nodes})
     releases: list[Release] = []
     lines: list[Judgement] = []
     for job in waiting:
         parts = [p for p in job.partitions if p in preempting_partitions]
-        if not parts:
+        found = _candidates(job, nodes, parts)
+        if isinstance(found, Judgement):
+            lines.append(found)
+            continue
+        chosen = room.choose(job, found)
+        if chosen is None:
             lines.append(
-                Judgement(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers")
+                Judgement(
+                    f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(job.gpus_per_node)};"
+                    " stopping workers would not free enough: it waits for training",
+                    notable=True,
+                )
             )
             continue
-        if job.gpus_per_node <= 0:
-            lines.append(Judgement(f"job {job.job_id}: asks for no GPUs; Slurm alone decides"))
-            continue
+        stopped = room.stop_for(job, chosen, parts)
+        releases.extend(stopped)
+        lines.append(_judge(job, chosen, stopped))
+    return releases, lines
+
+
+def _candidates(job: WaitingJob, nodes: list[StoppableNode], parts: list[str]) -> list[StoppableNode] | Judgement:
+    """The nodes `job` may take workers' GPUs on (its required ones first), or why none."""
+    if not parts:
+        return Judgement(f"job {job.job_id}: partition {','.join(job.partitions) or '?'} does not preempt workers")
+    if job.gpus_per_node <= 0:
+        return Judgement(f"job {job.job_id}: asks for no GPUs; Slurm alone decides")
+    candidates = [n for n in nodes if n.usable and set(n.partitions) & set(parts)]
+    if job.required_nodes:
+        required = set(job.required_nodes)
+        if not required <= {n.name for n in candidates}:
+            return Judgement(
+                f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here", notable=True
+            )
+        candidates = [n for n in candidates if n.name in required] + [n for n in candidates if n.name not in required]
+    return candidates
+
+
+def _judge(job: WaitingJob, chosen: list[StoppableNode], stopped: list[Release]) -> Judgement:
+    if not stopped:
+        return Judgement(f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop")
+    return Judgement(
+        f"job {job.job_id}: stop worker(s) {', '.join(r.worker_job_id for r in stopped)} on "
+        f"{', '.join(sorted({r.node for r in stopped}, key=natural_key))}"
+        " now, before Slurm's next pass"
+    )
+
+
+@dataclass
+class _Room:
+    """Free GPUs and the workers left per node, as earlier jobs of this pass took them."""
+
+    free: dict[str, int]
+    left: dict[str, list[RunningWorker]]
+
+    def choose(self, job: WaitingJob, candidates: list[StoppableNode]) -> list[StoppableNode] | None:
+        """The nodes `job` takes, or None when stopping workers would not free enough."""
         need = job.gpus_per_node
-        candidates = [n for n in nodes if n.usable and set(n.partitions) & set(parts)]
-        if job.required_nodes:
-            required = set(job.required_nodes)
-            if not required <= {n.name for n in candidates}:
-                lines.append(
-                    Judgement(
-                        f"job {job.job_id}: its nodes {','.join(job.required_nodes)} are not all usable here",
-                        notable=True,
-                    )
-                )
-                continue
-            candidates = [n for n in candidates if n.name in required] + [
-                n for n in candidates if n.name not in required
-            ]
+        free, left = self.free, self.left
         fits_now = [n for n in candidates if free[n.name] >= need]
         freeable = [
             n for n in candidates if free[n.name] < need and free[n.name] + sum(w.gpus for w in left[n.name]) >= need
@@ -111,7 +145,7 @@ def make_way(
 
         # Required nodes first, then nodes that fit as they are, then the ones that cost
         # the fewest stopped GPUs.
-        def order(n: StoppableNode, job: WaitingJob = job, need: int = need) -> tuple[bool, bool, int, int, NaturalKey]:
+        def order(n: StoppableNode) -> tuple[bool, bool, int, int, NaturalKey]:
             return (
                 n.name not in job.required_nodes,
                 free[n.name] < need,
@@ -122,43 +156,21 @@ def make_way(
 
         chosen = sorted(fits_now + freeable, key=order)[: max(job.nodes, len(job.required_nodes))]
         if len(chosen) < job.nodes or any(r not in {n.name for n in chosen} for r in job.required_nodes):
-            lines.append(
-                Judgement(
-                    f"job {job.job_id}: needs {job.nodes} node(s) with {gpus(need)};"
-                    " stopping workers would not free enough: it waits for training",
-                    notable=True,
-                )
-            )
-            continue
-        stopped = []
+            return None
+        return chosen
+
+    def stop_for(self, job: WaitingJob, chosen: list[StoppableNode], parts: list[str]) -> list[Release]:
+        """Stop the fewest workers that free `job`'s GPUs on each chosen node, and take them."""
+        need = job.gpus_per_node
+        releases = []
         for node in chosen:
-            missing = need - free[node.name]
-            for worker in _fewest_to_stop(left[node.name], missing):
-                left[node.name].remove(worker)
-                free[node.name] += worker.gpus
-                stopped.append(worker)
-                releases.append(
-                    Release(
-                        worker.job_id,
-                        node.name,
-                        job.job_id,
-                        f"job {job.job_id} ({','.join(parts)}, {gpus(need)} on {node.name}) would preempt it",
-                    )
-                )
-            free[node.name] -= need  # taken by this job: later jobs do not count on it
-        if stopped:
-            lines.append(
-                Judgement(
-                    f"job {job.job_id}: stop worker(s) {', '.join(w.job_id for w in stopped)} on "
-                    f"{', '.join(sorted({r.node for r in releases if r.for_job_id == job.job_id}, key=natural_key))}"
-                    " now, before Slurm's next pass"
-                )
-            )
-        else:
-            lines.append(
-                Judgement(f"job {job.job_id}: fits on free GPUs ({', '.join(n.name for n in chosen)}); nothing to stop")
-            )
-    return releases, lines
+            for worker in _fewest_to_stop(self.left[node.name], need - self.free[node.name]):
+                self.left[node.name].remove(worker)
+                self.free[node.name] += worker.gpus
+                reason = f"job {job.job_id} ({','.join(parts)}, {gpus(need)} on {node.name}) would preempt it"
+                releases.append(Release(worker.job_id, node.name, job.job_id, reason))
+            self.free[node.name] -= need  # taken by this job: later jobs do not count on it
+        return releases
 
 
 def _fewest_to_stop(workers: list[RunningWorker], missing: int) -> list[RunningWorker]:

@@ -167,6 +167,20 @@ def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int], cur
         gross.add_metric([model, cur], g / NANOS_PER_UNIT)
         operator.add_metric([model, cur], o / NANOS_PER_UNIT)
 
+    workers, lent = _worker_families(counters, model_gpus)
+    hist = HistogramMetricFamily(
+        "isense_reclaim_seconds",
+        "Seconds from a training job's submit to its start on GPUs taken back from workers.",
+        buckets=counters.reclaims.cumulative(),
+        sum_value=counters.reclaims.total,
+    )
+    return [tokens_in, tokens_out, tokens_cached, requests, gross, operator, workers, lent, hist]
+
+
+def _worker_families(
+    counters: LedgerCounters, model_gpus: Mapping[str, int]
+) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """Worker runs not ended, by state, and the GPUs they hold, by model."""
     workers = _gauge("isense_workers", "Worker runs not ended, by state (ledger).", ["state"])
     lent = _gauge("isense_lent_gpus", "GPUs held by worker runs not ended, by model (ledger).", ["model"])
     by_state: dict[str, int] = {state: 0 for state in ACTIVE_STATES}
@@ -179,14 +193,7 @@ def ledger_families(counters: LedgerCounters, model_gpus: Mapping[str, int], cur
         workers.add_metric([state], count)
     for model, count in sorted(gpus.items()):
         lent.add_metric([model], count)
-
-    hist = HistogramMetricFamily(
-        "isense_reclaim_seconds",
-        "Seconds from a training job's submit to its start on GPUs taken back from workers.",
-        buckets=counters.reclaims.cumulative(),
-        sum_value=counters.reclaims.total,
-    )
-    return [tokens_in, tokens_out, tokens_cached, requests, gross, operator, workers, lent, hist]
+    return workers, lent
 
 
 class LedgerCollector(Collector):

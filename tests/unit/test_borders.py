@@ -222,3 +222,34 @@ def test_the_border_checks_can_fail():
     assert not SQL_WRITE.match("update the ledger when the worker ends")
     assert imported(ast.parse("from .inputs import X"), "isense_slurm.planner.plan") == {".inputs", ".inputs.X"}
     assert room("isense_slurm.planner.plan") == "planner" and room("isense_slurm.gpu") == "gpu"
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+SIZED = ("isense_slurm", "bench", "dev")  # everything outside tests
+
+
+def oversized(root: Path) -> list[str]:
+    """Modules over MAX_MODULE_LINES and functions over MAX_FUNCTION_LINES under `root`."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(root.parent)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_modules_and_functions_stay_small():
+    assert [line for folder in SIZED for line in oversized(PACKAGE.parent / folder)] == []
+
+
+def test_the_size_check_can_fail(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    long_body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "pkg" / "big.py").write_text(f"def f():\n{long_body}\n" + "\n" * MAX_MODULE_LINES)
+    assert oversized(tmp_path / "pkg") == ["pkg/big.py: 461 lines", "pkg/big.py:1 f: 61 lines"]

@@ -174,7 +174,7 @@ def test_clean_with_nvml_matches_by_minor_number_and_kills_only_the_service_acco
 
 
 def test_nvml_absent_or_failing_means_none(monkeypatch):
-    from isense_slurm.gpu import Nvml, nvml_processes
+    from isense_slurm.gpu_nvml import Nvml, nvml_processes
 
     class Broken:
         def nvmlInit(self):
