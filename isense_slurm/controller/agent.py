@@ -35,10 +35,12 @@ from isense_slurm.controller.failures import WorkerWatch
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Observation, Observer, Scope
 from isense_slurm.errors import SlurmError
+from isense_slurm.meter.rows import WorkerInfo
 from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, make_plan
 from isense_slurm.reclaim.book import ReclaimBook
 from isense_slurm.reclaim.make_way import WayMaker
 from isense_slurm.reclaim.recorder import end_reason_of_finished
+from isense_slurm.slurm import Job
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -263,6 +265,30 @@ class Agent:
                 job_id, state=WorkerStage.LENT, node=submit.node, gpus=submit.gpus, model=submit.model
             )
 
+    def _date_run(self, job_id: str, job: Job, run: WorkerInfo | None) -> None:
+        """A running worker job the ledger has no open run of is adopted, from Slurm's
+        start; a run first heard of after it started (a requeued worker registering)
+        is dated back to that start. A pending job holds no GPUs: nothing is lent yet."""
+        assert self.ledger is not None
+        if not job.is_active:
+            return
+        started = job.start_time or job.submit_time
+        at = started.timestamp() if started else None
+        if run is not None and (at is None or run.started_at <= at + 1.0):
+            return
+        self.ledger.worker_event(
+            job_id,
+            state=WorkerStage.LENT,
+            node=job.nodes[0] if job.nodes else None,
+            gpus=job.gpus,
+            model=model_of(job.name),
+            at=at,
+        )
+        if run is None:
+            log.info("adopted worker %s (%s) from squeue", job_id, job.name)
+        else:
+            log.info("worker %s: run %d dated back to its Slurm start", job_id, run.run)
+
     def _reconcile(self, observation: Observation) -> None:
         """Ledger <-> Slurm: at start, then every RECONCILE_SECONDS."""
         if self.ledger is None:
@@ -274,17 +300,7 @@ class Agent:
         try:
             open_runs = {w.job_id: w for w in self.ledger.workers(active_only=True)}
             for job_id, job in observation.workers.items():
-                if job_id in open_runs or not (job.is_pending or job.is_active):
-                    continue
-                self.ledger.worker_event(
-                    job_id,
-                    state=WorkerStage.LENT,
-                    node=job.nodes[0] if job.nodes else None,
-                    gpus=job.gpus,
-                    model=model_of(job.name),
-                    at=job.submit_time.timestamp() if job.submit_time else None,
-                )
-                log.info("adopted worker %s (%s) from squeue", job_id, job.name)
+                self._date_run(job_id, job, open_runs.get(job_id))
             wall = time.time()
             for job_id, run in open_runs.items():
                 if not job_id.isdigit():

@@ -43,7 +43,8 @@ class WorkerRecords:
         Reports come from several processes (controller, gateway, worker, epilog) and
         may arrive late or twice, so within one run the state only moves forward
         (lent -> serving -> draining -> ended), each state's time is kept from its first
-        report, and an 'ended' report's reason wins over earlier ones. A 'lent' or
+        report (the run's start from its earliest: a late 'lent' report may date it
+        back), and an 'ended' report's reason wins over earlier ones. A 'lent' or
         'serving' report for an ended job starts a new run: Slurm requeued it.
         `gpus`: a count (int) or the GPU indices ("0,1" or a sequence).
         """
@@ -89,9 +90,12 @@ class WorkerRecords:
         else:
             new_reason = current.reason or reason
         changes = {k: v for k, v in given.items() if v is not None}
-        changes.update(state=new_state, reason=new_reason, updated_at=at)
+        changes.update(state=new_state, reason=new_reason, updated_at=max(at, current.updated_at))
         time_column = STATE_TIME_COLUMN[state]
-        if getattr(current, time_column) is None:
+        first = getattr(current, time_column)
+        # A run's start is its earliest report: a requeued run is first heard of when its
+        # worker registers, and the controller dates it back to Slurm's start later.
+        if first is None or (state == "lent" and at < first):
             changes[time_column] = at
         assignments = ", ".join(f"{column} = ?" for column in changes)
         self.db.execute(

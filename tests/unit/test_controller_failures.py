@@ -211,3 +211,26 @@ def test_the_agent_releases_a_pair_when_a_worker_serves(tmp_path, caplog):
     agent.tick()
     assert [h["node"] for h in agent.status()["held_back"]] == ["n2"]
     assert "released tiny-llama on n1: a worker served" in caplog.text
+
+
+def test_the_agent_adopts_running_workers_from_their_start_and_dates_requeued_runs_back(tmp_path):
+    """Pending worker jobs hold no GPUs and are not lent; a running one the ledger does not
+    know is adopted from Slurm's start; a run registered after its start is dated back."""
+    from isense_slurm.meter.ledger import Ledger
+
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        agent = Agent(
+            load_config(REPO / "dev" / "isense.dev.toml"), FailingSlurm(tmp_path), ledger=ledger, plugin=False
+        )
+        started = utc(NOW - timedelta(seconds=100))
+        pending = worker_job(5, "n1", "PENDING")
+        agent._date_run("5", pending, None)
+        assert ledger.worker("5") is None
+        running = replace(worker_job(6, "n1"), start_time=started)
+        agent._date_run("6", running, None)
+        adopted = ledger.worker("6")
+        assert adopted is not None and (adopted.state, adopted.started_at) == ("lent", started.timestamp())
+        ledger.worker_event("7", state="serving", model="tiny-llama", gpus=4, node="n2", at=started.timestamp() + 40)
+        agent._date_run("7", replace(worker_job(7, "n2"), start_time=started), ledger.worker("7"))
+        dated = ledger.worker("7")
+        assert dated is not None and (dated.state, dated.started_at) == ("serving", started.timestamp())

@@ -193,6 +193,19 @@ def test_a_requeued_job_gets_a_new_run(tmp_path):
         assert [r.run for r in ledger.workers(active_only=True)] == [1]
 
 
+def test_a_late_lent_report_dates_a_run_back_never_forward(tmp_path):
+    """A requeued run is first heard of when its worker registers; the controller's
+    later 'lent' report with Slurm's start moves the run's start back (not its state)."""
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        ledger.worker_event(7, state="serving", model="tiny", gpus=2, node="n1", at=1.0)
+        ledger.worker_event(7, state="ended", reason="preempted", at=2.0)
+        ledger.worker_event(7, state="serving", node="n3", at=30.0)  # run 1 registers
+        w = ledger.worker_event(7, state="lent", at=10.0)  # Slurm started run 1 at 10
+        assert (w.run, w.state, w.started_at, w.serving_at, w.updated_at) == (1, "serving", 10.0, 30.0, 30.0)
+        w = ledger.worker_event(7, state="lent", at=12.0)
+        assert w.started_at == 10.0
+
+
 def test_worker_event_rejects_unknown_states_and_reasons(tmp_path):
     with Ledger.open(tmp_path / "l.db") as ledger:
         with pytest.raises(ValueError):
