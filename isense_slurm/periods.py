@@ -144,8 +144,8 @@ def _moment(text: str, flag: str, day_included: bool) -> float:
     value = text.strip()
     if match := _MOMENT.fullmatch(value):
         try:
-            parts = [int(p) for p in match.groups() if p is not None]
-            return datetime(*parts, tzinfo=UTC).timestamp()  # type: ignore[misc]
+            year, month, day, hour, minute, second = (int(p or 0) for p in match.groups())
+            return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
         except ValueError as err:
             raise UsageError(f"{flag} {text!r}: {err}") from None
     if _DATE.fullmatch(value):
