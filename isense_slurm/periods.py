@@ -149,6 +149,6 @@ def _moment(text: str, flag: str, day_included: bool) -> float:
         except ValueError as err:
             raise UsageError(f"{flag} {text!r}: {err}") from None
     if _DATE.fullmatch(value):
-        day = parse_date(value, flag)
-        return utc_midnight(day + timedelta(days=1) if day_included else day).timestamp()
+        first = parse_date(value, flag)
+        return utc_midnight(first + timedelta(days=1) if day_included else first).timestamp()
     raise UsageError(f"{flag} {text!r}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (UTC)")
