@@ -90,10 +90,15 @@ def test_a_clean_run_agrees_and_a_removed_ledger_row_is_named(site):
 
     # slurmctld sends job records to slurmdbd on its own time: wait until sacct has both.
     def accounted():
-        ids = {r.job_id for r in accounted_runs(site.since, until, user="isense") if r.start is not None}
-        return ids >= set(job_ids)
+        starts = {r.job_id: r.start for r in accounted_runs(site.since, until, user="isense") if r.start}
+        return starts if set(starts) >= set(job_ids) else None
 
-    wait_for(accounted, 120, f"sacct to list worker jobs {job_ids}", interval=1)
+    starts = wait_for(accounted, 120, f"sacct to list worker jobs {job_ids}", interval=1)
+    # A removed row must stand out from the tolerance (30 s x GPUs): each worker in the
+    # range for 60 s at least, however fast vLLM started on this machine.
+    until = max(until, max(starts[j] for j in job_ids) + 60)
+    while time.time() < until + 1:
+        time.sleep(0.5)
 
     clean = reconcile(site, site.since, until, "--json")
     assert clean.returncode == 0, f"exit {clean.returncode}: {clean.stdout[-3000:]} {clean.stderr[-1000:]}"
