@@ -19,6 +19,10 @@ proxies' own cost shows) from an aiohttp client, non-streamed and streamed:
   joins, that many streams run back to back through the gateway against both, and a
   separate process probes GET /internal/workers, GET /health, POST heartbeat and POST
   register every 20 ms: p50/p99/max per endpoint (target: p99 <= 100 ms).
+- with --limits, a fourth target `gw+lim`: the same gateway, with a key held to rpm,
+  tpm, concurrency and a day budget that this load never reaches, so each request pays
+  the whole limit check (summary keys gateway_limits_*). At concurrency 1 the gateway's
+  CPU is shared by both of its targets, so both get the same CPU per request there.
 Figures cover successful requests only; `errors` counts the failed ones, and the bench
 exits 1 when any request or probe failed. The stand-in workers heartbeat like a worker
 and register again at once when the gateway answers 404.
@@ -45,14 +49,19 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import stats  # noqa: E402
 from gateway_control import StandIn, control_plane  # noqa: E402
+from gateway_figures import add_latency, print_table, summarize  # noqa: E402
 from gateway_load import chat_body, cpu_seconds, group_pids, report, run_load, run_paired  # noqa: E402
 from isense_slurm.meter.ledger import Ledger  # noqa: E402
+from isense_slurm.meter.limits import key_subject, set_limits  # noqa: E402
 from isense_slurm.secrets import vllm_api_key  # noqa: E402
 from waiting import free_port  # noqa: E402
 
 JOB_ID = "bench-1"
 JOB_ID_2 = "bench-2"
 STATE_DIR = Path("/var/lib/isense-dev")
+# --limits: a second key held to every kind of limit, none of which this load reaches,
+# so each of its requests pays the whole check (rates, concurrency, day budget).
+GENEROUS_LIMITS = {"rpm": 10**7, "tpm": 10**9, "concurrent": 10**4, "budget_day_nanos": 10**15}
 
 
 # --- services ----------------------------------------------------------------------------
@@ -121,6 +130,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     ap.add_argument("--no-stream", action="store_true", help="non-streamed requests only")
     ap.add_argument(
+        "--limits",
+        action="store_true",
+        help="also load the gateway with a key held to rate, concurrency and budget limits "
+        "(target gw+lim): the limit check's cost, in the same run",
+    )
+    ap.add_argument(
         "--control-plane-streams",
         type=int,
         default=32,
@@ -147,6 +162,7 @@ class Run:
     litellm_port: int
     cfg: Path = Path()
     client_key: str = ""
+    limited_key: str = ""
     started: list[list[str]] = field(default_factory=list)  # commands that stop what was started
     gateway: subprocess.Popen | None = None
     stand_in: StandIn | None = None
@@ -176,6 +192,9 @@ def prepare(args: argparse.Namespace) -> Run:
     run.cfg = write_config(tmp, run.gateway_port, serve=args.serve)
     with Ledger.open(tmp / "ledger.db") as ledger:
         _, run.client_key = ledger.create_key("bench")
+        if args.limits:
+            limited, run.limited_key = ledger.create_key("bench-limited")
+            set_limits(ledger, key_subject(limited.id), GENEROUS_LIMITS)
     return run
 
 
@@ -202,6 +221,8 @@ def start_services(run: Run, args: argparse.Namespace) -> dict:
         "direct": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", run.vllm_key, []),
         "gateway": (f"{run.gw_url}/v1/chat/completions", run.client_key, [run.gateway.pid]),
     }
+    if args.limits:
+        targets["gw+lim"] = (f"{run.gw_url}/v1/chat/completions", run.limited_key, [run.gateway.pid])
     if not args.no_litellm:
         print(f"bench: starting LiteLLM on :{litellm_port}", file=sys.stderr)
         sh(
@@ -233,9 +254,11 @@ def measure_paired(targets: dict, body: bytes, args: argparse.Namespace, stream:
     paired = asyncio.run(run_paired(targets, body, args.latency_requests, stream))
     for name, res in paired.items():
         res.update(target=name, stream=stream, concurrency=1)
-        if targets[name][2]:  # CPU over the paired run: only this target's requests reach it
-            cpu = cpu_seconds(targets[name][2]) - cpu0[name]
-            res["proxy_cpu_ms_per_request"] = round(cpu / res["requests"] * 1000, 3)
+        pids = targets[name][2]
+        if pids:  # CPU over the paired run, per request of every target on the same process
+            cpu = cpu_seconds(pids) - cpu0[name]
+            requests = sum(paired[other]["requests"] for other, (_, _, p) in targets.items() if p == pids)
+            res["proxy_cpu_ms_per_request"] = round(cpu / requests * 1000, 3)
         results.append(res)
         report(res)
     return results
@@ -318,58 +341,6 @@ def stop_services(run: Run) -> None:
             run.gateway.kill()
     for cmd in reversed(run.started):
         subprocess.run(cmd, capture_output=True, timeout=120)
-
-
-def add_latency(results: list[dict]) -> None:
-    """Added latency = the target's percentile minus direct's, same stream mode and concurrency."""
-    direct = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "direct"}
-    for r in results:
-        base = direct[(r["stream"], r["concurrency"])]
-        r["added_p50_ms"] = round(r["p50_ms"] - base["p50_ms"], 3)
-        r["added_p99_ms"] = round(r["p99_ms"] - base["p99_ms"], 3)
-
-
-def print_table(results: list[dict]) -> None:
-    header = (
-        f"{'TARGET':8} {'STREAM':6} {'C':>3} {'REQ/S':>8} {'P50MS':>8} {'P99MS':>8} "
-        f"{'+P50MS':>8} {'+P99MS':>8} {'CPUMS/REQ':>9} {'ROWS/S':>8} {'ERR':>4}"
-    )
-    print(header)
-    for r in results:
-        print(
-            f"{r['target']:8} {'yes' if r['stream'] else 'no':6} {r['concurrency']:>3} {r['rps']:>8.1f} "
-            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['added_p50_ms']:>8.2f} {r['added_p99_ms']:>8.2f} "
-            f"{r.get('proxy_cpu_ms_per_request', float('nan')):>9.3f} "
-            f"{r.get('ledger_rows_per_s', float('nan')):>8.1f} {r['errors']:>4}"
-        )
-
-
-def summarize(
-    args: argparse.Namespace, results: list[dict], control: dict | None, stand_in: StandIn | None
-) -> tuple[dict, int]:
-    """The JSON summary (without its error count) and the number of failed requests."""
-    summary = {
-        "server": "isense serve" if args.serve else "isense gateway",
-        "max_tokens": args.max_tokens,
-        "concurrency": args.concurrency,
-        "results": results,
-    }
-    errors = sum(r["errors"] for r in results)
-    if control is not None:
-        summary["control_plane"] = control
-        summary["control_plane_p99_ms"] = control["p99_ms"]
-        errors += control["errors"]
-    summary["errors"] = errors
-    summary["reregistered"] = stand_in.reregistered if stand_in else 0
-    gw = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "gateway"}
-    ll = {(r["stream"], r["concurrency"]): r for r in results if r["target"] == "litellm"}
-    for key, r in gw.items():
-        tag = f"{'stream' if key[0] else 'plain'}_c{key[1]}"
-        summary[f"gateway_added_p50_ms_{tag}"] = r["added_p50_ms"]
-        if key in ll and ll[key]["rps"]:
-            summary[f"gateway_vs_litellm_rps_{tag}"] = round(r["rps"] / ll[key]["rps"], 2)
-    summary.pop("errors")
-    return summary, errors
 
 
 def main() -> int:

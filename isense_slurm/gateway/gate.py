@@ -3,8 +3,9 @@ and tokens per minute, for the key and for its group.
 
 Per request: a dict lookup when the key has no limits; a few more and a deque append
 when it has (bench/validate.py times it). Budgets use the spend of every gateway on
-the ledger (budgets.py, refreshed every REFRESH_SECONDS); rates and concurrency are
-counted in this process only.
+the ledger (budgets.py, refreshed every REFRESH_SECONDS, or every FAST_REFRESH_SECONDS
+while a budget is about to run out); rates and concurrency are counted in this process
+only.
 
 A request admitted before a budget runs out is served to its end and billed, so spend
 may pass a budget by what was in flight (see docs/operator-guide.md, "Plans and limits").
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from isense_slurm.gateway.budgets import SpendView, exhausted, next_reset
 from isense_slurm.gateway.windows import Window, retry_after
 from isense_slurm.meter import money
-from isense_slurm.meter.limits import EMPTY_BOOK, LimitBook, Limits, group_subject, key_subject
+from isense_slurm.meter.limits import BUDGET_PERIODS, EMPTY_BOOK, LimitBook, Limits, group_subject, key_subject
 from isense_slurm.meter.money import PriceLike
 from isense_slurm.meter.rows import RequestRow
 from isense_slurm.meter.usage import Spend
@@ -27,6 +28,10 @@ from isense_slurm.meter.usage import Spend
 log = logging.getLogger("isense.gateway")
 
 REFRESH_SECONDS = 1.0
+# Near a budget's end the other processes' spend is read ten times as often: what they
+# admit between two reads is what a budget can overshoot by.
+FAST_REFRESH_SECONDS = 0.1
+NEAR_END_SECONDS = 5.0  # "about to run out": at the pace of the last read, within this
 PERIOD_WORDS = {"day": "daily", "month": "monthly", "total": "total"}
 
 # (book read when the limits changed, else None; spend; the period starts it is for)
@@ -56,6 +61,8 @@ class Gate:
         self.requests: dict[str, Window] = {}
         self.tokens: dict[str, Window] = {}
         self.in_flight: dict[str, int] = {}
+        self.near_end = False  # a budget runs out within NEAR_END_SECONDS at the current pace
+        self._last_read: tuple[float, dict[str, tuple[int, int, int]]] | None = None
 
     # --- per request ---------------------------------------------------------------
 
@@ -138,6 +145,21 @@ class Gate:
         if book is not None:
             self.install(book)
         self.spend.end(spend, starts)
+        self._judge_pace()
+
+    def _judge_pace(self) -> None:
+        """near_end: at the pace between the last two reads, a budget runs out soon."""
+        wall = self.wall()
+        now = {subject: self.spend.spent(subject, wall) for subject, limits in self.book.limits.items()}
+        last, self._last_read = self._last_read, (wall, now)
+        if last is None or wall <= last[0]:
+            return
+        seconds, before = wall - last[0], last[1]
+        self.near_end = any(
+            0 < budget - spent[i] <= NEAR_END_SECONDS * max(0, spent[i] - before.get(subject, spent)[i]) / seconds
+            for subject, spent in now.items()
+            for i, budget in _budget_slots(self.book.limits[subject])
+        )
 
     def install(self, book: LimitBook) -> None:
         """New limits: windows of subjects that lost their limits are dropped."""
@@ -149,8 +171,14 @@ class Gate:
     async def run(self, load: Callable[[LimitBook, float], Awaitable[Loaded]]) -> None:
         """Refresh forever; a failed read keeps the last limits and spend (and logs)."""
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
+            await asyncio.sleep(FAST_REFRESH_SECONDS if self.near_end else REFRESH_SECONDS)
             try:
                 await self.refresh(load)
             except Exception as err:  # noqa: BLE001 - busy, unreadable: keep the last good figures
                 log.warning("limits refresh failed: %s", err)
+
+
+def _budget_slots(limits: Limits) -> list[tuple[int, int]]:
+    """(index in a spend triple, budget) of each budget a subject has."""
+    budgets = limits.budgets()
+    return [(i, budgets[period]) for i, period in enumerate(BUDGET_PERIODS) if period in budgets]

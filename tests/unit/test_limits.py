@@ -228,6 +228,39 @@ def test_two_gates_on_one_ledger_hold_one_budget(tmp_path):
     asyncio.run(scenario())
 
 
+def test_gate_reads_faster_near_a_budgets_end(tmp_path):
+    """At the pace between two reads, a budget that runs out within NEAR_END_SECONDS
+    switches the refresh to FAST_REFRESH_SECONDS; a slow spender or a used-up budget does not."""
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        a, _ = ledger.create_key("a")
+        limits.set_limits(ledger, limits.key_subject(a.id), {"budget_day_nanos": 10_000_000})
+    wall = Clock(JAN5)
+
+    async def scenario():
+        gate, link = gate_on(path, wall=wall)
+        await link.start()
+        with RequestWriter(path, prices={"m": PRICE}, operator_share=0.7) as writer:
+
+            async def read_after(seconds, cost_rows):
+                for i in range(cost_rows):
+                    writer.submit(row(a.id, i, wall.t, prompt=100, completion=0))  # 100_000 nanos each
+                wall.t += seconds
+                await gate.refresh(lambda book, now: link.limits(book, now, writer.flush))
+
+            await read_after(0, 0)
+            assert not gate.near_end
+            await read_after(1.0, 1)  # 0.1 spent in 1 s: 99 s of budget left at that pace
+            assert not gate.near_end
+            await read_after(1.0, 20)  # 2.0 per second, 7.9 left: under 5 s at that pace
+            assert gate.near_end
+            await read_after(1.0, 79)  # used up: nothing left to guard
+            assert not gate.near_end
+        link.close()
+
+    asyncio.run(scenario())
+
+
 # --- isense keys ----------------------------------------------------------------------------
 
 
