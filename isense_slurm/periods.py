@@ -101,3 +101,54 @@ def parse_export_period(text: str, now: datetime) -> Period:
     except ValueError as err:
         raise UsageError(f"--period {text!r}: {err}") from None
     raise UsageError(f"--period {text!r}: use yesterday, YYYY-MM-DD, YYYY-Www (ISO week) or YYYY-MM (UTC)")
+
+
+_MOMENT = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?Z?")
+
+
+def parse_range(period: str | None, since: str | None, until: str | None, now: float) -> tuple[float, float]:
+    """[start, end) in unix seconds from --period, or --since/--until (default: today, UTC).
+
+    --period: today, yesterday, YYYY-MM-DD, YYYY-Www, YYYY-MM or DAY..DAY (both days
+    included). --since/--until: a day (--until's day included) or a moment
+    YYYY-MM-DDTHH:MM[:SS] in UTC; a missing --since is today's start, --until now.
+    """
+    moment = datetime.fromtimestamp(now, UTC)
+    if period is not None and (since or until):
+        raise UsageError("--period and --since/--until: pick one")
+    if period is not None:
+        value = period.strip()
+        if value == "today":
+            found = period_of("day", moment.date())
+        elif ".." in value:
+            first, _, last = value.partition("..")
+            found = Period(
+                value,
+                utc_midnight(parse_date(first, "--period")),
+                utc_midnight(parse_date(last, "--period") + timedelta(days=1)),
+            )
+        else:
+            found = parse_export_period(value, moment)
+        start, end = found.start_ts, found.end_ts
+    else:
+        start = _moment(since, "--since", False) if since else period_of("day", moment.date()).start_ts
+        end = _moment(until, "--until", True) if until else now
+    if start >= end:
+        raise UsageError(f"the range is empty: it starts at or after its end ({period or f'{since}..{until}'})")
+    if start >= now:
+        raise UsageError(f"the range starts in the future ({period or since}): nothing to compare yet")
+    return start, end
+
+
+def _moment(text: str, flag: str, day_included: bool) -> float:
+    value = text.strip()
+    if match := _MOMENT.fullmatch(value):
+        try:
+            year, month, day, hour, minute, second = (int(p or 0) for p in match.groups())
+            return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+        except ValueError as err:
+            raise UsageError(f"{flag} {text!r}: {err}") from None
+    if _DATE.fullmatch(value):
+        first = parse_date(value, flag)
+        return utc_midnight(first + timedelta(days=1) if day_included else first).timestamp()
+    raise UsageError(f"{flag} {text!r}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (UTC)")
