@@ -4,7 +4,7 @@ report out; no ledger, no Slurm, no clock.
 
 Both sides are clipped to the same range [start, end) (end no later than now). The two
 clocks differ by design: the ledger's lent time runs from the controller's sbatch (or
-the worker's registration, for a requeued run) to the epilog's end event; Slurm's from
+Slurm's start, for a requeued run) to the epilog's end event; Slurm's from
 its own job start to its own end, in whole seconds. On a preempted run the epilog comes
 after the worker drained, up to KillWait after Slurm's end. So a job agrees when the
 GPU-seconds differ by at most `tolerance` seconds x GPUs per run.
