@@ -9,6 +9,7 @@ import json
 from isense_slurm.meter.money import format_money
 from isense_slurm.periods import iso_z
 from isense_slurm.report.earnings import EarningsReport, EarningsRow
+from isense_slurm.report.plain_table import plain_table
 
 
 def decimal_text(nanos: int | None) -> str | None:
@@ -126,14 +127,7 @@ def _rows(report: EarningsReport) -> list[EarningsRow]:
 
 def to_plain(report: EarningsReport) -> str:
     """sinfo-style columns: no colour, no wrapping, no thousands separators (easy to cut/awk)."""
-    columns = _columns(report)
-    lines = [[header for header, _ in columns]] + [_cells(report, row, False) for row in _rows(report)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
-    out = []
-    for line in lines:
-        cells = [cell.rjust(w) if right else cell.ljust(w) for cell, w, (_, right) in zip(line, widths, columns)]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out) + "\n"
+    return plain_table(_columns(report), [_cells(report, row, False) for row in _rows(report)])
 
 
 def print_table(report: EarningsReport, console) -> None:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from isense_slurm.periods import iso_z
+from isense_slurm.report.plain_table import plain_table
 from isense_slurm.report.reconcile import OK, JobLine, Reconciliation
 
 COLUMNS = (
@@ -79,13 +80,7 @@ def cells(line: JobLine) -> list[str]:
 
 def to_plain(report: Reconciliation) -> str:
     """sinfo-style columns: no colour, no wrapping (easy to cut/awk)."""
-    lines = [[header for header, _ in COLUMNS]] + [cells(line) for line in report.jobs]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    out = []
-    for line in lines:
-        row = [cell.rjust(w) if right else cell.ljust(w) for cell, w, (_, right) in zip(line, widths, COLUMNS)]
-        out.append("  ".join(row).rstrip())
-    return "\n".join(out) + "\n"
+    return plain_table(COLUMNS, [cells(line) for line in report.jobs])
 
 
 def print_table(report: Reconciliation, console) -> None:

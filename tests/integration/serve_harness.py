@@ -13,6 +13,7 @@ Needs root (sbatch as trainer and isense, hooks.env) and the dev cluster up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,6 +234,25 @@ class ServeSite:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def site_on_free_nodes(cluster, request, nodes: list[str], **site_args) -> Iterator[ServeSite]:
+    """A started site on nodes no job holds, closed afterwards; its folder is kept (and
+    named) when a test of the module failed, for its serve.log, hooks.log and ledger."""
+    busy = [j.job_id for j in cluster.slurm.jobs() if (j.is_active or j.is_pending) and set(j.nodes) & set(nodes)]
+    assert not busy, f"{nodes} must be free for this module (jobs {busy} hold them)"
+    failed_before = request.session.testsfailed
+    site = ServeSite(nodes, **site_args)
+    try:
+        site.start()
+        yield site
+    finally:
+        site.close()
+        if request.session.testsfailed == failed_before:
+            site.remove()
+        else:
+            print(f"kept {site.root} (serve.log, hooks.log, ledger.db, job output)")
 
 
 class Traffic:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from serve_harness import REPO, ServeSite, Traffic, wait_for
+from serve_harness import REPO, Traffic, site_on_free_nodes, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm]
 
@@ -43,20 +43,10 @@ def accounting(cluster):
 
 @pytest.fixture(scope="module")
 def site(cluster, accounting, request):
-    busy = [j.job_id for j in cluster.slurm.jobs() if (j.is_active or j.is_pending) and set(j.nodes) & set(NODES)]
-    assert not busy, f"{NODES} must be free for this module (jobs {busy} hold them)"
-    failed_before = request.session.testsfailed
-    s = ServeSite(NODES, name="itest-reconcile")
-    s.since = time.time()  # type: ignore[attr-defined]
-    try:
-        s.start()
+    since = time.time()
+    with site_on_free_nodes(cluster, request, NODES, name="itest-reconcile") as s:
+        s.since = since  # type: ignore[attr-defined]
         yield s
-    finally:
-        s.close()
-        if request.session.testsfailed == failed_before:
-            s.remove()
-        else:
-            print(f"kept {s.root} (serve.log, hooks.log, ledger.db, job output)")
 
 
 def reconcile(site, since: float, until: float, *flags: str) -> subprocess.CompletedProcess:

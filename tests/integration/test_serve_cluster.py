@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from serve_harness import ServeSite, Traffic, wait_for
+from serve_harness import Traffic, site_on_free_nodes, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm]
 
@@ -25,19 +25,8 @@ NODES = ["n3", "n4"]
 
 @pytest.fixture(scope="module")
 def site(cluster, request):
-    busy = [j.job_id for j in cluster.slurm.jobs() if (j.is_active or j.is_pending) and set(j.nodes) & set(NODES)]
-    assert not busy, f"{NODES} must be free for this module (jobs {busy} hold them)"
-    failed_before = request.session.testsfailed
-    s = ServeSite(NODES)
-    try:
-        s.start()
+    with site_on_free_nodes(cluster, request, NODES) as s:
         yield s
-    finally:
-        s.close()
-        if request.session.testsfailed == failed_before:
-            s.remove()
-        else:
-            print(f"kept {s.root} (serve.log, hooks.log, ledger.db, job output)")
 
 
 def ledger(site, sql: str, *args):
