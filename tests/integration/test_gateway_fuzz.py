@@ -204,7 +204,9 @@ def test_generated_json_bodies(gw, case, ascii_only):
         assert body.get("stream") in (True, False, None)
     if body.get("stream") == "yes":
         assert resp.status_code == 400
-        assert json.loads(resp.text)["error"]["param"] == "stream"
+        # The first wrong field is named: "stream", or the other field mutated with it.
+        param = json.loads(resp.text)["error"]["param"]
+        assert param == "stream" if mutated == ["stream"] else param in mutated, (param, body)
 
 
 # --- raw bodies: nesting, numbers, encodings ------------------------------------------
