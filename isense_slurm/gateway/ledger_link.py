@@ -66,14 +66,16 @@ class LedgerLink:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._changed_keys)
 
     def _limits(self, known: LimitBook, now: float, flush: Callable[[float], None] | None):
-        if flush is not None:
-            flush(FLUSH_SECONDS)  # so the spend read holds every row this process booked
         ledger = self._opened()
         book = limits.read_book(ledger) if limits.generation(ledger) != known.generation else None
         current = book or known
         keys, groups = current.budgeted()
-        with_total = any(lim.budget_total_nanos is not None for lim in current.limits.values())
         day, month = period_starts(now)
+        if not keys and not groups:  # no budget: no spend to read, and no writer to wake
+            return book, {}, (day, month)
+        if flush is not None:
+            flush(FLUSH_SECONDS)  # so the spend read holds every row this process booked
+        with_total = any(lim.budget_total_nanos is not None for lim in current.limits.values())
         spent = usage.spend(ledger, keys, groups, day_start=day, month_start=month, with_total=with_total)
         return book, spent, (day, month)
 

@@ -5,7 +5,8 @@ blocks it (a synchronous read, a huge JSON body, a slow log handler) delays them
 A task on the loop stamps the time every TICK seconds; a thread outside it checks the
 stamp, and when the loop has not ticked for `threshold` seconds it logs the loop
 thread's stack at that moment, once per stall, then the stall's length when it ends.
-The largest lag seen is kept for /metrics.
+The largest lag seen is kept for /metrics: exact for stalls of TICK or longer (one of
+them always holds a tick back), sampled for shorter ones.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import traceback
 
 log = logging.getLogger("isense.gateway")
 
-TICK = 0.05
+TICK = 0.25
 STACK_LINES = 12
 SWITCH_INTERVAL = 0.001  # seconds; CPython's default is 0.005
 

@@ -5,6 +5,12 @@ transaction is COMMITTED (and so survives kill -9 of the process, see connection
 The thread takes rows off a queue, inserts a batch in one transaction, commits, then
 resolves the batch's futures: one commit serves many requests under load.
 
+`commit_now` is the fast path of a lone row: when the thread has nothing to do, the
+caller commits the row on its own thread (the gateway's event loop), which spares the
+two thread hand-offs of a queued row (the writer's wake, then the loop's). It never
+waits: when the ledger's write lock is taken (the thread or another process is
+writing), it says so and the caller queues the row as before.
+
 Writes are idempotent on the row id (the response id): a retried submit never
 double-counts. A batch that fails is retried row by row so one bad row cannot sink
 the others; the futures of rows that still fail get the exception, and the thread
@@ -15,6 +21,7 @@ import atexit
 import enum
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -65,6 +72,17 @@ class _Flush:
         self.future: Future[None] = Future()
 
 
+class _Checkpoint:
+    """A marker in the queue: the thread moves the WAL into the database file (the
+    commit_now connection never does, so that a checkpoint's fsync never blocks it)."""
+
+
+_CHECKPOINT = _Checkpoint()
+# commit_now rows between two checkpoints: SQLite's own autocheckpoint comes at about
+# 1000 WAL pages, a few hundred commits of one row.
+CHECKPOINT_EVERY = 256
+
+
 class _Stop(enum.Enum):
     """The marker that stops the writer thread (an enum member, so `is` narrows it)."""
 
@@ -76,7 +94,7 @@ _STOP = _Stop.STOP
 # model -> (input, output, cached) nanos per million tokens
 _Rates = dict[str, tuple[int, int, int]]
 _Pending = tuple[RequestRow, Future[None]]
-_Item = _Pending | _Flush | _Stop
+_Item = _Pending | _Flush | _Checkpoint | _Stop
 
 
 class RequestWriter:
@@ -114,12 +132,23 @@ class RequestWriter:
         open_database(self.path).close()
         self._conn = connect(self.path)
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        # commit_now's own connection: no wait for the write lock, no checkpoint.
+        self._now_conn = connect(self.path)
+        self._now_conn.execute("PRAGMA synchronous=NORMAL")
+        self._now_conn.execute("PRAGMA busy_timeout=0")
+        self._now_conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._now_lock = threading.Lock()
+        self._now_since_checkpoint = 0
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._busy = False  # the thread holds rows it has not committed yet
         self._closed = False
         self._close_lock = threading.Lock()
-        # Figures for benchmarks and /metrics; only the writer thread changes them.
-        self.rows_written = 0  # rows inserted (duplicates excluded)
-        self.commits = 0
+        # Figures for benchmarks and /metrics: the thread's, and commit_now's (each
+        # changed by one side only, so no update is lost).
+        self._thread_rows = 0  # rows inserted (duplicates excluded)
+        self._thread_commits = 0
+        self._now_rows = 0
+        self._now_commits = 0
         self._thread = threading.Thread(target=self._run, name="isense-ledger-writer", daemon=True)
         self._thread.start()
         # A daemon thread dies with the interpreter: flush what is queued at exit.
@@ -144,6 +173,46 @@ class RequestWriter:
         self._queue.put((row, future))
         return future
 
+    @property
+    def rows_written(self) -> int:
+        """Rows inserted, duplicates excluded."""
+        return self._thread_rows + self._now_rows
+
+    @property
+    def commits(self) -> int:
+        return self._thread_commits + self._now_commits
+
+    def commit_now(self, row: RequestRow) -> bool:
+        """Commit a row on the caller's thread, if that needs no wait: True once the row
+        is committed; False, with nothing written, when the thread has rows in hand or
+        the ledger is being written (then `submit` it). One caller at a time."""
+        if self._closed or self._busy or not self._queue.empty() or not self._now_lock.acquire(blocking=False):
+            return False
+        try:
+            rates, share = self._pricing
+            conn = self._now_conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # busy_timeout 0: SQLITE_BUSY at once if taken
+            except sqlite3.OperationalError:
+                return False
+            try:
+                inserted = conn.execute(_INSERT, self._values(row, rates, share)).rowcount
+                conn.execute("COMMIT")
+            except Exception as err:  # noqa: BLE001 - the queued path retries and reports it
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                log.debug("ledger: row %s not committed at once (%s); queued", row.id, err)
+                return False
+            self._now_rows += inserted
+            self._now_commits += 1
+            self._now_since_checkpoint += 1
+            if self._now_since_checkpoint >= CHECKPOINT_EVERY:
+                self._now_since_checkpoint = 0
+                self._queue.put(_CHECKPOINT)
+            return True
+        finally:
+            self._now_lock.release()
+
     def flush(self, timeout: float | None = None) -> None:
         """Block until every row submitted before this call is committed (or failed)."""
         if self._closed:
@@ -162,6 +231,8 @@ class RequestWriter:
         self._queue.put(_STOP)
         self._thread.join()
         self._conn.close()
+        with self._now_lock:  # a commit_now in progress on another thread ends first
+            self._now_conn.close()
         # A submit that raced with close() may have queued behind the stop marker.
         while True:
             try:
@@ -169,6 +240,8 @@ class RequestWriter:
             except queue.Empty:
                 break
             assert item is not _STOP  # the thread took the one stop marker before it returned
+            if item is _CHECKPOINT:
+                continue
             future = item.future if isinstance(item, _Flush) else item[1]
             _fail(future, RuntimeError("RequestWriter closed before the row was written"))
 
@@ -185,6 +258,7 @@ class RequestWriter:
             batch, markers, stop = self._next_batch()
             if batch:
                 self._write(batch)
+            self._busy = False
             for marker in markers:
                 _resolve(marker.future, None)
             if stop:
@@ -195,10 +269,14 @@ class RequestWriter:
         batch: list[_Pending] = []
         markers: list[_Flush] = []
         item = self._queue.get()
+        self._busy = True
         deadline: float | None = None
         while True:
             if item is _STOP:
                 return batch, markers, True
+            if item is _CHECKPOINT:
+                self._checkpoint()
+                return batch, markers, False
             if isinstance(item, _Flush):
                 markers.append(item)
                 return batch, markers, False  # commit now: someone is waiting
@@ -222,6 +300,12 @@ class RequestWriter:
             except queue.Empty:
                 return batch, markers, False
 
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as err:  # a later one catches up; SQLite's own still runs here
+            log.warning("ledger: WAL checkpoint failed: %s", err)
+
     def _write(self, batch: list[_Pending]) -> None:
         rates, share = self._pricing
         try:
@@ -236,8 +320,8 @@ class RequestWriter:
             for one in batch:
                 self._write([one])
             return
-        self.rows_written += inserted
-        self.commits += 1
+        self._thread_rows += inserted
+        self._thread_commits += 1
         for _, future in batch:
             _resolve(future, None)
 

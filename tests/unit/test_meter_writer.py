@@ -223,3 +223,66 @@ def test_kill_9_loses_no_committed_row(tmp_path):
         stored = {r[0] for r in conn.execute("SELECT id FROM requests")}
     missing = [rid for rid in seen if rid not in stored]
     assert missing == []
+
+
+# --- commit_now: a lone row committed on the caller's thread --------------------------------
+
+
+def test_commit_now_commits_a_lone_row_with_its_revenue(tmp_path):
+    path = tmp_path / "ledger.db"
+    with RequestWriter(path, prices=PRICES, operator_share=0.7, currency="USD") as writer:
+        assert writer.commit_now(row("now", "tiny", prompt=1000, completion=500, cached=200)) is True
+        # committed when it returns: another connection sees it, no flush
+        assert count(path, "id = 'now' AND gross_nanos = 290000 AND operator_nanos = 203000") == 1
+        assert (writer.rows_written, writer.commits) == (1, 1)
+
+
+def test_commit_now_never_waits_for_a_ledger_being_written(tmp_path):
+    path = tmp_path / "ledger.db"
+    with RequestWriter(path, prices=PRICES, operator_share=0.7) as writer:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        started = time.monotonic()
+        assert writer.commit_now(row("held")) is False
+        assert time.monotonic() - started < 5  # not the 10 s busy timeout of the queued path
+        future = writer.submit(row("held"))  # the caller's fallback: queued, waits its turn
+        other.execute("COMMIT")
+        assert future.result(timeout=30) is None
+        assert count(path, "id = 'held'") == 1
+
+
+def test_commit_now_and_a_queued_retry_of_one_id_count_once(tmp_path):
+    path = tmp_path / "ledger.db"
+    with RequestWriter(path, prices=PRICES, operator_share=0.7) as writer:
+        assert writer.commit_now(row("once", completion=10)) is True
+        writer.submit(row("once", completion=999)).result(timeout=30)
+        assert writer.commit_now(row("once", completion=5)) is True
+        assert writer.rows_written == 1
+    assert count(path, "id = 'once' AND completion_tokens = 10") == 1
+
+
+def test_the_thread_checkpoints_what_commit_now_wrote(tmp_path, monkeypatch):
+    from isense_slurm.meter import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 5)
+    path = tmp_path / "ledger.db"
+
+    def rows_in_the_database_file() -> int:  # the file alone, without its -wal
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(path.read_bytes())
+        return count(copy)
+
+    with RequestWriter(path, prices=PRICES, operator_share=0.7) as writer:
+        for i in range(4):
+            assert writer.commit_now(row(f"c{i}")) is True
+        writer.flush()
+        assert rows_in_the_database_file() == 0  # still in the WAL only
+        assert writer.commit_now(row("c4")) is True  # the 5th: a checkpoint is queued
+        writer.flush()  # behind the checkpoint marker
+        assert rows_in_the_database_file() == 5
+
+
+def test_commit_now_refuses_once_closed(tmp_path):
+    writer = RequestWriter(tmp_path / "ledger.db", prices=PRICES, operator_share=0.7)
+    writer.close()
+    assert writer.commit_now(row("late")) is False
