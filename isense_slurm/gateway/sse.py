@@ -26,6 +26,23 @@ def event(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
 
 
+# How vLLM writes the `"usage": null` that include_usage puts in every chunk.
+_NULL_USAGE = (b',"usage":null', b'"usage":null,')
+
+
+def without_null_usage(data: bytes) -> bytes | None:
+    """A chunk's JSON without its one `"usage":null` member, cut out of the bytes; None
+    when the bytes are not that plain (then the caller re-encodes the parsed chunk).
+    Safe on bytes alone: a quote inside a JSON string is always escaped, so `,"usage"`
+    with a bare quote is a key, and a second `"usage"` anywhere means no cut."""
+    if data.count(b'"usage"') != 1:
+        return None
+    for member in _NULL_USAGE:
+        if member in data:
+            return data.replace(member, b"", 1)
+    return None
+
+
 def event_data(raw: bytes) -> bytes | None:
     """The data of one SSE event (lines joined), or None for comments/keep-alives."""
     if raw.startswith(b"data: ") and b"\n" not in raw:
@@ -156,6 +173,10 @@ class StreamState:
             if self.chat and not carries_text and not any(c.get("finish_reason") for c in choices):
                 return None  # the second attempt's "role: assistant" opener
         if "usage" in chunk and not self.client_running_usage:
+            if usage is None and not stripped_abort:
+                trimmed = without_null_usage(data)
+                if trimmed is not None:  # the usual chunk: cut its bytes, no re-encoding
+                    return event(trimmed)
             del chunk["usage"]
             changed = True
         elif usage and self.continued:  # running usage of a continuation: show the stream's totals

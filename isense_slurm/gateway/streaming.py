@@ -213,18 +213,14 @@ async def _finish(
         cached=cached,
         attempts=attempt,
     )
-    usage = state.usage_event()
-    try:
-        if usage is not None:
-            await response.write(usage)
-    except CLIENT_GONE:
-        pass  # the client has every token: the row is written all the same
     committed = await up.book.commit(row)
+    # The usage event (if asked for), [DONE] and the chunked body's end in one write:
+    # one wake of the client instead of three. The client has every token already.
+    tail = [state.usage_event() or b""]
+    if not committed:
+        tail.append(sse_error_event("the answer could not be recorded; not billed"))
     try:
-        if not committed:
-            await response.write(sse_error_event("the answer could not be recorded; not billed"))
-        await response.write(DONE_EVENT)
-        await response.write_eof()
+        await response.write_eof(b"".join(tail) + DONE_EVENT)
     except CLIENT_GONE:
         pass
     return response

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from isense_slurm.gateway import sse
 from isense_slurm.gateway.sse import SSEBuffer, StreamState, continuation_body, event_data
 from isense_slurm.gateway.streaming import upstream_body
 
@@ -329,3 +330,44 @@ def test_non_streamed_answer_is_finished_only_when_every_choice_is():
     assert not finished({"choices": [{"finish_reason": "length"}, {"finish_reason": "abort"}]})
     assert not finished({"choices": [{"finish_reason": None}]})
     assert not finished({"choices": []})
+
+
+# --- without_null_usage: the usual chunk's `"usage":null` cut from its bytes ------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}',
+        b'{"usage":null,"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}]}',
+        b'{"id":"c1","choices":[{"index":0,"delta":{"content":"say \\"usage\\":null, ok"}}],"usage":null}',
+    ],
+)
+def test_a_null_usage_member_is_cut_and_the_rest_is_the_same_json(data):
+    cut = sse.without_null_usage(data)
+    assert cut is not None
+    expected = json.loads(data)
+    del expected["usage"]
+    assert json.loads(cut) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"id":"c1","choices":[],"usage":{"prompt_tokens":3}}',  # not null: kept for the caller
+        b'{"id":"c1","choices":[{"index":0,"usage":null}],"usage":null}',  # two: no cut
+        b'{"id":"c1","choices":[{"index":0,"delta":{"content":"x\\"usage"}}],"usage":null}',
+        b'{"id":"c1", "usage": null}',  # spaced: not vLLM's shape
+    ],
+)
+def test_chunks_that_are_not_plain_are_left_to_the_json_path(data):
+    assert sse.without_null_usage(data) is None
+
+
+def test_a_client_without_usage_gets_chunks_without_the_usage_member():
+    state = sse.StreamState(chat=True, client_usage=False, client_running_usage=False)
+    state.start_attempt(continuing=False)
+    out = state.on_event(b'{"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}')
+    assert out is not None and out.startswith(b"data: ") and out.endswith(b"\n\n")
+    assert json.loads(out[6:]) == {"id": "c1", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    assert state.attempt_tokens == 1
