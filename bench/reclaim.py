@@ -46,11 +46,17 @@ from serve_harness import SERVICE, ServeSite, Traffic, wait_for  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from on_slurm import add_slurm_argument, run_inside_if_asked, slurm_release  # noqa: E402
-from stats import finish, guarded  # noqa: E402
-from stats import summary as percentiles  # noqa: E402
+from stats import finish, guarded, summary  # noqa: E402
 
-TARGET_P95 = 2.0
+# Issue 13's targets over 100 preemptions: the tail, not only the middle.
+TARGET_P95 = 1.0
+TARGET_P99 = 2.0
 START_TIMEOUT_S = 60  # a training job not started by then is a failed reclaim, not a sample
+
+
+def percentiles(values) -> dict:
+    """n, p50, p95, p99, max and mean: the reclaim targets are tail figures."""
+    return summary(values, quantiles=(0.5, 0.95, 0.99))
 
 
 def give_up(site: ServeSite, job_id: int) -> None:
@@ -294,9 +300,11 @@ def figures_of(args: argparse.Namespace, pool: list[str], t: Tally) -> tuple[dic
             "failed": len(failed_requests),
         },
         "target_p95_s": TARGET_P95,
+        "target_p99_s": TARGET_P99,
     }
     p95 = figures["submit_to_start_s"].get("p95")
-    figures["target_met"] = p95 is not None and p95 <= TARGET_P95
+    p99 = figures["submit_to_start_s"].get("p99")
+    figures["target_met"] = p95 is not None and p95 <= TARGET_P95 and p99 is not None and p99 <= TARGET_P99
     return figures, errors
 
 
