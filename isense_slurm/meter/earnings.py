@@ -34,6 +34,7 @@ class WorkerRun:
     gpus: int | None
     started_at: float
     ended_at: float | None  # None: still running
+    serving_at: float | None = None  # None: never served (a start that did not finish)
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:
@@ -109,7 +110,7 @@ def key_names(conn: sqlite3.Connection) -> dict[int, str]:
 def worker_runs(conn: sqlite3.Connection, start: float, end: float) -> list[WorkerRun]:
     """Worker runs whose lent time overlaps [start, end)."""
     rows = conn.execute(
-        "SELECT model, node, gpus, started_at, ended_at FROM workers "
+        "SELECT model, node, gpus, started_at, ended_at, serving_at FROM workers "
         "WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?) ORDER BY started_at, id",
         [end, start],
     ).fetchall()

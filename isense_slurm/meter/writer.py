@@ -240,7 +240,7 @@ class RequestWriter:
             except queue.Empty:
                 break
             assert item is not _STOP  # the thread took the one stop marker before it returned
-            if item is _CHECKPOINT:
+            if isinstance(item, _Checkpoint):
                 continue
             future = item.future if isinstance(item, _Flush) else item[1]
             _fail(future, RuntimeError("RequestWriter closed before the row was written"))
@@ -274,7 +274,7 @@ class RequestWriter:
         while True:
             if item is _STOP:
                 return batch, markers, True
-            if item is _CHECKPOINT:
+            if isinstance(item, _Checkpoint):
                 self._checkpoint()
                 return batch, markers, False
             if isinstance(item, _Flush):

@@ -8,7 +8,7 @@ import json
 
 from isense_slurm.meter.money import format_money
 from isense_slurm.periods import iso_z
-from isense_slurm.report.earnings import EarningsReport, EarningsRow
+from isense_slurm.report.earnings import SECONDS_PER_HOUR, EarningsReport, EarningsRow
 from isense_slurm.report.plain_table import plain_table
 
 
@@ -25,6 +25,7 @@ def row_dict(report: EarningsReport, row: EarningsRow) -> dict:
     """One row as JSON/CSV see it: tokens as integers, money as exact decimal strings."""
     t = row.totals
     hours = row.gpu_hours
+    starting = row.start_gpu_seconds
     return {
         "period": row.period,
         "period_start": iso_z(row.start),
@@ -41,6 +42,9 @@ def row_dict(report: EarningsReport, row: EarningsRow) -> dict:
         "gross_per_gpu_hour": decimal_text(row.gross_per_gpu_hour_nanos()),
         "raw_gpu_hour_price": decimal_text(report.raw_gpu_hour_nanos),
         "raw_equivalent": decimal_text(row.raw_equivalent_nanos(report.raw_gpu_hour_nanos)),
+        # Last, so that CSV columns before them keep their places.
+        "start_gpu_hours": None if starting is None else round(starting / SECONDS_PER_HOUR, 6),
+        "start_share": None if row.start_share is None else round(row.start_share, 4),
     }
 
 
@@ -95,6 +99,7 @@ def _columns(report: EarningsReport) -> list[tuple[str, bool]]:
         (f"GROSS({cur})", True),
         (f"OPERATOR({cur})", True),
         ("GPU_HOURS", True),
+        ("START%", True),
         (f"{cur}/GPU_HOUR", True),
         (f"RAW_EQUIV({cur})", True),
     ]
@@ -116,6 +121,7 @@ def _cells(report: EarningsReport, row: EarningsRow, thousands: bool) -> list[st
         money(t.gross_nanos),
         money(t.operator_nanos),
         "-" if hours is None else f"{hours:.3f}",
+        "-" if row.start_share is None else f"{row.start_share * 100:.1f}",
         money(row.gross_per_gpu_hour_nanos()),
         money(row.raw_equivalent_nanos(report.raw_gpu_hour_nanos)),
     ]
@@ -140,7 +146,8 @@ def print_table(report: EarningsReport, console) -> None:
         pad_edge=False,
         caption=(
             f"UTC periods {iso_z(report.since)} to {iso_z(report.until)}. Raw rental price: {price} per "
-            f"GPU-hour; RAW_EQUIV is what renting the lent GPU-hours raw would have earned."
+            f"GPU-hour; RAW_EQUIV is what renting the lent GPU-hours raw would have earned; "
+            f"START% is the share of lent GPU-hours spent starting workers, before they served."
         ),
         caption_justify="left",
     )

@@ -36,6 +36,8 @@ class LedgerFigures:
     last_minute: Mapping[str | None, RequestTotals] = field(default_factory=dict)
     today: Mapping[str | None, RequestTotals] = field(default_factory=dict)
     window_seconds: float = 60.0
+    # GPU-seconds lent today (UTC), and of them before the workers served (starting).
+    lent_today: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,16 @@ class StatusReport:
     rows: list[Row]
     total: Row
     held_back: tuple[HeldBack, ...] = ()  # the controller's, for the nodes shown
+    lent_today: tuple[float, float] = (0.0, 0.0)  # GPU-seconds lent today, of them starting (all nodes)
 
     def rate(self, count: int) -> float:
         return count / self.window_seconds if self.window_seconds > 0 else 0.0
+
+    @property
+    def start_share_today(self) -> float | None:
+        """The share of today's lent GPU-time spent starting workers (None: none lent)."""
+        lent, starting = self.lent_today
+        return starting / lent if lent > 0 else None
 
 
 def build_status(
@@ -156,7 +165,17 @@ def build_status(
         # Requests on nodes Slurm no longer lists (or with no node recorded) count too.
         total = _with_traffic(total, _sum(figures.last_minute.values()), _sum(figures.today.values()))
     return StatusReport(
-        view, at, day_start, figures.window_seconds, currency, lend_partition, partition, rows, total, held
+        view,
+        at,
+        day_start,
+        figures.window_seconds,
+        currency,
+        lend_partition,
+        partition,
+        rows,
+        total,
+        held,
+        figures.lent_today,
     )
 
 

@@ -160,7 +160,16 @@ def summary(report: StatusReport) -> str:
         f"today (UTC) {t.today.prompt_tokens + t.today.completion_tokens:,} tokens, "
         f"{format_money(t.today.operator_nanos, report.currency, places=4)} earned "
         f"(gross {format_money(t.today.gross_nanos, report.currency, places=4)})"
+        f"{start_text(report)}"
     )
+
+
+def start_text(report: StatusReport) -> str:
+    """'; 12.5 GPU-h lent, 8.3 % of it starting': what starts cost today's lends."""
+    share = report.start_share_today
+    if share is None:
+        return ""
+    return f"; {report.lent_today[0] / 3600:.1f} GPU-h lent, {share * 100:.1f} % of it starting"
 
 
 def held_lines(report: StatusReport) -> list[str]:
@@ -227,6 +236,9 @@ def to_json(report: StatusReport) -> str:
             "currency": report.currency,
             "window_seconds": report.window_seconds,
             "today_since": iso_z(report.day_start),
+            "lent_gpu_hours_today": round(report.lent_today[0] / 3600, 6),
+            "start_gpu_hours_today": round(report.lent_today[1] / 3600, 6),
+            "start_share_today": None if report.start_share_today is None else round(report.start_share_today, 4),
             "rows": [row_dict(report, row) for row in report.rows],
             "total": total,
             "held_back": [

@@ -196,6 +196,7 @@ def test_piped_output_is_plain_columns_and_csv_is_exact(tmp_path, capsys):
         "GROSS(EUR)",
         "OPERATOR(EUR)",
         "GPU_HOURS",
+        "START%",
         "EUR/GPU_HOUR",
         "RAW_EQUIV(EUR)",
     ]
@@ -208,6 +209,7 @@ def test_piped_output_is_plain_columns_and_csv_is_exact(tmp_path, capsys):
         "0.00289",
         "0.002023",
         "6.000",
+        "0.8",  # 30 s of start on 2 + 4 GPUs, of 6 lent GPU-hours
         "0.000481667",
         "15.00",
     ]
@@ -318,3 +320,50 @@ def test_missing_foreign_or_broken_ledgers_get_one_line_and_exit_2(tmp_path, cap
 
     code, _, err = cli(capsys, "--config", config, "earnings", "--ledger", tmp_path)
     assert code == 2 and "is a directory" in err
+
+
+def test_start_share_is_the_lent_time_before_the_first_serve(tmp_path, capsys):
+    config, ledger = make_world(tmp_path)
+    # Served 30 s after its start (earnings_world.lend), 2 GPUs for 1 hour.
+    lend(ledger, "20", node="n1", gpus=2, model="tiny", start=DAY + 1 * HOUR, end=DAY + 2 * HOUR)
+    # Never served: its whole lent time was a start (ended 10 min in).
+    with Ledger.open(ledger) as book:
+        book.worker_event("21", state="lent", node="n2", gpus=4, model="tiny", at=DAY + 3 * HOUR)
+        book.worker_event("21", state="ended", reason="failed", at=DAY + 3 * HOUR + 600)
+    code, out, _ = cli(
+        capsys, "--config", config, "earnings", "--since", "2025-01-01", "--until", "2025-01-02", "--json"
+    )
+    assert code == 0
+    total = json.loads(out)["total"]
+    starts = 30 * 2 + 600 * 4  # GPU-seconds
+    lent = 3600 * 2 + 600 * 4
+    assert total["gpu_hours"] == round(lent / 3600, 6)
+    assert total["start_gpu_hours"] == round(starts / 3600, 6)
+    assert total["start_share"] == round(starts / lent, 4)
+    code, out, _ = cli(
+        capsys,
+        "--config",
+        config,
+        "earnings",
+        "--since",
+        "2025-01-01",
+        "--until",
+        "2025-01-02",
+        "--group",
+        "node",
+        "--json",
+    )
+    by_node = {r["group"]: r for r in json.loads(out)["rows"]}
+    assert by_node["n1"]["start_share"] == round(60 / 7200, 4)
+    assert by_node["n2"]["start_share"] == 1.0
+
+
+def test_a_period_that_starts_after_the_first_serve_has_no_start_time(tmp_path, capsys):
+    config, ledger = make_world(tmp_path)
+    lend(ledger, "30", node="n1", gpus=1, model="tiny", start=DAY + 23 * HOUR, end=DAY + 25 * HOUR)
+    code, out, _ = cli(
+        capsys, "--config", config, "earnings", "--since", "2025-01-01", "--until", "2025-01-03", "--json"
+    )
+    rows = {r["period"]: r for r in json.loads(out)["rows"]}
+    assert code == 0 and rows["2025-01-01"]["start_gpu_hours"] == round(30 / 3600, 6)
+    assert rows["2025-01-02"]["start_gpu_hours"] == 0.0 and rows["2025-01-02"]["gpu_hours"] == 1.0

@@ -124,6 +124,26 @@ def test_ledger_figures_give_worker_state_rates_and_todays_money(tmp_path):
     # The total also counts the request with no node; nodes without traffic have none.
     assert report.total.today.requests == 4
     assert all(r.today.requests == 0 for r in report.rows if r.label != "n2")
+    # Lent an hour ago on 2 GPUs, serving 30 s later: 7200 GPU-s lent today, 60 of them starting.
+    assert report.lent_today == pytest.approx((7200.0, 60.0))
+    assert report.start_share_today == pytest.approx(60 / 7200)
+    assert "2.0 GPU-h lent, 0.8 % of it starting" in status_view.summary(report)
+    figures = json.loads(status_view.to_json(report))
+    assert (figures["lent_gpu_hours_today"], figures["start_share_today"]) == (2.0, 0.0083)
+
+
+def test_a_start_that_never_served_is_all_start_and_yesterday_does_not_count(tmp_path):
+    ids = scenario("22.05")
+    _, ledger = make_world(tmp_path)
+    with Ledger.open(ledger) as book:
+        # Yesterday's run ended before midnight: not today's.
+        book.worker_event("7", state="lent", node="n1", gpus=4, model="tiny", at=NOW - 14 * HOUR)
+        book.worker_event("7", state="ended", reason="preempted", at=NOW - 13 * HOUR)
+        # Still starting, 10 minutes in, on 2 GPUs.
+        book.worker_event(str(ids["worker"]), state="lent", node="n2", gpus=2, model="tiny", at=NOW - 600)
+    report = report_for("22.05", ledger, view="node")
+    assert report.lent_today == pytest.approx((1200.0, 1200.0))
+    assert report.start_share_today == 1.0
 
 
 def test_partition_view_groups_nodes_by_state_like_sinfo_and_p_filters():
