@@ -1,6 +1,6 @@
 """The workers' control protocol, and the registry view for the controller and reports.
 
-POST /internal/workers/register   {"job_id","node","gpus","model","url"} -> 200 {"ok": true}
+POST /internal/workers/register   {"job_id","node","gpus","model","url"[,"start"]} -> 200 {"ok": true}
 POST /internal/workers/heartbeat  {"job_id"} -> 200; 404 unknown (the worker registers again)
 POST /internal/workers/deregister {"job_id","reason"} -> 200; no new request goes to it
 Each with `Authorization: Bearer worker_token(secret, job_id)`: only a process that can
@@ -10,12 +10,12 @@ GET /health: 200 {"status": "ok", ...} while the process serves (no key needed; 
 nothing secret): for load balancers and `isense doctor`.
 """
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from isense_slurm.contracts.control import REQUIRED_FIELDS, ControlAction
+from isense_slurm.contracts.control import REQUIRED_FIELDS, ControlAction, check_start
 from isense_slurm.gateway.loop_watch import LoopWatch
 from isense_slurm.gateway.registry import Registry
 from isense_slurm.http.access import bearer, is_local
@@ -33,6 +33,7 @@ class WorkerControl:
     models: Collection[str]
     registry: Registry
     loop_watch: LoopWatch
+    on_start: Callable[[str, dict[str, float]], object] | None = None  # a worker's start phases
 
 
 async def _worker_request(ctl: WorkerControl, request: web.Request, required: tuple[str, ...]):
@@ -68,6 +69,9 @@ async def register(ctl: WorkerControl, request: web.Request) -> web.Response:
     url = payload["url"]
     if not url.startswith(("http://", "https://")):
         return error_response(400, "'url' must be an http(s) URL", param="url")
+    start = check_start(payload["start"]) if "start" in payload else None
+    if isinstance(start, str):
+        return error_response(400, start, param="start")
     job_id = payload["job_id"]
     ctl.registry.register(
         job_id,
@@ -77,6 +81,8 @@ async def register(ctl: WorkerControl, request: web.Request) -> web.Response:
         url=url,
         auth_header="Bearer " + vllm_api_key(ctl.secret, job_id),
     )
+    if start and ctl.on_start is not None:
+        ctl.on_start(job_id, start)  # after the 'serving' event: the ledger's run exists
     return _ok()
 
 

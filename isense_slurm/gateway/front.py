@@ -64,7 +64,7 @@ class Gateway:
         self.currency = cfg.revenue.currency
         self.book = Booking(writer, self.stats, on_row=self.gate.on_row)
         self.loop_watch = LoopWatch()
-        self.control = WorkerControl(secret, self.models, self.registry, self.loop_watch)
+        self.control = WorkerControl(secret, self.models, self.registry, self.loop_watch, self._worker_start)
         self.upstream: Upstream | None = None  # made with its session when the app starts
         self.created = int(time.time())
 
@@ -99,6 +99,10 @@ class Gateway:
         if self.ledger is None:
             return None, {}, (0.0, 0.0)
         return await self.ledger.limits(known, now, self.book.writer.flush)
+
+    def _worker_start(self, job_id: str, phases: dict[str, float]) -> None:
+        if self.ledger is not None:
+            self.ledger.worker_start(job_id, phases)
 
     def _worker_event(self, state: str, worker: LiveWorker, reason: str | None) -> None:
         log.info(

@@ -110,6 +110,12 @@ class LedgerLink:
         future.add_done_callback(_log_failure)
         return future
 
+    def worker_start(self, job_id: str, phases: dict[str, float]) -> Future:
+        """Queue a worker's start phases, behind its 'serving' event (one thread, in order)."""
+        future = self._executor.submit(self._opened().record_start, job_id, phases)
+        future.add_done_callback(_log_failure)
+        return future
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         if self._ledger is not None:
@@ -119,4 +125,4 @@ class LedgerLink:
 def _log_failure(future: Future) -> None:
     err = future.exception()
     if err is not None:
-        log.error("ledger: worker event not recorded: %s", err)
+        log.error("ledger: worker event or start not recorded: %s", err)

@@ -27,6 +27,7 @@ from isense_slurm.meter.rows import (
     ReclaimInfo,
     RequestTotals,
 )
+from isense_slurm.meter.worker_starts import StartRecords
 
 GROUP_COLUMNS = ("model", "key_id", "job_id", "node", "status")
 
@@ -41,7 +42,7 @@ class _PricedModel(Protocol):
     def price(self) -> PriceLike: ...
 
 
-class Ledger(WorkerRecords):
+class Ledger(WorkerRecords, StartRecords):
     def __init__(self, db: Database, path: Path) -> None:
         self.db = db
         self.path = path

@@ -184,11 +184,31 @@ def _v4_limits(db: Database) -> None:
     db.execute("INSERT INTO meta(key, value) VALUES ('limits_generation', '0')")
 
 
+def _v5_worker_starts(db: Database) -> None:
+    """How each worker run's start went (issue 13): the worker's own step times and
+    vLLM's durations, reported once on registering. Job start and registration are the
+    run's started_at and serving_at in `workers`."""
+    db.execute(
+        """CREATE TABLE worker_starts (
+            job_id TEXT NOT NULL,
+            run INTEGER NOT NULL,
+            worker_up REAL,
+            vllm_spawned REAL,
+            healthy REAL,
+            probed REAL,
+            weights_s REAL,
+            engine_s REAL,
+            PRIMARY KEY (job_id, run)
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [
     (1, _v1_serving),
     (2, _v2_reclaims_exports),
     (3, _v3_node_sums_index),
     (4, _v4_limits),
+    (5, _v5_worker_starts),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

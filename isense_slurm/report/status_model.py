@@ -38,6 +38,8 @@ class LedgerFigures:
     window_seconds: float = 60.0
     # GPU-seconds lent today (UTC), and of them before the workers served (starting).
     lent_today: tuple[float, float] = (0.0, 0.0)
+    starts_today: int = 0  # worker runs started today that served and reported their start
+    start_steps: Mapping[str, float | None] = field(default_factory=dict)  # their medians
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class StatusReport:
     total: Row
     held_back: tuple[HeldBack, ...] = ()  # the controller's, for the nodes shown
     lent_today: tuple[float, float] = (0.0, 0.0)  # GPU-seconds lent today, of them starting (all nodes)
+    starts_today: int = 0
+    start_steps: Mapping[str, float | None] = field(default_factory=dict)  # median s after job start
 
     def rate(self, count: int) -> float:
         return count / self.window_seconds if self.window_seconds > 0 else 0.0
@@ -176,6 +180,8 @@ def build_status(
         total,
         held,
         figures.lent_today,
+        figures.starts_today,
+        figures.start_steps,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from isense_slurm.meter.money import format_money
+from isense_slurm.meter.worker_starts import STEP_LABELS
 from isense_slurm.periods import iso_z
 from isense_slurm.report.earnings_view import decimal_text
 from isense_slurm.report.status_model import Row, StatusReport
@@ -164,6 +165,25 @@ def summary(report: StatusReport) -> str:
     )
 
 
+def starts_line(report: StatusReport) -> str | None:
+    """Where today's worker starts went, as medians of seconds after the job's start:
+    'starts today: 12, median seconds after the job start: worker 0.4, vllm 0.5, healthy
+    33.8, probed 33.9, serving 34.0 (vLLM: weights 0.01, engine 0.05)'."""
+    if not report.starts_today:
+        return None
+    steps = report.start_steps
+
+    def shown(name: str) -> str:
+        value = steps.get(name)
+        return "-" if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+    labels = ", ".join(f"{label} {shown(label)}" for label in STEP_LABELS)
+    return (
+        f"starts today: {report.starts_today}, median seconds after the job start: {labels} "
+        f"(vLLM: weights {shown('weights_s')}, engine {shown('engine_s')})"
+    )
+
+
 def start_text(report: StatusReport) -> str:
     """'; 12.5 GPU-h lent, 8.3 % of it starting': what starts cost today's lends."""
     share = report.start_share_today
@@ -189,6 +209,9 @@ def print_table(report: StatusReport, console) -> None:
     else:
         console.print("no nodes")
     console.print(summary(report), style="dim", highlight=False, soft_wrap=True)
+    starts = starts_line(report)
+    if starts:
+        console.print(starts, style="dim", highlight=False, soft_wrap=True)
     for line in held_lines(report):
         console.print(line, style="red", highlight=False, soft_wrap=True)
 
@@ -239,6 +262,10 @@ def to_json(report: StatusReport) -> str:
             "lent_gpu_hours_today": round(report.lent_today[0] / 3600, 6),
             "start_gpu_hours_today": round(report.lent_today[1] / 3600, 6),
             "start_share_today": None if report.start_share_today is None else round(report.start_share_today, 4),
+            "starts_today": report.starts_today,
+            "start_median_seconds": {
+                name: None if value is None else round(value, 3) for name, value in report.start_steps.items()
+            },
             "rows": [row_dict(report, row) for row in report.rows],
             "total": total,
             "held_back": [

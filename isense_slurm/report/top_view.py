@@ -101,6 +101,9 @@ def renderable(frame: Frame, interval: float):
     if frame.report is not None:
         parts.append(status_view.to_text(frame.report) if frame.report.rows else Text("no nodes"))
         parts.append(Text(status_view.summary(frame.report), style="dim", no_wrap=True, overflow="crop"))
+        starts = status_view.starts_line(frame.report)
+        if starts:
+            parts.append(Text(starts, style="dim", no_wrap=True, overflow="crop"))
     parts.append(Text(sparkline_line(frame), no_wrap=True, overflow="crop"))
     parts.append(reclaims_table(frame.reclaims))
     return Group(*parts)
@@ -117,5 +120,8 @@ def print_once(frame: Frame, console) -> None:
         else:
             console.file.write(status_view.to_plain(frame.report))
             console.print(status_view.summary(frame.report), highlight=False, soft_wrap=True)
+            starts = status_view.starts_line(frame.report)
+            if starts:
+                console.print(starts, highlight=False, soft_wrap=True)
     console.print(sparkline_line(frame), highlight=False, soft_wrap=True)
     console.print(reclaims_table(frame.reclaims))

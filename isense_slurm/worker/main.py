@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import aiohttp
 
@@ -22,6 +23,7 @@ from isense_slurm.worker import vllm_process as vp
 from isense_slurm.worker.drain import StopResult, drain, stop_vllm
 from isense_slurm.worker.plan import WorkerPlan
 from isense_slurm.worker.registration import GatewayClient, RegistrationRefused, UnknownWorker
+from isense_slurm.worker.start_phases import process_started_at, vllm_durations
 
 log = logging.getLogger("isense.worker")
 
@@ -185,6 +187,8 @@ class _Life:
         self.exited, self.stopped, self.t_start = exited, stopped, t_start
         self.gw = GatewayClient(session, plan.gateway_url, plan.token)
         self.register_tried = False
+        # Wall times of the start's steps, sent with the registration (for the ledger).
+        self.phases: dict[str, float] = {}
 
     async def run(self) -> int:
         try:
@@ -215,6 +219,7 @@ class _Life:
                 f"vLLM not healthy after {plan.startup_timeout:g} s "
                 f"(worker.startup_timeout_seconds; log: {vllm.log_path})"
             )
+        self.phases["healthy"] = time.time()
         log.info("vLLM healthy at %s after %.1f s", plan.local_url, health.result())
 
         # 1b. One real completion: /health alone does not prove vLLM can serve.
@@ -232,11 +237,14 @@ class _Life:
             await self._fail(
                 f"vLLM is healthy but failed its first completion: {probe.exception()} (log: {vllm.log_path})"
             )
+        self.phases["probed"] = time.time()
         log.info("vLLM answered a first completion in %.2f s", probe.result())
 
-        # 2. Registration.
+        # 2. Registration, with how the start went.
+        self.phases.update(vllm_durations(vllm.log_path, vllm.log_offset))
         self.register_tried = True
-        return await self._step(self.gw.register_until_done(plan.registration), "")
+        registration = replace(plan.registration, start=dict(self.phases))
+        return await self._step(self.gw.register_until_done(registration), "")
 
     async def _serving(self) -> int:
         """3. Serving: heartbeat until a signal, vLLM's death or a refusal."""
@@ -347,6 +355,10 @@ async def _serve(plan: WorkerPlan) -> int:
     _log_start(plan)
     t_start = time.monotonic()
     vllm = await vp.VllmProcess.start(plan.cmd, plan.env, plan.log_path)
+    phases = {"vllm_spawned": time.time()}
+    worker_up = process_started_at()
+    if worker_up is not None:
+        phases["worker_up"] = worker_up
     log.info("vLLM started: pid %d (process group %d)", vllm.proc.pid, vllm.pgid)
     problem = vp.lower_session_priority(vllm.proc.pid, plan.nice)
     if problem:
@@ -355,7 +367,9 @@ async def _serve(plan: WorkerPlan) -> int:
     stopped = asyncio.ensure_future(stop.event.wait())
     try:
         async with aiohttp.ClientSession() as session:
-            return await _Life(plan, vllm, session, stop, exited, stopped, t_start).run()
+            life = _Life(plan, vllm, session, stop, exited, stopped, t_start)
+            life.phases.update(phases)
+            return await life.run()
     finally:
         # Whatever happened, leave no vLLM process behind. (After a SIGKILL its processes
         # may take a moment to vanish: nothing more to do for them.)

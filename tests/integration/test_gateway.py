@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -270,6 +271,28 @@ def test_control_protocol_refuses_forged_and_unknown(gateway):
     assert gateway.control("register", {**payload, "model": "nope"}).status_code == 404
     assert gateway.control("heartbeat", {"job_id": "never-registered"}).status_code == 404
     assert gateway.control("deregister", {"job_id": "x-1", "reason": "x"}, token="bad").status_code == 401
+
+
+def test_a_workers_start_phases_reach_the_ledger_and_a_bad_one_is_refused(gateway, site):
+    payload = {"job_id": "start-1", "node": "n1", "gpus": "0", "model": MODEL, "url": "http://127.0.0.1:9"}
+    refused = gateway.control("register", {**payload, "start": {"healthy": "soon"}})
+    assert refused.status_code == 400
+    assert error_of(refused)["param"] == "start" and "'start.healthy'" in error_of(refused)["message"]
+    now = time.time()
+    start = {"worker_up": now - 30, "vllm_spawned": now - 29, "healthy": now - 1, "probed": now, "weights_s": 0.5}
+    try:
+        assert gateway.control("register", {**payload, "start": start}).status_code == 200
+
+        def recorded():
+            with sqlite3.connect(f"file:{site.ledger_path}?mode=ro", uri=True) as db:
+                return db.execute(
+                    "SELECT run, worker_up, healthy, weights_s, engine_s FROM worker_starts WHERE job_id = 'start-1'"
+                ).fetchall()
+
+        wait_for(lambda: recorded(), WAIT, "the start phases in the ledger")
+        assert recorded() == [(0, start["worker_up"], start["healthy"], 0.5, None)]
+    finally:
+        gateway.control("deregister", {"job_id": "start-1", "reason": "failed"})
 
 
 def test_a_dead_worker_is_skipped_without_the_client_noticing(gateway, via, site):

@@ -290,3 +290,36 @@ def test_status_on_the_dev_cluster(cluster, tmp_path, capsys):
     code, out, _ = cli(capsys, "--config", config, "status", "--ledger", ledger)
     assert code == 0 and out.splitlines()[0].startswith("PARTITION")
     assert {line.split()[0] for line in out.splitlines()[1:]} == {"train*", "inference"}
+
+
+def test_todays_worker_starts_show_as_median_steps(tmp_path):
+    ids = scenario("22.05")
+    _, ledger = traffic_world(tmp_path, ids["worker"])  # lent an hour ago, serving 30 s later
+    with Ledger.open(ledger) as book:
+        job_start = NOW - HOUR
+        book.record_start(
+            ids["worker"],
+            {
+                "worker_up": job_start + 0.4,
+                "vllm_spawned": job_start + 0.5,
+                "healthy": job_start + 29.0,
+                "weights_s": 2.5,
+            },
+        )
+    report = report_for("22.05", ledger, view="node")
+    assert report.starts_today == 1
+    line = status_view.starts_line(report)
+    assert line == (
+        "starts today: 1, median seconds after the job start: worker 0.40, vllm 0.50, healthy 29.0, probed -, "
+        "serving 30.0 (vLLM: weights 2.50, engine -)"
+    )
+    figures = json.loads(status_view.to_json(report))
+    assert figures["starts_today"] == 1
+    assert figures["start_median_seconds"]["healthy"] == 29.0 and figures["start_median_seconds"]["probed"] is None
+
+
+def test_no_start_reported_means_no_starts_line(tmp_path):
+    ids = scenario("22.05")
+    _, ledger = traffic_world(tmp_path, ids["worker"])
+    report = report_for("22.05", ledger, view="node")
+    assert report.starts_today == 0 and status_view.starts_line(report) is None
