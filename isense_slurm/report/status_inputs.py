@@ -10,7 +10,7 @@ from pathlib import Path
 
 from isense_slurm.errors import UsageError
 from isense_slurm.meter import earnings as queries
-from isense_slurm.meter import status_queries, worker_starts
+from isense_slurm.meter import start_queries, status_queries
 from isense_slurm.periods import utc_midnight
 from isense_slurm.report.earnings import lent_seconds
 from isense_slurm.report.status_model import LedgerFigures
@@ -53,7 +53,7 @@ def read_figures(conn: sqlite3.Connection | None, now: float, window: float = WI
     midnight = day_start(now).timestamp()
     # A run without a GPU count counts 1 here (earnings uses the model's configured count).
     lent = lent_seconds(queries.worker_runs(conn, midnight, now), midnight, now, now, None, "", {})
-    starts = worker_starts.starts_since(conn, midnight)
+    starts = start_queries.starts_since(conn, midnight)
     return LedgerFigures(
         workers=status_queries.active_workers(conn),
         last_minute=queries.request_sums(conn, now - window, now, "node"),
@@ -61,7 +61,7 @@ def read_figures(conn: sqlite3.Connection | None, now: float, window: float = WI
         window_seconds=window,
         lent_today=lent.get(None, (0.0, 0.0)),
         starts_today=len(starts),
-        start_steps=worker_starts.median_steps(starts),
+        start_steps=start_queries.median_steps(starts),
     )
 
 

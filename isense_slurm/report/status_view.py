@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from isense_slurm.meter.money import format_money
-from isense_slurm.meter.worker_starts import STEP_LABELS
+from isense_slurm.meter.start_queries import STEP_LABELS
 from isense_slurm.periods import iso_z
 from isense_slurm.report.earnings_view import decimal_text
 from isense_slurm.report.status_model import Row, StatusReport

@@ -66,7 +66,15 @@ PLANNER_STDLIB = {
     "operator",
 }
 # What reports may read the ledger through: the read-only queries and row types.
-REPORT_MAY_USE_FROM_METER = {"earnings", "status_queries", "metrics_queries", "money", "rows", "job_usage"}
+REPORT_MAY_USE_FROM_METER = {
+    "earnings",
+    "status_queries",
+    "start_queries",
+    "metrics_queries",
+    "money",
+    "rows",
+    "job_usage",
+}
 
 
 def modules() -> list[tuple[str, Path, ast.Module]]:

@@ -8,7 +8,7 @@ import pytest
 
 from isense_slurm.contracts.control import Registration, check_start
 from isense_slurm.meter.ledger import Ledger
-from isense_slurm.meter.worker_starts import median_steps, starts_since
+from isense_slurm.meter.start_queries import median_steps, starts_since
 from isense_slurm.worker.start_phases import process_started_at, vllm_durations
 
 T0 = 1_750_000_000.0
