@@ -224,13 +224,15 @@ def test_submit_as_this_user_with_every_mapped_option(cluster, slurm, workdir, j
     wait_for(lambda: marker.exists() and marker.read_text().strip(), 30, f"job {job_id} to run its script")
     assert marker.read_text().split() == ["0,1", "itest-self"]  # the GPUs it asked for
     job = slurm.job(job_id)
-    assert (job.name, job.partition, job.time_limit, job.comment, job.work_dir) == (
+    assert (job.name, job.partition, job.comment, job.work_dir) == (
         "itest-self",
         cluster.train_partition,
-        3,
         "itest",
         str(workdir),
     )
+    # --time-min lets Slurm lower the limit to start the job sooner (sbatch(1)): any
+    # value from it to --time is right (24.11 once started it with 1; failed CI).
+    assert 1 <= job.time_limit <= 3
 
 
 def test_signal_batch_reaches_the_batch_scripts_trap_and_cancel_ends_the_job(cluster, slurm, workdir, jobs):
