@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import aiohttp
 
-from isense_slurm.contracts.control import LeaveReason
+from isense_slurm.contracts.control import LeaveReason, Registration
 from isense_slurm.errors import IsenseError
 from isense_slurm.hooks.markers import write_marker
 from isense_slurm.worker import vllm_process as vp
@@ -100,9 +100,11 @@ class VllmUnhealthy(Exception):
     """vLLM's process lives but its /health stopped answering 200 (a dead engine)."""
 
 
-async def _heartbeat_loop(gw: GatewayClient, plan: WorkerPlan, session) -> None:
+async def _heartbeat_loop(gw: GatewayClient, plan: WorkerPlan, session, registration: Registration) -> None:
     """Heartbeat the gateway; check vLLM's /health at each beat, so a vLLM whose engine
-    died while its API server lingers is taken out of routing within two beats."""
+    died while its API server lingers is taken out of routing within two beats. A
+    gateway that forgot the worker gets the first registration again (start included:
+    the ledger keeps a run's first report)."""
     unhealthy = 0
     while True:
         await asyncio.sleep(plan.heartbeat_seconds)
@@ -118,7 +120,7 @@ async def _heartbeat_loop(gw: GatewayClient, plan: WorkerPlan, session) -> None:
             await gw.heartbeat(plan.identity.job_id)
         except UnknownWorker:
             log.info("gateway does not know this worker (restarted, or timed us out); registering again")
-            await gw.register_until_done(plan.registration)
+            await gw.register_until_done(registration)
             log.info("registered again")
         except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as err:
             log.warning("heartbeat failed: %s", str(err) or type(err).__name__)
@@ -189,6 +191,7 @@ class _Life:
         self.register_tried = False
         # Wall times of the start's steps, sent with the registration (for the ledger).
         self.phases: dict[str, float] = {}
+        self.registration: Registration = plan.registration
 
     async def run(self) -> int:
         try:
@@ -243,13 +246,13 @@ class _Life:
         # 2. Registration, with how the start went.
         self.phases.update(vllm_durations(vllm.log_path, vllm.log_offset))
         self.register_tried = True
-        registration = replace(plan.registration, start=dict(self.phases))
-        return await self._step(self.gw.register_until_done(registration), "")
+        self.registration = replace(plan.registration, start=dict(self.phases))
+        return await self._step(self.gw.register_until_done(self.registration), "")
 
     async def _serving(self) -> int:
         """3. Serving: heartbeat until a signal, vLLM's death or a refusal."""
         plan, vllm = self.plan, self.vllm
-        heartbeat = asyncio.ensure_future(_heartbeat_loop(self.gw, plan, self.session))
+        heartbeat = asyncio.ensure_future(_heartbeat_loop(self.gw, plan, self.session, self.registration))
         done = await _first(heartbeat, self.exited, self.stopped)
         await _cancel(heartbeat)  # before deregistering: no re-register after it
         if self.stopped in done:

@@ -251,6 +251,11 @@ def test_registers_after_retrying_with_identity_and_valid_token(worker, registra
     assert scheme == "Bearer"
     assert check_worker_token(load_secret(secrets_dir), body["job_id"], token)
     assert not check_worker_token(load_secret(secrets_dir), body["job_id"] + "x", token)
+    # How the start went, for the ledger: the steps in order, and vLLM's own durations
+    # read from its log (the dev vLLM prints both).
+    start = body["start"]
+    assert start["worker_up"] <= start["vllm_spawned"] <= start["healthy"] <= start["probed"] <= time.time()
+    assert start["weights_s"] >= 0 and start["engine_s"] >= 0
 
 
 def test_vllm_answers_with_the_derived_key_only(registration, secrets_dir):
