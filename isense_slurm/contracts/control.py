@@ -37,9 +37,7 @@ REQUIRED_FIELDS = {
 # A worker's start, as it reports it on registering: wall times (unix seconds) of its
 # steps, and vLLM's own durations of two of them (seconds, from vLLM's log; absent when
 # that vLLM does not print them). Job start and registration the ledger has already.
-START_TIMES = ("worker_up", "vllm_spawned", "healthy", "probed")
-START_DURATIONS = ("weights_s", "engine_s")
-START_PHASES = START_TIMES + START_DURATIONS
+START_PHASES = ("worker_up", "vllm_spawned", "healthy", "probed", "weights_s", "engine_s")
 
 
 def check_start(value: object) -> dict[str, float] | str:

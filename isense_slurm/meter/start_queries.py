@@ -23,10 +23,6 @@ class StartInfo:
     weights_s: float | None
     engine_s: float | None
 
-    @property
-    def total(self) -> float | None:
-        return self.steps.get("serving")
-
 
 def starts_since(conn: sqlite3.Connection, since: float) -> list[StartInfo]:
     """The starts of runs that began at or after `since` and reached serving, oldest

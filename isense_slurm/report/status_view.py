@@ -13,6 +13,7 @@ import json
 from isense_slurm.meter.money import format_money
 from isense_slurm.meter.start_queries import STEP_LABELS
 from isense_slurm.periods import iso_z
+from isense_slurm.report.earnings import SECONDS_PER_HOUR
 from isense_slurm.report.earnings_view import decimal_text
 from isense_slurm.report.status_model import Row, StatusReport
 
@@ -189,7 +190,7 @@ def start_text(report: StatusReport) -> str:
     share = report.start_share_today
     if share is None:
         return ""
-    return f"; {report.lent_today[0] / 3600:.1f} GPU-h lent, {share * 100:.1f} % of it starting"
+    return f"; {report.lent_today[0] / SECONDS_PER_HOUR:.1f} GPU-h lent, {share * 100:.1f} % of it starting"
 
 
 def held_lines(report: StatusReport) -> list[str]:
@@ -259,8 +260,8 @@ def to_json(report: StatusReport) -> str:
             "currency": report.currency,
             "window_seconds": report.window_seconds,
             "today_since": iso_z(report.day_start),
-            "lent_gpu_hours_today": round(report.lent_today[0] / 3600, 6),
-            "start_gpu_hours_today": round(report.lent_today[1] / 3600, 6),
+            "lent_gpu_hours_today": round(report.lent_today[0] / SECONDS_PER_HOUR, 6),
+            "start_gpu_hours_today": round(report.lent_today[1] / SECONDS_PER_HOUR, 6),
             "start_share_today": None if report.start_share_today is None else round(report.start_share_today, 4),
             "starts_today": report.starts_today,
             "start_median_seconds": {

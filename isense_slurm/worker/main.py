@@ -184,13 +184,14 @@ class _Life:
         exited: asyncio.Future,
         stopped: asyncio.Future,
         t_start: float,
+        phases: dict[str, float],
     ) -> None:
         self.plan, self.vllm, self.session, self.stop = plan, vllm, session, stop
         self.exited, self.stopped, self.t_start = exited, stopped, t_start
         self.gw = GatewayClient(session, plan.gateway_url, plan.token)
         self.register_tried = False
         # Wall times of the start's steps, sent with the registration (for the ledger).
-        self.phases: dict[str, float] = {}
+        self.phases = phases
         self.registration: Registration = plan.registration
 
     async def run(self) -> int:
@@ -370,9 +371,7 @@ async def _serve(plan: WorkerPlan) -> int:
     stopped = asyncio.ensure_future(stop.event.wait())
     try:
         async with aiohttp.ClientSession() as session:
-            life = _Life(plan, vllm, session, stop, exited, stopped, t_start)
-            life.phases.update(phases)
-            return await life.run()
+            return await _Life(plan, vllm, session, stop, exited, stopped, t_start, phases).run()
     finally:
         # Whatever happened, leave no vLLM process behind. (After a SIGKILL its processes
         # may take a moment to vanish: nothing more to do for them.)

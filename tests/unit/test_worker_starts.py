@@ -56,7 +56,7 @@ def test_the_ledger_keeps_the_first_start_report_of_each_run(tmp_path):
     # Only runs that served count; steps are seconds after the job's start.
     (start,) = starts_since(conn, T0)
     assert start.steps == {"worker": 1.0, "vllm": None, "healthy": 30.0, "probed": None, "serving": 31.0}
-    assert (start.weights_s, start.engine_s, start.total) == (2.5, None, 31.0)
+    assert (start.weights_s, start.engine_s, start.steps["serving"]) == (2.5, None, 31.0)
     assert starts_since(conn, T0 + 1) == []
     medians = median_steps([start])
     assert (medians["healthy"], medians["serving"], medians["vllm"], medians["weights_s"]) == (30.0, 31.0, None, 2.5)
