@@ -1,5 +1,5 @@
 """The gateway's front door: API keys, the OpenAI routes' handlers, and what they share
-(the registry of workers, the upstream session, the booking of ledger rows).
+(the registry of workers, the workers' HTTP client, the booking of ledger rows).
 
 Hot path per request: one dict lookup for the key, one json.loads of the client body
 and a check of its fields (validate.py: a few microseconds), the client's bytes
@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
-import aiohttp
 from aiohttp import web
 
 from isense_slurm.contracts.states import WorkerStage
@@ -29,6 +28,7 @@ from isense_slurm.gateway.ledger_link import LedgerLink, end_reason
 from isense_slurm.gateway.loop_watch import LoopWatch
 from isense_slurm.gateway.registry import LiveWorker, ModelStats, Registry
 from isense_slurm.gateway.upstream import Upstream
+from isense_slurm.gateway.worker_http import WorkerClient
 from isense_slurm.http import errors, protocol
 from isense_slurm.meter.keys import key_hash
 from isense_slurm.meter.limits import LimitBook
@@ -203,16 +203,10 @@ class Gateway:
     # --- lifecycle ------------------------------------------------------------------
 
     async def background(self, app: web.Application):
-        """The app's cleanup context: the upstream session and the key, expiry and loop
+        """The app's cleanup context: the workers' HTTP client and the key, expiry and loop
         watch tasks, from the app's start to its cleanup."""
-        session = aiohttp.ClientSession(
-            # Idle connections closed after 4 s, before vLLM's uvicorn closes them (5 s).
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-            auto_decompress=False,
-        )
-        self.upstream = Upstream(self.registry, session, self.book, self.no_capacity)
+        client = WorkerClient()
+        self.upstream = Upstream(self.registry, client, self.book, self.no_capacity)
         await self.keys.refresh()
         await self.gate.refresh(self._load_limits)
         tasks = [
@@ -225,7 +219,7 @@ class Gateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await session.close()
+        await client.close()
 
     async def _expire_loop(self) -> None:
         while True:

@@ -40,7 +40,7 @@ async def forward(up: Upstream, call: Call) -> web.Response:
         registry.acquire(worker)
         failed = True
         try:
-            async with await post_upstream(up.session, worker, call, call.raw) as upstream:
+            async with await post_upstream(up.client, worker, call, call.raw) as upstream:
                 payload = await upstream.read()
                 status = upstream.status
             failed = status >= 500

@@ -44,10 +44,10 @@ def upstream_body(body: dict) -> tuple[dict, bool]:
 async def pump(upstream, response: web.StreamResponse, state: StreamState) -> str:
     """Copy one attempt's events to the client until [DONE], a failure, or a gone client."""
     frames = SSEBuffer()
-    content = upstream.content
+    readany = upstream.readany
     while True:
         try:
-            chunk = await content.readany()
+            chunk = await readany()
         except UPSTREAM_ERRORS as err:
             state.error = state.error or f"{type(err).__name__}: {err}"
             return UPSTREAM_FAILED
@@ -153,7 +153,7 @@ async def _attempt(
     failed = True
     outcome, failure = UPSTREAM_FAILED, ""
     try:
-        async with await post_upstream(up.session, worker, call, payload) as upstream:
+        async with await post_upstream(up.client, worker, call, payload) as upstream:
             if upstream.status != 200:
                 detail = await upstream.read()
                 failure = f"HTTP {upstream.status}"

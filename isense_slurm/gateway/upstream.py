@@ -1,7 +1,7 @@
 """Reaching the workers: the collaborators a forwarded call needs, and the POST to vLLM.
 
 `Upstream` is what the proxy (proxy.py) and the SSE relay (streaming.py) are handed:
-the registry that picks a worker, the HTTP session, the booking of ledger rows and the
+the registry that picks a worker, the HTTP client (worker_http.py), the booking of ledger rows and the
 429 for a model with no worker left; not the whole gateway.
 """
 
@@ -9,15 +9,15 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from isense_slurm.gateway.booking import Booking
 from isense_slurm.gateway.calls import JSON, Call
 from isense_slurm.gateway.registry import LiveWorker, Registry
+from isense_slurm.gateway.worker_http import WorkerClient, WorkerResponse
 
-# What a vanished or failing worker looks like to the client side of aiohttp.
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# What a vanished or failing worker looks like (worker_http's errors are OSErrors).
+UPSTREAM_ERRORS = (asyncio.TimeoutError, OSError)
 
 # Attempts per request (first try + retries on other workers).
 MAX_ATTEMPTS = 4
@@ -26,7 +26,7 @@ MAX_ATTEMPTS = 4
 @dataclass(frozen=True, slots=True)
 class Upstream:
     registry: Registry
-    session: aiohttp.ClientSession
+    client: WorkerClient
     book: Booking
     no_capacity: Callable[[str], web.Response]  # a model's 429, counted as rejected
 
@@ -41,16 +41,7 @@ def upstream_headers(worker: LiveWorker, call: Call) -> dict[str, str]:
     }
 
 
-# A pooled keep-alive connection the server closed meanwhile fails like this on reuse.
-_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-
-
-async def post_upstream(session: aiohttp.ClientSession, worker: LiveWorker, call: Call, payload: bytes):
-    """POST to a worker's vLLM; once more at once when the connection was a stale one
-    (uvicorn closes idle connections after 5 s: a race with our pool's reuse). A dead
-    vLLM refuses the second try too, and the caller moves on to another worker."""
-    url, headers = worker.url + call.path, upstream_headers(worker, call)
-    try:
-        return await session.post(url, data=payload, headers=headers)
-    except _STALE_CONNECTION:
-        return await session.post(url, data=payload, headers=headers)
+async def post_upstream(client: WorkerClient, worker: LiveWorker, call: Call, payload: bytes) -> WorkerResponse:
+    """POST to a worker's vLLM: its answer once the headers came (a stale pooled
+    connection is retried inside the client; a dead vLLM raises an UPSTREAM_ERRORS)."""
+    return await client.post(worker.url, call.path, upstream_headers(worker, call), payload)
