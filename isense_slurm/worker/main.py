@@ -326,10 +326,14 @@ class _Life:
             log.info("deregistered (reason: sigterm)")
         except Exception as err:  # noqa: BLE001 - whatever the gateway did, kill vLLM now; heartbeat expiry covers it
             log.warning("deregister failed: %s", str(err) or type(err).__name__)
-        self.vllm.signal_group(signal.SIGKILL)
+        reaped = self.vllm.kill_group()
         self.vllm.stopped = True
         await self.vllm.reap()
-        log.info("exiting 0, %.3f s after Slurm's SIGTERM (vLLM killed)", time.monotonic() - self.stop.at)
+        log.info(
+            "exiting 0, %.3f s after Slurm's SIGTERM (vLLM killed; the memory of %d of its processes freed here)",
+            time.monotonic() - self.stop.at,
+            reaped,
+        )
         _exit_now(0)
         return 0  # not reached
 

@@ -29,6 +29,7 @@ import aiohttp
 
 from isense_slurm.config import WORKER_OWNED_VLLM_FLAGS
 from isense_slurm.errors import ConfigError
+from isense_slurm.worker.memory_release import kill_group_releasing_memory
 
 TP_FLAGS = {"-tp", "--tensor-parallel-size"}
 MAX_LEN_FLAGS = {"--max-model-len"}
@@ -159,6 +160,11 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def in_group(pid: int, pgid: int) -> bool:
+    fields = _proc_stat(str(pid))
+    return fields is not None and int(fields[2]) == pgid
+
+
 def engine_processes(pgid: int) -> list[int]:
     """The API server's children in its group: vLLM's engine process(es) (and helpers
     such as multiprocessing's resource tracker, which ignore SIGTERM)."""
@@ -229,6 +235,12 @@ class VllmProcess:
             os.killpg(self.pgid, sig)
         except ProcessLookupError:
             pass
+
+    def kill_group(self) -> int:
+        """SIGKILL the whole group now, its memory reaped by this process rather than by
+        the nice-10 dying ones (memory_release.py); how many were reaped here."""
+        pgid = self.pgid
+        return kill_group_releasing_memory(pgid, group_members(pgid), lambda pid: in_group(pid, pgid))
 
     def group_alive(self) -> bool:
         return bool(group_members(self.pgid))
