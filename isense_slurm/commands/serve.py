@@ -4,6 +4,7 @@ import asyncio
 import signal
 import threading
 from datetime import datetime
+from pathlib import Path
 
 from isense_slurm import daemon_logging
 from isense_slurm.errors import SlurmError, UsageError
@@ -66,7 +67,7 @@ def _dry_run(cfg, slurm, once: bool) -> int:
             first[0] = False
         _print_plan(plan)
 
-    agent = Agent(cfg, slurm, dry_run=True, report=report)
+    agent = Agent(cfg, slurm, dry_run=True, report=report, start_times=_read_only_start_times(cfg.ledger.path))
     if once:
         if agent.tick() is None:
             raise SlurmError(agent.last_error or "no plan made")
@@ -78,6 +79,24 @@ def _dry_run(cfg, slurm, once: bool) -> int:
         agent.tick()
         stop.wait(float(cfg.slurm.tick_seconds))
     return 0
+
+
+def _read_only_start_times(path):
+    """The models' measured starts for a dry run, which writes nothing: the ledger opened
+    read-only at each read; none while there is no ledger yet."""
+    from isense_slurm.meter import start_queries
+    from isense_slurm.meter.earnings import open_readonly
+
+    def read(since: float) -> dict[str, tuple[float, int]]:
+        if not Path(path).exists():
+            return {}
+        conn = open_readonly(path)
+        try:
+            return start_queries.start_times(conn, since)
+        finally:
+            conn.close()
+
+    return read
 
 
 def _one_tick(cfg, slurm) -> int:

@@ -34,6 +34,7 @@ from isense_slurm.controller.act import Actor, Outcome
 from isense_slurm.controller.failures import WorkerWatch
 from isense_slurm.controller.memory import Memory
 from isense_slurm.controller.observe import Observation, Observer, Scope
+from isense_slurm.controller.start_times import StartReader, StartTimes
 from isense_slurm.errors import SlurmError
 from isense_slurm.meter.rows import WorkerInfo
 from isense_slurm.planner import Cancel, Demand, Hold, Plan, Policy, Submit, make_plan
@@ -65,6 +66,7 @@ class Agent:
         report: Callable[[Plan], None] | None = None,
         plugin: bool | None = None,
         served: Callable[[str], bool | None] | None = None,
+        start_times: StartReader | None = None,
     ):
         self.cfg = cfg
         self.slurm = slurm
@@ -84,6 +86,10 @@ class Agent:
         if served is None and ledger is not None:
             served = self._served_in_ledger
         self.watch = WorkerWatch(cfg.slurm.job_dir, served=served, stopped=self.reclaims.made_way)
+        # The models' measured starts (the break-even rule): the ledger's, unless given.
+        if start_times is None and ledger is not None:
+            start_times = ledger.start_times
+        self.starts = StartTimes(start_times)
         self._holds: dict[tuple[str, str], Hold] = {}
         self.tick_seconds = float(cfg.slurm.tick_seconds)
         self.scheduler: BackgroundScheduler | None = None
@@ -196,7 +202,7 @@ class Agent:
         self.last_error = None
         self.way.note_nodes(self.observer.last_nodes)
         self.watch.update(observation, self.memory, now)
-        snapshot = replace(observation.snapshot, failures=self.watch.records())
+        snapshot = replace(observation.snapshot, failures=self.watch.records(), starts=self.starts.current())
         plan = make_plan(snapshot, self.policy)
         self.last_plan = plan
         if self.report is not None:

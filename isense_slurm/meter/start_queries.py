@@ -1,5 +1,5 @@
 """Read-only queries of worker starts (meter/worker_starts.py writes them), behind
-`isense status` and `isense top`."""
+`isense status` and `isense top`, and the planner's measured start time of each model."""
 
 import sqlite3
 import statistics
@@ -53,3 +53,19 @@ def median_steps(starts: list[StartInfo]) -> dict[str, float | None]:
         values = [v for v in column if v is not None]
         out[name] = statistics.median(values) if values else None
     return out
+
+
+def start_times(conn: sqlite3.Connection, since: float, last: int = 20) -> dict[str, tuple[float, int]]:
+    """Per model: the median seconds from job start to registration of its `last` latest
+    runs that served, among those started at or after `since`; and how many that was."""
+    rows = conn.execute(
+        "SELECT model, serving_at - started_at FROM workers "
+        "WHERE serving_at IS NOT NULL AND model IS NOT NULL AND started_at >= ? ORDER BY started_at DESC",
+        [since],
+    )
+    by_model: dict[str, list[float]] = {}
+    for model, seconds in rows:
+        values = by_model.setdefault(model, [])
+        if len(values) < last:
+            values.append(max(0.0, seconds))
+    return {model: (statistics.median(values), len(values)) for model, values in by_model.items()}

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from sqlite_utils import Database
 
 from isense_slurm.contracts.control import START_PHASES
+from isense_slurm.meter import start_queries
 from isense_slurm.meter.connection import transaction
 
 _COLUMNS = ", ".join(START_PHASES)
@@ -39,3 +40,9 @@ class StartRecords:
                 [job_id, row[0], *values],
             )
         return cursor.rowcount == 1
+
+    def start_times(self, since: float, last: int = 20) -> dict[str, tuple[float, int]]:
+        """Per model, (median seconds from job start to serving, runs measured) of its
+        `last` latest runs that served since `since`: the planner's break-even input."""
+        with self._lock:
+            return start_queries.start_times(self.db.conn, since, last)

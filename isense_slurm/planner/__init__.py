@@ -11,7 +11,8 @@ Rules, in the order a node is judged (each refusal is one "not lending NODE: why
   (it would start at the next pass and only preempt a starting worker); the fitted
   limit min(max_job_minutes, forecast starts, reservation starts, window end, each
   less a margin) >= min_window_minutes; room under max_lend_share of all pool GPUs,
-  counting pending, running and draining workers. Holes are filled longest first.
+  counting pending, running and draining workers. Holes are filled longest first; a
+  model whose measured start the limit cannot pay back is not lent there (payback.py).
 Cancels: every non-draining worker outside the windows; pending workers whose node
 training has filled (REQUEUE'd workers); pending workers stuck on a reason Slurm will
 not clear; youngest workers (pending first) while over the share, with no new
@@ -27,6 +28,7 @@ from isense_slurm.planner.inputs import (
     Demand,
     Failures,
     ModelSpec,
+    ModelStart,
     PendingTraining,
     Policy,
     PoolNode,
@@ -43,6 +45,7 @@ __all__ = [
     "Failures",
     "Hold",
     "ModelSpec",
+    "ModelStart",
     "PendingTraining",
     "Plan",
     "Policy",

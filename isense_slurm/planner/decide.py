@@ -19,10 +19,11 @@ from isense_slurm.planner.cancel import (
     cancels_stuck,
     describe,
 )
-from isense_slurm.planner.inputs import Policy, Snapshot
+from isense_slurm.planner.inputs import ModelStart, Policy, Snapshot
 from isense_slurm.planner.lend import Hole, fit_hole, node_block, training_hold
 from isense_slurm.planner.models import ModelChooser
 from isense_slurm.planner.occupancy import NodeUse, lent_gpus, node_uses, share_cap
+from isense_slurm.planner.payback import payback_note, payback_refusal, pays_back
 from isense_slurm.planner.plan import Action, Cancel, Plan, Submit
 from isense_slurm.planner.text import clock, gpus, natural_key, seconds
 
@@ -50,6 +51,7 @@ def make_plan(snapshot: Snapshot, policy: Policy) -> Plan:
         if w.job_id not in cancelled:
             lent_by_model[w.model] = lent_by_model.get(w.model, 0) + w.gpus
     chooser = ModelChooser(policy.models, snapshot.demand, lent_by_model)
+    starts = {s.model: s for s in snapshot.starts}
     # Cancelled workers still hold their GPUs until they exit: room counts them (safe side).
     planned = lent
     node_lines: dict[str, str] = {}
@@ -75,10 +77,14 @@ def make_plan(snapshot: Snapshot, policy: Policy) -> Plan:
         here = held_by_node.get(hole.node, {})
         blocked = [h for h in here.values() if h.blocks(snapshot.now)]
         trial = frozenset(m for m, h in here.items() if not h.blocks(snapshot.now))
-        submits = _fill(hole, policy, chooser, cap - planned, frozenset(h.model for h in blocked), trial)
+        slow = _slow_starts(hole, policy, starts)
+        excluded = frozenset(h.model for h in blocked) | frozenset(slow)
+        submits = _fill(hole, policy, chooser, cap - planned, excluded, trial, starts)
         planned += sum(s.gpus for s in submits)
         actions += submits
-        node_lines[hole.node] = _lend_line(hole, submits, cap - planned, chooser, policy, blocked, snapshot.now)
+        node_lines[hole.node] = _lend_line(
+            hole, submits, cap - planned, chooser, policy, blocked, snapshot.now, slow, starts
+        )
 
     lines += [node_lines[name] for name in sorted(node_lines, key=natural_key)]
     lines += chooser.skipped_lines()
@@ -96,6 +102,16 @@ def _hole(use: NodeUse, snapshot: Snapshot, policy: Policy, available: bool, win
     return reason if reason is not None else fit_hole(use, snapshot, policy, window_end)
 
 
+def _slow_starts(hole: Hole, policy: Policy, starts: dict[str, ModelStart]) -> dict[str, str]:
+    """The models whose measured start this hole cannot pay back, with why."""
+    ratio = policy.min_serving_ratio
+    return {
+        m.name: payback_refusal(hole.limit_minutes, start, ratio)
+        for m in policy.models
+        if (start := starts.get(m.name)) is not None and not pays_back(hole.limit_minutes, start, ratio)
+    }
+
+
 def _lend_line(
     hole: Hole,
     submits: list[Submit],
@@ -104,10 +120,14 @@ def _lend_line(
     policy: Policy,
     blocked: list[Hold],
     now: datetime,
+    slow: dict[str, str],
+    starts: dict[str, ModelStart],
 ) -> str:
     left = hole.free - sum(s.gpus for s in submits)
     held = _held_note(blocked, now)
     if not submits:
+        if slow and chooser.smallest() is not None:
+            return f"not lending {hole.node}: " + "; ".join(slow[name] for name in sorted(slow, key=natural_key))
         if held and chooser.smallest() is not None:
             return f"not lending {hole.node}: {gpus(left)} free, but {held}"
         return f"not lending {hole.node}: {_unfit(left, room, chooser)}"
@@ -120,7 +140,8 @@ def _lend_line(
         f"lend {hole.node}: {workers} for {first.time_limit_minutes} min (time-min {first.time_min_minutes}):"
         f" idle {seconds(hole.idle_seconds)} s >= dwell {seconds(policy.min_idle_seconds)} s;"
         f" limit by {hole.limit_reason};"
-        f" {chooser.demand_note(counts)}"
+        f" {chooser.demand_note(counts)}; "
+        + "; ".join(payback_note(model, hole.limit_minutes, starts.get(model)) for model in counts)
     )
     if left:
         line += f"; {_unfit(left, room, chooser)}"
@@ -173,6 +194,7 @@ def _fill(
     room: int,
     blocked: frozenset[str] = frozenset(),
     trial: frozenset[str] = frozenset(),
+    starts: dict[str, ModelStart] | None = None,
 ) -> list[Submit]:
     """Workers for this node's free GPUs, in groups of each chosen model's size. Models in
     `blocked` are held back here; of each model in `trial`, one worker may try."""
@@ -187,7 +209,8 @@ def _fill(
         room -= model.gpus
         reason = (
             f"idle {seconds(hole.idle_seconds)} s >= dwell {seconds(policy.min_idle_seconds)} s;"
-            f" limit by {hole.limit_reason}; {chooser.why(model)}"
+            f" limit by {hole.limit_reason}; {chooser.why(model)};"
+            f" {payback_note(model.name, hole.limit_minutes, (starts or {}).get(model.name))}"
             + ("; one worker tries after the back-off" if model.name in trial else "")
         )
         submits.append(Submit(hole.node, model.gpus, model.name, hole.limit_minutes, time_min, reason))

@@ -28,6 +28,16 @@ class ModelSpec:
     weight: float = 1.0  # share of lent GPUs when demand is equal
 
 
+@dataclass(frozen=True)
+class ModelStart:
+    """A model's measured start (the ledger's): the median seconds from a worker job's
+    start to its registration at the gateway, over its `count` latest serving runs."""
+
+    model: str
+    seconds: float
+    count: int
+
+
 # What Policy.from_config reads of isense's Config (the planner imports no config).
 class _ModelConfig(Protocol):
     @property
@@ -91,6 +101,9 @@ class Policy:
     backoff_after_failures: int = 3
     backoff_seconds: float = 60.0
     backoff_max_seconds: float = 1800.0
+    # The break-even rule (planner/payback.py): a lend must be able to serve at least this
+    # many times the model's measured start.
+    min_serving_ratio: float = 1.0
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig, **knobs: Any) -> Policy:
@@ -200,3 +213,4 @@ class Snapshot:
     reservations: tuple[ReservedWindow, ...] = ()
     demand: tuple[Demand, ...] = ()
     failures: tuple[Failures, ...] = ()  # (node, model) pairs whose workers end before serving
+    starts: tuple[ModelStart, ...] = ()  # measured starts of the models (payback.py)

@@ -89,3 +89,20 @@ def test_vllm_durations_come_from_this_runs_part_of_the_log(tmp_path):
 def test_the_process_start_is_in_the_past():
     started = process_started_at()
     assert started is not None and time.time() - 3600 < started <= time.time()
+
+
+def test_the_planner_gets_each_models_median_start_over_its_latest_serving_runs(tmp_path):
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        # tiny: starts of 30, 40, 100 s (oldest first); big: one of 300 s; a run that never
+        # served and a run of an older week do not count.
+        for i, (job, model, start, took) in enumerate(
+            [("1", "tiny", T0, 30), ("2", "tiny", T0 + 100, 40), ("3", "tiny", T0 + 200, 100), ("4", "big", T0, 300)]
+        ):
+            ledger.worker_event(job, state="lent", node=f"n{i}", gpus=4, model=model, at=start)
+            ledger.worker_event(job, state="serving", at=start + took)
+        ledger.worker_event("5", state="lent", node="n9", gpus=4, model="tiny", at=T0 + 300)
+        ledger.worker_event("0", state="lent", node="n8", gpus=4, model="tiny", at=T0 - 10 * 86400)
+        ledger.worker_event("0", state="serving", at=T0 - 10 * 86400 + 999)
+        assert ledger.start_times(T0 - 86400) == {"tiny": (40.0, 3), "big": (300.0, 1)}
+        # Only the latest `last` runs of a model: the two newest tiny ones.
+        assert ledger.start_times(T0 - 86400, last=2) == {"tiny": (70.0, 2), "big": (300.0, 1)}
