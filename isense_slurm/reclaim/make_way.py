@@ -36,6 +36,11 @@ from isense_slurm.reclaim.book import ReclaimBook
 
 log = logging.getLogger("isense.controller")
 
+# job_submit.lua runs before slurmctld creates the job, so a wake's pass may list the jobs
+# before the new one exists (seen under load: the job then waited for Slurm's own pass).
+# A wake whose pass lists no job newer than the previous pass did looks again after these
+# pauses; an update's wake (no new job) costs those few squeue calls.
+UNSEEN_RETRY_PAUSES = (0.03, 0.1, 0.25)
 NODES_TTL = 30.0  # the tick's node list is used while this fresh (nodes' GPUs and partitions change rarely)
 PARTITIONS_TTL = 30.0
 PARTITION_PRIO = "preempt/partition_prio"
@@ -118,6 +123,7 @@ class WayMaker:
         outstanding: Callable[[], dict[str, int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         book: ReclaimBook | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.scope = scope
         self.slurm = slurm
@@ -125,7 +131,10 @@ class WayMaker:
         self.dry_run = dry_run
         self.outstanding = outstanding
         self.clock = clock
+        self.sleep = sleep
         self.passes = 0
+        self.retries = 0  # passes run again because the woken submit was not listed yet
+        self._newest_job: int | None = None  # the highest job id a pass has listed
         self.released = 0
         # Where the submits it catches and the workers it stops are kept for the recorder.
         self.book = book if book is not None else ReclaimBook(scope, clock=clock)
@@ -184,33 +193,44 @@ class WayMaker:
             return []
         try:
             done: list[Release] = []
+            pauses = iter(UNSEEN_RETRY_PAUSES if wake_time is not None else ())
             while True:
                 self._again.clear()
-                done += self._pass(self._wake_time)
-                if not self._again.is_set():
+                releases, new_job_listed = self._pass(self._wake_time)
+                done += releases
+                if self._again.is_set():
+                    continue
+                pause = None if new_job_listed else next(pauses, None)
+                if pause is None:
                     return done
+                self.retries += 1
+                log.debug("make way: the woken submit is not listed yet; again in %.0f ms", pause * 1000)
+                self.sleep(pause)
         finally:
             self._lock.release()
 
-    def _pass(self, wake_time: float | None = None) -> list[Release]:
+    def _pass(self, wake_time: float | None = None) -> tuple[list[Release], bool]:
+        """The workers stopped; and whether the listing held a job newer than the last
+        pass's (or there is nothing to compare: then no retry either)."""
         if not self.enabled():
-            return []
+            return [], True
         started = self.clock()
         self.passes += 1
         try:
             preempting = self.preempting()
             if not preempting:
-                return []
+                return [], True
             jobs = self.slurm.jobs()
+            new_job_listed = self._note_newest(jobs)
             self.book.note_wake(jobs, wake_time)
             waiting = [w for w in waiting_jobs(jobs, self.scope) if set(w.partitions) & preempting]
             if not waiting:
                 log.debug("make way: no pending job that preempts (%d jobs listed)", len(jobs))
-                return []
+                return [], new_job_listed
             nodes = self.nodes()
         except SlurmError as err:
             log.warning("make way skipped: %s", err)
-            return []
+            return [], True
         outstanding = {}
         if self.outstanding is not None:
             try:
@@ -245,4 +265,13 @@ class WayMaker:
                 after,
                 (self.clock() - started) * 1000,
             )
-        return releases
+        return releases, True
+
+    def _note_newest(self, jobs) -> bool:
+        """Remember the highest job id listed; whether it is higher than before."""
+        ids = [int(j.job_id) for j in jobs if str(j.job_id).isdigit()]
+        newest = max(ids, default=None)
+        before = self._newest_job
+        if newest is not None and (before is None or newest > before):
+            self._newest_job = newest
+        return before is None or (newest is not None and newest > before)

@@ -229,3 +229,65 @@ def test_wake_time_becomes_the_submit_time_within_slurms_second():
     assert way.book.submitted_at("9") is None  # an older job: not this wake's
     way.run(wake + 0.5)
     assert way.book.submitted_at("8") == wake  # the first wake that saw it wins
+
+
+class LateListingSlurm(CountingSlurm):
+    """slurmctld runs job_submit.lua before it creates the job: the first listings after
+    the wake may lack it. `listings` are the job lists of successive squeue calls."""
+
+    def __init__(self, nodes, listings, partitions):
+        super().__init__(nodes, listings[0], partitions)
+        self.listings = list(listings)
+
+    def jobs(self):
+        self.calls.append("jobs")
+        return self.listings.pop(0) if len(self.listings) > 1 else self.listings[0]
+
+
+def late_world(listings):
+    parts = ("train", "inference")
+    nodes = [Node("n1", "ALLOCATED", gpus_total=4, gpus_alloc=4, partitions=parts)]
+    partitions = [Partition("train", priority_tier=10), Partition("inference", priority_tier=1, preempt_mode="REQUEUE")]
+    return nodes, LateListingSlurm(nodes, listings, partitions)
+
+
+def test_a_wake_whose_submit_is_not_listed_yet_looks_again():
+    from isense_slurm.reclaim.make_way import UNSEEN_RETRY_PAUSES, WayMaker
+
+    before = [worker(7, "n1", gpus=4), job(6, state="RUNNING", nodes=("n9",))]
+    after = [*before, job(8, state="PENDING", required=("n1",))]
+    nodes, slurm = late_world([before, before, before, after, after])
+    pauses: list[float] = []
+    way = WayMaker(SCOPE, slurm, Memory(), sleep=pauses.append)
+    way.note_nodes(nodes)
+    assert way.run() == []  # a tick-time pass (no wake): sets what "newer" means, no retry
+    releases = way.run(wake_time=T0.timestamp())
+    assert [(r.worker_job_id, r.for_job_id) for r in releases] == [("7", "8")]
+    assert pauses == list(UNSEEN_RETRY_PAUSES[:2]) and way.retries == 2
+    assert slurm.signalled == [("7", "TERM")]
+
+
+def test_a_wake_without_a_new_job_gives_up_after_the_retries():
+    from isense_slurm.reclaim.make_way import UNSEEN_RETRY_PAUSES, WayMaker
+
+    listed = [worker(7, "n1", gpus=4)]
+    nodes, slurm = late_world([listed])
+    pauses: list[float] = []
+    way = WayMaker(SCOPE, slurm, Memory(), sleep=pauses.append)
+    way.note_nodes(nodes)
+    way.run()
+    assert way.run(wake_time=T0.timestamp()) == []  # an update's wake: no new job ever
+    assert pauses == list(UNSEEN_RETRY_PAUSES)
+    assert slurm.calls.count("jobs") == 2 + len(UNSEEN_RETRY_PAUSES)
+
+
+def test_a_new_job_that_preempts_nothing_is_not_retried():
+    from isense_slurm.reclaim.make_way import WayMaker
+
+    before = [worker(7, "n1", gpus=4)]
+    nodes, slurm = late_world([before, [*before, job(9, state="RUNNING", nodes=("n9",))]])
+    pauses: list[float] = []
+    way = WayMaker(SCOPE, slurm, Memory(), sleep=pauses.append)
+    way.note_nodes(nodes)
+    way.run()
+    assert way.run(wake_time=T0.timestamp()) == [] and pauses == []
