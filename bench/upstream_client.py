@@ -24,9 +24,12 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from isense_slurm.gateway.worker_http import WorkerClient  # noqa: E402
+from waiting import free_port, wait_for  # noqa: E402
 
 BODY = json.dumps(
     {
@@ -120,22 +123,23 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = multiprocessing.Process(target=serve, args=(port, args.stream), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return True
         except OSError:
-            if time.monotonic() > deadline:
-                print("bench: the local server did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+            return False
+
+    try:
+        wait_for(listening, 30, "the local server", interval=0.05)
+    except AssertionError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 1
     best: dict[str, float] = {}
     failed = 0
     for _ in range(args.rounds):
