@@ -333,7 +333,11 @@ class Agent:
             "last_tick_at": self.last_tick_at,
             "last_error": self.last_error,
             "dry_run": self.dry_run,
-            "make_way": {"passes": self.way.passes, "workers_stopped": self.way.released},
+            "make_way": {
+                "passes": self.way.passes,
+                "workers_stopped": self.way.released,
+                "retries_for_unlisted_submits": self.way.retries,
+            },
             "plan": list(self.last_plan.explanations) if self.last_plan else [],
             "held_back": self.held_back(),
         }
