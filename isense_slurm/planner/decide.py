@@ -77,14 +77,11 @@ def make_plan(snapshot: Snapshot, policy: Policy) -> Plan:
         here = held_by_node.get(hole.node, {})
         blocked = [h for h in here.values() if h.blocks(snapshot.now)]
         trial = frozenset(m for m, h in here.items() if not h.blocks(snapshot.now))
-        slow = _slow_starts(hole, policy, starts)
-        excluded = frozenset(h.model for h in blocked) | frozenset(slow)
+        excluded = frozenset(h.model for h in blocked) | frozenset(_slow_starts(hole, policy, starts))
         submits = _fill(hole, policy, chooser, cap - planned, excluded, trial, starts)
         planned += sum(s.gpus for s in submits)
         actions += submits
-        node_lines[hole.node] = _lend_line(
-            hole, submits, cap - planned, chooser, policy, blocked, snapshot.now, slow, starts
-        )
+        node_lines[hole.node] = _lend_line(hole, submits, cap - planned, chooser, policy, blocked, snapshot.now, starts)
 
     lines += [node_lines[name] for name in sorted(node_lines, key=natural_key)]
     lines += chooser.skipped_lines()
@@ -120,12 +117,12 @@ def _lend_line(
     policy: Policy,
     blocked: list[Hold],
     now: datetime,
-    slow: dict[str, str],
     starts: dict[str, ModelStart],
 ) -> str:
     left = hole.free - sum(s.gpus for s in submits)
     held = _held_note(blocked, now)
     if not submits:
+        slow = _slow_starts(hole, policy, starts)
         if slow and chooser.smallest() is not None:
             return f"not lending {hole.node}: " + "; ".join(slow[name] for name in sorted(slow, key=natural_key))
         if held and chooser.smallest() is not None:
