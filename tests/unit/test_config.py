@@ -316,7 +316,11 @@ def test_dev_config_values():
     assert cfg.gateway.listen_host == "127.0.0.1" and cfg.gateway.listen_port == 8000
     assert cfg.worker.advertise_host == "127.0.0.1"
     assert cfg.slurm.submit_wake == Path("/var/lib/isense-dev/slurmctld/submit.wake")  # dev/cluster's lua
-    assert cfg.worker.env == {"VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1"}
+    assert cfg.worker.env == {
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # two vLLM processes, not three
+    }
     tiny = cfg.model("tiny-llama")
     assert tiny.gpus == 4 and tiny.context_length == 512
     assert tiny.vllm_args[tiny.vllm_args.index("--kv-cache-memory-bytes") + 1] == "64M"
