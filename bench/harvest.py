@@ -165,7 +165,7 @@ def lends(rows: list[tuple]) -> dict:
     starts = [serving - started for _, started, serving, _, _ in rows if serving is not None]
     return {
         "workers": len(rows),
-        "never_served": sum(1 for row in rows if row[2] is None),
+        "never_served": sum(1 for _, _, serving, _, _ in rows if serving is None),
         "sbatch_to_serving_s": summary(starts),
     }
 
